@@ -1,0 +1,46 @@
+# The two commands of the README: `make demo` and `make test`. Each installs what is
+# missing (apt), configures and builds. CI=true turns warnings into errors.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+JOBS       ?= $(shell nproc)
+FUZZ_SECONDS ?= 60
+CMAKE_FLAGS ?=
+ifneq ($(filter true 1 yes,$(CI)),)
+  CMAKE_FLAGS += -DRASPC_WERROR=ON
+endif
+
+.PHONY: all deps build demo test test-asan fuzz clean
+
+all: build
+
+deps:
+	@./scripts/install-deps.sh
+
+build: deps
+	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+demo: build
+	@echo '$$ raspc eval examples/sort.rasp --input "3 1 2 2"'
+	@$(BUILD)/tools/raspc eval examples/sort.rasp --input "3 1 2 2"
+	@echo '$$ raspc eval examples/hist.rasp --input "a b b c a b" --json'
+	@$(BUILD)/tools/raspc eval examples/hist.rasp --input "a b b c a b" --json
+
+test: build
+	@ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+# ASan+UBSan build of the same tests (CI runs it after `make test`).
+test-asan: deps
+	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DRASPC_SANITIZE=ON $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
+
+# libFuzzer over the parser and evaluator, seeded from examples/ (bounded time).
+fuzz: deps
+	@CC=clang-14 CXX=clang++-14 cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRASPC_FUZZ=ON $(CMAKE_FLAGS) >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_frontend
+	@./tests/fuzz/run.sh $(FUZZ_BUILD)/tests/fuzz/fuzz_frontend $(FUZZ_SECONDS)
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

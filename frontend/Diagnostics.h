@@ -1,0 +1,64 @@
+// Diagnostics: every error carries a source location and is printed by LLVM's
+// SourceMgr as `file:line:col: error: message`, the source line and a caret.
+#pragma once
+#include <llvm/ADT/Twine.h>
+#include <llvm/Support/Error.h>
+#include <llvm/Support/SMLoc.h>
+#include <llvm/Support/SourceMgr.h>
+#include <llvm/Support/raw_ostream.h>
+
+#include <string>
+
+namespace raspc {
+
+// An llvm::Error that remembers where in the RASP source it arose.
+class LocatedError : public llvm::ErrorInfo<LocatedError> {
+public:
+  static char ID;
+  LocatedError(llvm::SMLoc loc, std::string message) : loc_(loc), message_(std::move(message)) {}
+  void log(llvm::raw_ostream &os) const override { os << message_; }
+  std::error_code convertToErrorCode() const override { return llvm::inconvertibleErrorCode(); }
+  llvm::SMLoc loc() const { return loc_; }
+  std::string message() const override { return message_; }
+
+private:
+  llvm::SMLoc loc_;
+  std::string message_;
+};
+
+inline llvm::Error locatedError(llvm::SMLoc loc, const llvm::Twine &msg) {
+  return llvm::make_error<LocatedError>(loc, msg.str());
+}
+
+class DiagnosticEngine {
+public:
+  explicit DiagnosticEngine(llvm::SourceMgr &sm, llvm::raw_ostream &os = llvm::errs())
+      : sm_(sm), os_(os) {}
+
+  void error(llvm::SMLoc loc, const llvm::Twine &msg);
+  void warning(llvm::SMLoc loc, const llvm::Twine &msg);
+  void note(llvm::SMLoc loc, const llvm::Twine &msg);
+  // Prints an llvm::Error: located errors with their source line, others plainly.
+  void report(llvm::Error err);
+
+  unsigned errorCount() const { return errors_; }
+  // Past this many errors the rest are dropped (one line says so): junk input must
+  // not produce megabytes of diagnostics.
+  bool tooMany() const { return errors_ >= kMaxErrors; }
+  llvm::SourceMgr &sourceMgr() { return sm_; }
+  llvm::raw_ostream &stream() { return os_; }
+
+  static constexpr unsigned kMaxErrors = 50;
+
+private:
+  void print(llvm::SMLoc loc, llvm::SourceMgr::DiagKind kind, const llvm::Twine &msg);
+  llvm::SourceMgr &sm_;
+  llvm::raw_ostream &os_;
+  unsigned errors_ = 0;
+  bool announcedLimit_ = false;
+};
+
+// "file:line:col" for a location (or "<unknown>").
+std::string describeLoc(const llvm::SourceMgr &sm, llvm::SMLoc loc);
+
+} // namespace raspc

@@ -1,0 +1,23 @@
+// The meaning of one elementwise operation on scalars. The host evaluator uses it to
+// fold host values and the reference interpreter to compute s-ops, so both agree.
+#pragma once
+#include "ir/Graph.h"
+#include "ir/Scalar.h"
+
+#include <string>
+
+namespace raspc {
+
+struct OpResult {
+  bool ok = true;
+  Scalar value;
+  std::string error; // set when !ok: what went wrong, without a location
+};
+
+// Applies `op` to args (1 for unary ops, In and Lookup; 2 for binary; 3 for IfElse as
+// {then, cond, else}). None in any argument gives None.
+OpResult applyOp(ir::MapOp op, const Scalar *args, size_t nargs, const ir::Table *table = nullptr);
+
+bool scalarTruthy(const Scalar &s);
+
+} // namespace raspc

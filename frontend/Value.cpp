@@ -1,0 +1,155 @@
+#include "frontend/Value.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace raspc {
+
+const char *builtinName(Builtin b) {
+  switch (b) {
+  case Builtin::Aggregate: return "aggregate";
+  case Builtin::SelectorWidth: return "selector_width";
+  case Builtin::Round: return "round";
+  case Builtin::Indicator: return "indicator";
+  case Builtin::Range: return "range";
+  case Builtin::Zip: return "zip";
+  case Builtin::Len: return "len";
+  case Builtin::Numerical: return "numerical";
+  case Builtin::Categorical: return "categorical";
+  }
+  return "?";
+}
+
+Value Value::fromScalar(const Scalar &s) {
+  return std::visit(
+      [](auto &&v) -> Value {
+        using T = std::decay_t<decltype(v)>;
+        if constexpr (std::is_same_v<T, std::monostate>) return Value();
+        else return Value(v);
+      },
+      s);
+}
+
+Value Value::list(std::vector<Value> items) {
+  auto l = std::make_shared<ListValue>();
+  for (auto &v : items) l->depth = std::max(l->depth, nestingDepth(v) + 1);
+  l->items = std::move(items);
+  return Value(std::shared_ptr<const ListValue>(std::move(l)));
+}
+
+Scalar Value::scalar() const {
+  switch (kind()) {
+  case Bool: return asBool();
+  case Int: return asInt();
+  case Float: return asFloat();
+  case Str: return asStr();
+  default: return std::monostate{};
+  }
+}
+
+std::string DictValue::keyOf(const Scalar &s) {
+  // Integral numbers (bools, ints, whole floats) share the int key, as in Python.
+  if (auto *b = std::get_if<bool>(&s)) return "i" + std::to_string(int(*b));
+  if (auto *d = std::get_if<double>(&s))
+    if (std::isfinite(*d) && std::floor(*d) == *d && std::fabs(*d) < 9e18)
+      return "i" + std::to_string(static_cast<int64_t>(*d));
+  return scalarKey(s);
+}
+
+const Value *DictValue::find(const Scalar &key) const {
+  auto it = index.find(keyOf(key));
+  return it == index.end() ? nullptr : &items[it->second].second;
+}
+
+void DictValue::set(const Value &key, Value v) {
+  std::string k = keyOf(key.scalar());
+  auto it = index.find(k);
+  if (it != index.end()) {
+    items[it->second].second = std::move(v);
+    return;
+  }
+  depth = std::max(depth, nestingDepth(v) + 1);
+  index.emplace(std::move(k), items.size());
+  items.emplace_back(key, std::move(v));
+}
+
+unsigned nestingDepth(const Value &v) {
+  if (v.is(Value::List)) return v.asList().depth;
+  if (v.is(Value::Dict)) return v.asDict().depth;
+  return 0;
+}
+
+const char *typeName(const Value &v) {
+  switch (v.kind()) {
+  case Value::None: return "None";
+  case Value::Bool: return "bool";
+  case Value::Int: return "int";
+  case Value::Float: return "float";
+  case Value::Str: return "string";
+  case Value::List: return "list";
+  case Value::Dict: return "dict";
+  case Value::Func: return "function";
+  case Value::BuiltinFn: return "builtin function";
+  case Value::SOp: return "s-op";
+  case Value::Sel: return "selector";
+  case Value::Poisoned: return "error";
+  }
+  return "?";
+}
+
+std::string formatValue(const Value &v) {
+  switch (v.kind()) {
+  case Value::List: {
+    std::string s = "[";
+    for (size_t i = 0; i < v.asList().items.size(); ++i)
+      s += (i ? ", " : "") + formatValue(v.asList().items[i]);
+    return s + "]";
+  }
+  case Value::Dict: {
+    std::string s = "{";
+    bool first = true;
+    for (auto &[k, val] : v.asDict().items) {
+      s += (first ? "" : ", ") + formatValue(k) + ": " + formatValue(val);
+      first = false;
+    }
+    return s + "}";
+  }
+  case Value::Str: return "\"" + v.asStr() + "\"";
+  case Value::Func: return "<function>";
+  case Value::BuiltinFn: return std::string("<builtin ") + builtinName(v.asBuiltin()) + ">";
+  case Value::SOp: return "<s-op>";
+  case Value::Sel: return "<selector>";
+  case Value::Poisoned: return "<error>";
+  default: return formatScalar(v.scalar());
+  }
+}
+
+bool valueEquals(const Value &a, const Value &b) {
+  if (a.isScalar() && b.isScalar()) return scalarEquals(a.scalar(), b.scalar());
+  if (a.kind() != b.kind()) return false;
+  switch (a.kind()) {
+  case Value::List: {
+    auto &x = a.asList().items, &y = b.asList().items;
+    if (x.size() != y.size()) return false;
+    for (size_t i = 0; i < x.size(); ++i)
+      if (!valueEquals(x[i], y[i])) return false;
+    return true;
+  }
+  case Value::Dict: {
+    auto &x = a.asDict(), &y = b.asDict();
+    if (x.items.size() != y.items.size()) return false;
+    for (auto &[k, v] : x.items) {
+      const Value *o = y.find(k.scalar());
+      if (!o || !valueEquals(v, *o)) return false;
+    }
+    return true;
+  }
+  case Value::Func: return &a.asFunc() == &b.asFunc();
+  case Value::BuiltinFn: return a.asBuiltin() == b.asBuiltin();
+  case Value::SOp:
+  case Value::Sel: return a.node() == b.node();
+  default: return false;
+  }
+}
+
+} // namespace raspc

@@ -1,0 +1,141 @@
+// raspc: the RASP toolchain's command line.
+#include "frontend/Program.h"
+#include "tools/Commands.h"
+
+#include <CLI/CLI.hpp>
+#include <llvm/Support/raw_ostream.h>
+
+#include <iostream>
+
+using namespace raspc;
+
+namespace {
+
+struct CommonFlags {
+  std::string file;
+  std::optional<std::string> output;
+  std::optional<std::string> vocab;
+  std::optional<int> maxLen;
+  bool causal = false;
+};
+
+void addProgramFlags(CLI::App *cmd, CommonFlags &f) {
+  cmd->add_option("FILE", f.file, "RASP program")->required();
+  cmd->add_option("--output", f.output, "the s-op to show (default: the last s-op assigned at top level)");
+  cmd->add_option("--vocab", f.vocab, "vocabulary, tokens separated by spaces (default: from the file header)");
+  cmd->add_option("--max-len", f.maxLen, "maximum input length (default: from the file header)")
+      ->check(CLI::Range(1, 100000));
+  cmd->add_flag("--causal", f.causal, "causal meaning: selectors see only keys at or before the query");
+}
+
+// Loads FILE and merges command-line options over its header defaults.
+std::optional<ProgramOptions> loadProgram(Program &p, const CommonFlags &f) {
+  if (!p.loadFile(f.file)) return std::nullopt;
+  auto header = p.headerOptions();
+  if (!header) return std::nullopt;
+  ProgramOptions opts;
+  if (f.vocab) opts.vocab = splitArgs(*f.vocab);
+  opts.maxLen = f.maxLen;
+  opts.output = f.output;
+  opts.causal = f.causal;
+  opts.inheritFrom(*header);
+  return opts;
+}
+
+int runEval(const CommonFlags &f, const std::string &input, bool json, bool all) {
+  Program p;
+  auto opts = loadProgram(p, f);
+  if (!opts) return 1;
+  auto tokens = p.parseInput(input, *opts);
+  if (!tokens) return 1;
+  Interpreter interp(p.graph(), p.interpreterOptions(*opts));
+  if (!all) {
+    auto out = p.resolveOutput(opts->output);
+    if (!out) return 1;
+    if (!p.interpret(interp, *tokens, {*out})) return 1;
+    std::string name = opts->output ? *opts->output : *p.evaluator().lastSOpName();
+    if (json)
+      std::cout << "{\"output\": \"" << jsonEscape(name) << "\", \"value\": " << formatSequence(interp.sop(*out), true)
+                << "}\n";
+    else
+      std::cout << formatSequence(interp.sop(*out), false) << "\n";
+    return 0;
+  }
+  std::vector<std::pair<std::string, Value>> named;
+  std::vector<ir::NodeId> roots;
+  for (auto &name : p.evaluator().topLevelNames()) {
+    const Value *v = p.evaluator().lookup(name);
+    if (v && (v->is(Value::SOp) || v->is(Value::Sel))) {
+      named.emplace_back(name, *v);
+      roots.push_back(v->node());
+    }
+  }
+  if (!p.interpret(interp, *tokens, roots)) return 1;
+  std::string out = json ? "{\"values\": {" : "";
+  for (size_t i = 0; i < named.size(); ++i) {
+    auto &[name, v] = named[i];
+    if (json) {
+      out += (i ? ", \"" : "\"") + jsonEscape(name) + "\": " +
+             (v.is(Value::SOp) ? formatSequence(interp.sop(v.node()), true)
+                               : formatSelectorRows(interp.selector(v.node()), true, ""));
+    } else if (v.is(Value::SOp)) {
+      out += name + " = " + formatSequence(interp.sop(v.node()), false) + "\n";
+    } else {
+      out += name + " =\n" + formatSelectorRows(interp.selector(v.node()), false, "  ");
+    }
+  }
+  std::cout << out << (json ? "}}\n" : "");
+  return 0;
+}
+
+int runGraph(const CommonFlags &f) {
+  Program p;
+  auto opts = loadProgram(p, f);
+  if (!opts) return 1;
+  auto out = p.resolveOutput(opts->output);
+  if (!out) return 1;
+  std::cout << p.graph().toDot({*out});
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  CLI::App app{"raspc: compile RASP programs into transformer weights, and run them"};
+  app.set_version_flag("--version", std::string("raspc 0.1.0"));
+  app.require_subcommand(1);
+
+  CommonFlags evalFlags;
+  std::string input;
+  bool json = false, all = false;
+  auto *eval = app.add_subcommand("eval", "evaluate a RASP program on an input with the reference interpreter");
+  addProgramFlags(eval, evalFlags);
+  eval->add_option("--input", input, "input tokens separated by spaces, e.g. \"3 1 2 2\"")->required();
+  eval->add_flag("--json", json, "print {\"output\": NAME, \"value\": [...]}");
+  eval->add_flag("--all", all, "print every named top-level s-op and selector");
+
+  CommonFlags graphFlags;
+  auto *graph = app.add_subcommand("graph", "print the computation graph of the output as Graphviz DOT");
+  addProgramFlags(graph, graphFlags);
+
+  std::optional<std::string> replFile;
+  auto *repl = app.add_subcommand("repl", "interactive RASP: statements, values shown on an example input");
+  repl->add_option("FILE", replFile, "a program to load first");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp &e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp &e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion &e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError &e) {
+    app.exit(e);
+    return 2;
+  }
+  if (eval->parsed()) return runEval(evalFlags, input, json, all);
+  if (graph->parsed()) return runGraph(graphFlags);
+  if (repl->parsed()) return tools::runRepl(replFile);
+  return 2;
+}
