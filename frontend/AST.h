@@ -71,3 +71,9 @@ struct Module {
 };
 
 } // namespace raspc::ast
+
+namespace raspc::ast {
+// S-expression rendering, e.g. "(+ a (* b 2))": shows exactly how an expression
+// was grouped (for tests and debugging).
+std::string toString(const Expr &e);
+} // namespace raspc::ast

@@ -1,19 +1,43 @@
 #include "frontend/Diagnostics.h"
 
+#include <algorithm>
+
 namespace raspc {
 
 char LocatedError::ID = 0;
 
 void DiagnosticEngine::print(llvm::SMLoc loc, llvm::SourceMgr::DiagKind kind,
                              const llvm::Twine &msg) {
-  if (loc.isValid() && sm_.FindBufferContainingLoc(loc) != 0) {
-    sm_.PrintMessage(os_, loc, kind, msg);
-    return;
-  }
   const char *what = kind == llvm::SourceMgr::DK_Error     ? "error"
                      : kind == llvm::SourceMgr::DK_Warning ? "warning"
                                                            : "note";
-  os_ << "raspc: " << what << ": " << msg << "\n";
+  unsigned buf = loc.isValid() ? sm_.FindBufferContainingLoc(loc) : 0;
+  if (buf == 0) {
+    os_ << "raspc: " << what << ": " << msg << "\n";
+    return;
+  }
+  // SourceMgr prints the whole source line; a huge line (a 1 MB one-liner) would
+  // flood the terminal, so show a window around the caret instead.
+  llvm::StringRef text = sm_.getMemoryBuffer(buf)->getBuffer();
+  size_t off = loc.getPointer() - text.data();
+  size_t lineStart = text.rfind('\n', off == 0 ? 0 : off - 1);
+  lineStart = (lineStart == llvm::StringRef::npos || off == 0) ? 0 : lineStart + 1;
+  size_t lineEnd = text.find('\n', off);
+  if (lineEnd == llvm::StringRef::npos) lineEnd = text.size();
+  constexpr size_t kWindow = 70;
+  if (lineEnd - lineStart <= 2 * kWindow) {
+    sm_.PrintMessage(os_, loc, kind, msg);
+    return;
+  }
+  size_t from = off > lineStart + kWindow ? off - kWindow : lineStart;
+  size_t to = std::min(lineEnd, off + kWindow);
+  os_ << describeLoc(sm_, loc) << ": " << what << ": " << msg << "\n";
+  std::string prefix = from > lineStart ? "..." : "";
+  std::string window = text.slice(from, to).str();
+  for (char &c : window)
+    if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = ' ';
+  os_ << prefix << window << (to < lineEnd ? "..." : "") << "\n";
+  os_ << std::string(prefix.size() + (off - from), ' ') << "^\n";
 }
 
 void DiagnosticEngine::error(llvm::SMLoc loc, const llvm::Twine &msg) {
@@ -27,6 +51,10 @@ void DiagnosticEngine::error(llvm::SMLoc loc, const llvm::Twine &msg) {
   }
   ++errors_;
   print(loc, llvm::SourceMgr::DK_Error, msg);
+  if (tooMany()) {
+    os_ << "raspc: error: too many errors, stopping\n";
+    announcedLimit_ = true;
+  }
 }
 
 void DiagnosticEngine::warning(llvm::SMLoc loc, const llvm::Twine &msg) {

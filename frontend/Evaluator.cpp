@@ -69,7 +69,7 @@ public:
   NodeId liftSOp(const Value &v, llvm::SMLoc loc, const char *what) {
     if (v.is(Value::SOp)) return v.node();
     if (v.isScalar()) return constant(v.scalar(), loc);
-    fail(loc, llvm::Twine("expected an s-op or an atom for ") + what + ", got a " + typeName(v));
+    fail(loc, llvm::Twine("expected an s-op or an atom for ") + what + ", got " + aTypeName(v));
   }
   Value mapNode(MapOp op, std::vector<NodeId> args, llvm::SMLoc loc,
                 std::shared_ptr<const ir::Table> table = nullptr) {
@@ -186,7 +186,7 @@ public:
   std::vector<Value> unpack(const Value &v, size_t n, llvm::SMLoc loc) {
     if (n == 1) return {v};
     if (!v.is(Value::List))
-      fail(loc, llvm::Twine("cannot unpack a ") + typeName(v) + " into " + llvm::Twine(n) + " names");
+      fail(loc, llvm::Twine("cannot unpack ") + aTypeName(v) + " into " + llvm::Twine(n) + " names");
     if (v.asList().items.size() != n)
       fail(loc, llvm::Twine("cannot unpack ") + llvm::Twine(v.asList().items.size()) + " values into " +
                     llvm::Twine(n) + " names");
@@ -208,7 +208,7 @@ public:
     }
     case Value::Poisoned: throw PoisonUse{};
     default:
-      fail(loc, llvm::Twine("cannot iterate over a ") + typeName(v) +
+      fail(loc, llvm::Twine("cannot iterate over ") + aTypeName(v) +
                     (v.is(Value::SOp) ? " (s-ops are sequences of unknown length; loops run on host values)"
                                       : ""));
     }
@@ -388,7 +388,7 @@ public:
       for (auto &v : c.asList().items) {
         if (!v.isScalar())
           fail(loc, llvm::Twine("a list used with an s-op may hold only numbers, strings, bools and "
-                                "None, not a ") + typeName(v));
+                                "None, not ") + aTypeName(v));
         t->values.push_back(v.scalar());
       }
     } else {
@@ -396,7 +396,7 @@ public:
       for (auto &[k, v] : c.asDict().items) {
         if (!v.isScalar())
           fail(loc, llvm::Twine("a dict used with an s-op may hold only numbers, strings, bools and "
-                                "None, not a ") + typeName(v));
+                                "None, not ") + aTypeName(v));
         t->keys.push_back(k.scalar());
         t->values.push_back(v.scalar());
       }
@@ -407,7 +407,7 @@ public:
   Value evalIn(const Expr &e, const Value &x, const Value &c) {
     if (c.is(Value::SOp)) {
       // atom in sop: true everywhere iff some position holds the atom.
-      if (!x.isScalar()) fail(e.loc, llvm::Twine("left side of 'in' an s-op must be an atom, not a ") + typeName(x));
+      if (!x.isScalar()) fail(e.loc, llvm::Twine("left side of 'in' an s-op must be an atom, not ") + aTypeName(x));
       NodeId sel = select(c.node(), constant(x.scalar(), e.loc), ir::Comparison::Eq, e.loc);
       ir::Node w;
       w.kind = NodeKind::SelectorWidth;
@@ -418,7 +418,7 @@ public:
     }
     if (x.is(Value::SOp)) {
       if (!c.is(Value::List) && !c.is(Value::Dict))
-        fail(e.loc, llvm::Twine("an s-op can be tested for membership in a list or dict, not a ") + typeName(c));
+        fail(e.loc, llvm::Twine("an s-op can be tested for membership in a list or dict, not ") + aTypeName(c));
       auto t = tableOf(c, e.loc);
       if (!t->isList) {
         auto keys = std::make_shared<ir::Table>();
@@ -436,9 +436,9 @@ public:
       if (!x.isScalar()) return Value(false);
       return Value(c.asDict().find(x.scalar()) != nullptr);
     case Value::Str:
-      if (!x.is(Value::Str)) fail(e.loc, llvm::Twine("'in <string>' needs a string on the left, not a ") + typeName(x));
+      if (!x.is(Value::Str)) fail(e.loc, llvm::Twine("'in <string>' needs a string on the left, not ") + aTypeName(x));
       return Value(c.asStr().find(x.asStr()) != std::string::npos);
-    default: fail(e.loc, llvm::Twine("cannot test membership in a ") + typeName(c));
+    default: fail(e.loc, llvm::Twine("cannot test membership in ") + aTypeName(c));
     }
   }
 
@@ -511,7 +511,7 @@ public:
     if (c.is(Value::SOp)) {
       // sop[i]: the value at position i, at every position (None when out of range).
       if (!i.is(Value::Int))
-        fail(e.b->loc, llvm::Twine("an s-op can be indexed only by a host int, not a ") + typeName(i));
+        fail(e.b->loc, llvm::Twine("an s-op can be indexed only by a host int, not ") + aTypeName(i));
       NodeId pos = i.asInt() >= 0
                        ? constant(i.asInt(), e.loc)
                        : liftSOp(mapNode(MapOp::Add, {builtinNode(NodeKind::Length), constant(i.asInt(), e.loc)},
@@ -522,7 +522,7 @@ public:
     }
     if (i.is(Value::SOp)) {
       if (!c.is(Value::List) && !c.is(Value::Dict))
-        fail(e.a->loc, llvm::Twine("only a list or dict can be indexed by an s-op, not a ") + typeName(c));
+        fail(e.a->loc, llvm::Twine("only a list or dict can be indexed by an s-op, not ") + aTypeName(c));
       return mapNode(MapOp::Lookup, {i.node()}, e.loc, tableOf(c, e.loc));
     }
     switch (c.kind()) {
@@ -541,7 +541,7 @@ public:
       if (!v) fail(e.loc, "key " + (i.isScalar() ? formatValue(i) : std::string(typeName(i))) + " not in dictionary");
       return *v;
     }
-    default: fail(e.loc, llvm::Twine("a ") + typeName(c) + " cannot be indexed");
+    default: fail(e.loc, llvm::Twine(aTypeName(c)) + " cannot be indexed");
     }
   }
 
@@ -599,7 +599,7 @@ public:
     }
     llvm::SMLoc loc = e.a->loc;
     if (f.is(Value::BuiltinFn)) return callBuiltin(e, f.asBuiltin(), args, loc);
-    if (!f.is(Value::Func)) fail(loc, llvm::Twine("a ") + typeName(f) + " is not callable");
+    if (!f.is(Value::Func)) fail(loc, llvm::Twine(aTypeName(f)) + " is not callable");
     const Function &fn = f.asFunc();
     const Stmt &def = *fn.def;
     if (args.size() != def.params.size())
@@ -645,12 +645,12 @@ public:
     auto needSel = [&](size_t i) {
       if (!args[i].is(Value::Sel))
         fail(e.items[i]->loc, llvm::Twine(builtinName(b)) + " needs a selector as argument " + llvm::Twine(i + 1) +
-                                  ", got a " + typeName(args[i]));
+                                  ", got " + aTypeName(args[i]));
       return args[i].node();
     };
     auto needInt = [&](size_t i) {
       if (!args[i].is(Value::Int))
-        fail(e.items[i]->loc, llvm::Twine(builtinName(b)) + " needs an int, got a " + typeName(args[i]));
+        fail(e.items[i]->loc, llvm::Twine(builtinName(b)) + " needs an int, got " + aTypeName(args[i]));
       return args[i].asInt();
     };
     switch (b) {
@@ -661,7 +661,7 @@ public:
       Scalar dflt;
       if (args.size() == 3) {
         if (!args[2].isScalar())
-          fail(e.items[2]->loc, llvm::Twine("the default of aggregate must be an atom, not a ") + typeName(args[2]));
+          fail(e.items[2]->loc, llvm::Twine("the default of aggregate must be an atom, not ") + aTypeName(args[2]));
         dflt = args[2].scalar();
       }
       return aggregate(sel, sop, dflt, loc);
@@ -680,7 +680,7 @@ public:
       MapOp op = b == Builtin::Round ? MapOp::Round : MapOp::Indicator;
       if (args[0].is(Value::SOp)) return mapNode(op, {args[0].node()}, loc);
       if (!args[0].isScalar())
-        fail(e.items[0]->loc, llvm::Twine(builtinName(b)) + " needs a number or an s-op, got a " + typeName(args[0]));
+        fail(e.items[0]->loc, llvm::Twine(builtinName(b)) + " needs a number or an s-op, got " + aTypeName(args[0]));
       auto r = applyScalar(op, {args[0].scalar()});
       if (!r.ok) fail(loc, r.error);
       return Value::fromScalar(r.value);
@@ -727,14 +727,14 @@ public:
       if (v.is(Value::List)) return Value(int64_t(v.asList().items.size()));
       if (v.is(Value::Dict)) return Value(int64_t(v.asDict().items.size()));
       if (v.is(Value::Str)) return Value(int64_t(v.asStr().size()));
-      fail(e.items[0]->loc, llvm::Twine("len needs a list, dict or string, got a ") + typeName(v) +
+      fail(e.items[0]->loc, llvm::Twine("len needs a list, dict or string, got ") + aTypeName(v) +
                                 (v.is(Value::SOp) ? " (use 'length' for the length of the input)" : ""));
     }
     case Builtin::Numerical:
     case Builtin::Categorical: {
       arity(e, 1, 1, builtinName(b));
       if (!args[0].is(Value::SOp))
-        fail(e.items[0]->loc, llvm::Twine(builtinName(b)) + " annotates an s-op, got a " + typeName(args[0]));
+        fail(e.items[0]->loc, llvm::Twine(builtinName(b)) + " annotates an s-op, got " + aTypeName(args[0]));
       ir::Node n = g[args[0].node()];
       n.encoding = b == Builtin::Numerical ? ir::Encoding::Numerical : ir::Encoding::Categorical;
       n.name.clear();

@@ -5,7 +5,11 @@ namespace {
 
 using namespace ast;
 
-struct SyntaxError {}; // unwinds to the statement level after a diagnostic
+// Unwinds to the statement level after a diagnostic; `recovered` when the parser
+// already skipped to a statement boundary.
+struct SyntaxError {
+  bool recovered = false;
+};
 
 class Parser {
 public:
@@ -15,7 +19,8 @@ public:
     std::vector<StmtPtr> out;
     while (!at(Tok::Eof) && !diags_.tooMany()) {
       if (at(Tok::RBrace)) {
-        error(cur().loc(), "unmatched '}'");
+        // Not error(): its SyntaxError would escape, no statement to unwind to here.
+        diags_.error(cur().loc(), "unmatched '}'");
         ++pos_;
         continue;
       }
@@ -29,6 +34,7 @@ private:
   size_t pos_ = 0;
   DiagnosticEngine &diags_;
   unsigned nesting_ = 0;
+  unsigned functions_ = 0; // function bodies we are inside
 
   const Token &cur() const { return toks_[pos_]; }
   const Token &peek(size_t k = 1) const { return toks_[std::min(pos_ + k, toks_.size() - 1)]; }
@@ -75,6 +81,16 @@ private:
     ~NestGuard() { --p.nesting_; }
   };
 
+  // Skip past the '}' that closes the block we are in.
+  void skipPastCloseBrace() {
+    int depth = 0;
+    while (!at(Tok::Eof)) {
+      Tok k = take().kind;
+      if (k == Tok::LBrace) ++depth;
+      if (k == Tok::RBrace && depth-- == 0) return;
+    }
+  }
+
   // Skip to just after the next ';' (or to a '}' / end of file) at this nesting level.
   void synchronize() {
     int depth = 0;
@@ -93,8 +109,9 @@ private:
     unsigned nesting = nesting_;
     try {
       return parseStatement();
-    } catch (SyntaxError &) {
+    } catch (SyntaxError &e) {
       nesting_ = nesting;
+      if (e.recovered) return nullptr;
       if (pos_ == start) ++pos_; // always make progress
       synchronize();
       return nullptr;
@@ -125,7 +142,9 @@ private:
       expect(Tok::Semi, "after load statement");
       return s;
     }
-    case Tok::KwReturn: error(t.loc(), "'return' outside a function");
+    case Tok::KwReturn:
+      error(t.loc(), functions_ ? "'return' inside a loop body: a function returns once, at its end"
+                                : "'return' outside a function");
     default: break;
     }
     if (t.kind == Tok::Ident && (peek().kind == Tok::Assign || peek().kind == Tok::Comma)) {
@@ -165,10 +184,18 @@ private:
     }
     expect(Tok::RParen, "after parameters");
     expect(Tok::LBrace, "to open the function body");
+    ++functions_;
+    struct Leave {
+      unsigned &n;
+      ~Leave() { --n; }
+    } leave{functions_};
     s->body = parseBlock(/*stopAtReturn=*/true);
     if (!at(Tok::KwReturn)) {
-      if (at(Tok::RBrace))
-        error(cur().loc(), "function '" + name.text + "' has no return statement (it must end with one)");
+      if (at(Tok::RBrace)) {
+        llvm::SMLoc loc = take().loc(); // the body is over: recover after it
+        diags_.error(loc, "function '" + name.text + "' has no return statement (it must end with one)");
+        throw SyntaxError{true};
+      }
       unexpected("'return'");
     }
     s->returnLoc = take().loc();
@@ -176,7 +203,10 @@ private:
     expect(Tok::Semi, "after return value");
     if (!at(Tok::RBrace)) {
       if (at(Tok::Eof)) unexpected("'}' to close the function body");
-      error(cur().loc(), "'return' must be the last statement of function '" + name.text + "'");
+      llvm::SMLoc loc = cur().loc();
+      skipPastCloseBrace();
+      diags_.error(loc, "'return' must be the last statement of function '" + name.text + "'");
+      throw SyntaxError{true};
     }
     take();
     return s;
@@ -194,7 +224,6 @@ private:
     s->values.push_back(parseExpr());
     expect(Tok::LBrace, "to open the loop body");
     s->body = parseBlock(/*stopAtReturn=*/false);
-    if (at(Tok::KwReturn)) error(cur().loc(), "'return' inside a loop body");
     expect(Tok::RBrace, "to close the loop body");
     return s;
   }

@@ -131,7 +131,7 @@ std::optional<ir::NodeId> Program::resolveOutput(const std::optional<std::string
     return std::nullopt;
   }
   if (!v->is(Value::SOp)) {
-    diags_.error(llvm::SMLoc(), "output '" + n + "' is a " + typeName(*v) + ", not an s-op");
+    diags_.error(llvm::SMLoc(), "output '" + n + "' is " + aTypeName(*v) + ", not an s-op");
     return std::nullopt;
   }
   return v->node();

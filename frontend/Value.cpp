@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 
 namespace raspc {
 
@@ -62,13 +63,14 @@ const Value *DictValue::find(const Scalar &key) const {
 }
 
 void DictValue::set(const Value &key, Value v) {
+  // Before the overwrite case too: {0: 0, 0: d} must not hide d's depth.
+  depth = std::max(depth, nestingDepth(v) + 1);
   std::string k = keyOf(key.scalar());
   auto it = index.find(k);
   if (it != index.end()) {
     items[it->second].second = std::move(v);
     return;
   }
-  depth = std::max(depth, nestingDepth(v) + 1);
   index.emplace(std::move(k), items.size());
   items.emplace_back(key, std::move(v));
 }
@@ -95,6 +97,13 @@ const char *typeName(const Value &v) {
   case Value::Poisoned: return "error";
   }
   return "?";
+}
+
+std::string aTypeName(const Value &v) {
+  std::string t = typeName(v);
+  if (v.is(Value::None)) return t;
+  bool vowel = t[0] == 'a' || t[0] == 'e' || t[0] == 'i' || t[0] == 'o' || t[0] == 'u' || t == "s-op";
+  return (vowel ? "an " : "a ") + t;
 }
 
 std::string formatValue(const Value &v) {
@@ -124,24 +133,34 @@ std::string formatValue(const Value &v) {
   }
 }
 
-bool valueEquals(const Value &a, const Value &b) {
+namespace {
+// Containers share elements, so [a, a] nested 99 deep has 2^99 paths; remembering
+// the pairs of containers already found equal keeps a comparison linear in the
+// number of distinct containers. (Unequal pairs end the comparison at once.)
+using EqualPairs = std::set<std::pair<const void *, const void *>>;
+
+bool valueEqualsImpl(const Value &a, const Value &b, EqualPairs &equal) {
   if (a.isScalar() && b.isScalar()) return scalarEquals(a.scalar(), b.scalar());
   if (a.kind() != b.kind()) return false;
   switch (a.kind()) {
   case Value::List: {
     auto &x = a.asList().items, &y = b.asList().items;
     if (x.size() != y.size()) return false;
+    if (equal.count({&x, &y})) return true;
     for (size_t i = 0; i < x.size(); ++i)
-      if (!valueEquals(x[i], y[i])) return false;
+      if (!valueEqualsImpl(x[i], y[i], equal)) return false;
+    equal.insert({&x, &y});
     return true;
   }
   case Value::Dict: {
     auto &x = a.asDict(), &y = b.asDict();
     if (x.items.size() != y.items.size()) return false;
+    if (equal.count({&x, &y})) return true;
     for (auto &[k, v] : x.items) {
       const Value *o = y.find(k.scalar());
-      if (!o || !valueEquals(v, *o)) return false;
+      if (!o || !valueEqualsImpl(v, *o, equal)) return false;
     }
+    equal.insert({&x, &y});
     return true;
   }
   case Value::Func: return &a.asFunc() == &b.asFunc();
@@ -150,6 +169,12 @@ bool valueEquals(const Value &a, const Value &b) {
   case Value::Sel: return a.node() == b.node();
   default: return false;
   }
+}
+} // namespace
+
+bool valueEquals(const Value &a, const Value &b) {
+  EqualPairs equal;
+  return valueEqualsImpl(a, b, equal);
 }
 
 } // namespace raspc

@@ -93,6 +93,7 @@ struct DictValue {
 
 unsigned nestingDepth(const Value &v); // 0 for non-containers
 const char *typeName(const Value &v); // "int", "list", "s-op", ...
+std::string aTypeName(const Value &v); // "an int", "a list", "an s-op", ...
 std::string formatValue(const Value &v); // host values only, Python-like
 bool valueEquals(const Value &a, const Value &b); // deep host equality
 

@@ -1,0 +1,160 @@
+// The raspc command as a user runs it: outputs, exit codes and error texts.
+#include "TestUtil.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+using raspc::test::raspcBinary;
+using raspc::test::run;
+using raspc::test::sourceDir;
+
+namespace {
+
+std::string example(const std::string &name) { return sourceDir() + "/examples/" + name + ".rasp"; }
+
+std::string tempFile(const std::string &name, const std::string &text) {
+  std::string path = ::testing::TempDir() + name;
+  std::ofstream(path) << text;
+  return path;
+}
+
+TEST(Cli, EvalPrintsTheOutput) {
+  auto r = run(raspcBinary() + " eval " + example("sort") + " --input \"3 1 2 2\"");
+  EXPECT_EQ(r.exitCode, 0);
+  EXPECT_EQ(r.out, "[1, 2, 2, 3]\n");
+}
+
+TEST(Cli, EvalJson) {
+  auto r = run(raspcBinary() + " eval " + example("sort") + " --input \"3 1 2 2\" --json");
+  EXPECT_EQ(r.exitCode, 0);
+  EXPECT_EQ(r.out, "{\"output\": \"out\", \"value\": [1, 2, 2, 3]}\n");
+}
+
+TEST(Cli, EvalJsonTypes) {
+  std::string f = tempFile("types.rasp", "p = aggregate(select(indices, indices - 1, ==), tokens);\n"
+                                         "b = p == \"a\";\n");
+  auto r = run(raspcBinary() + " eval " + f + " --input \"a b\" --json");
+  EXPECT_EQ(r.out, "{\"output\": \"b\", \"value\": [null, true]}\n");
+  r = run(raspcBinary() + " eval " + f + " --input \"a b\" --json --output p");
+  EXPECT_EQ(r.out, "{\"output\": \"p\", \"value\": [null, \"a\"]}\n");
+}
+
+TEST(Cli, EvalAllShowsEveryNamedSOpAndSelector) {
+  std::string f = tempFile("all.rasp", "s = select(indices, indices, <);\nw = selector_width(s);\nk = 3;\n");
+  auto r = run(raspcBinary() + " eval " + f + " --input \"a b\" --all");
+  EXPECT_EQ(r.exitCode, 0);
+  EXPECT_EQ(r.out, "s =\n  [0, 0]\n  [1, 0]\nw = [0, 1]\n");
+  r = run(raspcBinary() + " eval " + f + " --input \"a b\" --all --json");
+  EXPECT_EQ(r.out, "{\"values\": {\"s\": [[0, 0], [1, 0]], \"w\": [0, 1]}}\n");
+}
+
+TEST(Cli, SyntaxErrorsAreLocatedAndExitOne) {
+  std::string f = tempFile("bad.rasp", "x = tokens +;\ny = (1;\n");
+  auto r = run(raspcBinary() + " eval " + f + " --input \"1\"");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, f + ":1:13: error: expected an expression, found ';'\nx = tokens +;\n            ^\n" + f +
+                       ":2:7: error: expected ')' to close '(', found ';'\ny = (1;\n      ^\n");
+}
+
+TEST(Cli, InputTokenNotInVocabulary) {
+  auto r = run(raspcBinary() + " eval " + example("sort") + " --input \"3 1 9\"");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "<input>:1:5: error: input token '9' is not in the vocabulary {1 2 3}\n3 1 9\n    ^\n");
+}
+
+TEST(Cli, InputLongerThanMaxLen) {
+  auto r = run(raspcBinary() + " eval " + example("sort") + " --input \"1 2 3 1 2 3\"");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "<input>:1:1: error: input has 6 tokens, more than the maximum length 5\n1 2 3 1 2 3\n^\n");
+}
+
+TEST(Cli, FlagsOverrideTheHeader) {
+  auto r = run(raspcBinary() + " eval " + example("sort") + " --vocab \"1 2 3 9\" --max-len 8 --input \"9 1 2 3 1 2\"");
+  EXPECT_EQ(r.exitCode, 0) << r.out;
+  EXPECT_EQ(r.out, "[1, 1, 2, 2, 3, 9]\n");
+}
+
+TEST(Cli, BadHeaderOptionIsLocated) {
+  std::string f = tempFile("hdr.rasp", "# raspc: --vocab \"1 2\" --colour\nx = tokens;\n");
+  auto r = run(raspcBinary() + " eval " + f + " --input \"1\"");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, f + ":1:24: error: unknown header option '--colour' (known: --vocab, --max-len, --output, "
+                       "--causal)\n# raspc: --vocab \"1 2\" --colour\n                       ^\n");
+}
+
+TEST(Cli, RuntimeErrorIsLocated) {
+  std::string f = tempFile("avg.rasp", "m = aggregate(select(indices, indices, <=), tokens_str);\n");
+  auto r = run(raspcBinary() + " eval " + f + " --input \"a b\"");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, f + ":1:5: error: aggregate averages 2 selected values at query position 1, but 'a' (key "
+                       "position 0) is a string; only numbers can be averaged\n"
+                       "m = aggregate(select(indices, indices, <=), tokens_str);\n    ^\n");
+}
+
+TEST(Cli, OutputMustExistAndBeAnSOp) {
+  auto r = run(raspcBinary() + " eval " + example("sort") + " --input \"1\" --output nope");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: output 'nope' is not defined by the program\n");
+  std::string f = tempFile("noout.rasp", "k = 3;\n");
+  r = run(raspcBinary() + " eval " + f + " --input \"1\"");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: the program assigns no s-op at the top level; name the output with --output\n");
+  r = run(raspcBinary() + " eval " + f + " --input \"1\" --output k");
+  EXPECT_EQ(r.out, "raspc: error: output 'k' is an int, not an s-op\n");
+}
+
+TEST(Cli, MissingFileAndBadFlags) {
+  auto r = run(raspcBinary() + " eval /nonexistent.rasp --input \"1\"");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: cannot read '/nonexistent.rasp': No such file or directory\n");
+  r = run(raspcBinary() + " eval " + example("sort"));
+  EXPECT_EQ(r.exitCode, 2);
+  EXPECT_NE(r.out.find("--input is required"), std::string::npos) << r.out;
+  r = run(raspcBinary() + " frobnicate");
+  EXPECT_EQ(r.exitCode, 2);
+}
+
+TEST(Cli, CausalEval) {
+  std::string f = tempFile("causal.rasp", "n = selector_width(select(indices, indices, >=));\n");
+  EXPECT_EQ(run(raspcBinary() + " eval " + f + " --input \"a b c\"").out, "[3, 2, 1]\n");
+  EXPECT_EQ(run(raspcBinary() + " eval " + f + " --input \"a b c\" --causal").out, "[1, 1, 1]\n");
+}
+
+TEST(Cli, GraphPrintsDot) {
+  auto r = run(raspcBinary() + " graph " + example("reverse"));
+  EXPECT_EQ(r.exitCode, 0);
+  EXPECT_EQ(r.out.rfind("digraph rasp {", 0), 0u);
+  EXPECT_NE(r.out.find("aggregate"), std::string::npos);
+  EXPECT_NE(r.out.find("shape=diamond"), std::string::npos);
+  EXPECT_EQ(r.out.substr(r.out.size() - 2), "}\n");
+}
+
+TEST(Cli, ReplShowsValuesOnTheExample) {
+  auto r = run(raspcBinary() + " repl", "x = tokens;\nset example 1 2 3\ny = x +\n  1;\ns = select(indices, indices, <);\n"
+                                   "len([1, 2]);\nz = undefined;\nhist(tokens);\nexit\n");
+  EXPECT_EQ(r.exitCode, 0);
+  EXPECT_EQ(r.out, "x = [h, e, l, l, o]\nexample: [1, 2, 3]\ny = [2, 3, 4]\ns =\n  [0, 0, 0]\n  [1, 0, 0]\n  [1, 1, 0]\n"
+                   "2\n<repl:5>:1:5: error: use of undefined name 'undefined'\nz = undefined;\n    ^\n[1, 1, 1]\n");
+}
+
+TEST(Cli, HostileInputsFailCleanly) {
+  std::string nest = tempFile("nest.rasp", "x = " + std::string(10000, '(') + "1" + std::string(10000, ')') + ";\n");
+  auto r = run(raspcBinary() + " eval " + nest + " --input \"1\"");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_NE(r.out.find("nesting is too deep"), std::string::npos);
+  std::string junk;
+  for (int i = 0; i < 20000; ++i) junk += char((i * 7919) % 256);
+  std::string jf = tempFile("junk.rasp", junk);
+  r = run(raspcBinary() + " eval " + jf + " --input \"1\"");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_NE(r.out.find("too many errors, stopping"), std::string::npos);
+  std::string longLine = "x = 1";
+  while (longLine.size() < 1'000'000) longLine += " + 1";
+  std::string lf = tempFile("long.rasp", longLine + ";\n");
+  r = run(raspcBinary() + " eval " + lf + " --input \"1\"");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_LT(r.out.size(), 1000u); // the 1 MB line is shown as a window around the caret
+}
+
+} // namespace

@@ -1,0 +1,152 @@
+#include "TestUtil.h"
+
+#include <gtest/gtest.h>
+
+using namespace raspc;
+using raspc::test::Loaded;
+
+namespace {
+
+TEST(Interpreter, PrimitiveSOps) {
+  Loaded l("t = tokens; i = indices; n = length; c = 7 + 0 * indices;");
+  EXPECT_EQ(l.eval("t", "3 1 2"), "[3, 1, 2]");
+  EXPECT_EQ(l.eval("t", "a 1 b"), "[\"a\", \"1\", \"b\"]"); // not all ints: strings
+  EXPECT_EQ(l.eval("i", "a b c"), "[0, 1, 2]");
+  EXPECT_EQ(l.eval("n", "a b c d"), "[4, 4, 4, 4]");
+  EXPECT_EQ(l.eval("c", "a b"), "[7, 7]");
+}
+
+TEST(Interpreter, TypedTokenViews) {
+  Loaded l("a = tokens_int + 1; b = tokens_str; c = tokens_float * 2; d = not tokens_bool;");
+  EXPECT_EQ(l.eval("a", "1 2"), "[2, 3]");
+  EXPECT_EQ(l.eval("b", "1 2"), "[\"1\", \"2\"]");
+  EXPECT_EQ(l.eval("c", "1.5 2"), "[3.0, 4.0]");
+  EXPECT_EQ(l.eval("d", "True 0"), "[false, true]");
+  EXPECT_EQ(l.eval("a", "1 x"), "raspc: error: input token 'x' at position 1 is not an integer (tokens_int)\n");
+}
+
+TEST(Interpreter, TokensTypedByVocabulary) {
+  Loaded l("t = tokens;");
+  InterpreterOptions o;
+  o.intTokens = false;
+  EXPECT_EQ(l.eval("t", "1 2", o), "[\"1\", \"2\"]");
+}
+
+TEST(Interpreter, SelectRowsAreQueries) {
+  // M[q][k] = keys[k] < queries[q]
+  Loaded l("s = select(indices, indices, <); e = select(indices, 0, ==); t = select(tokens, tokens, ==);");
+  EXPECT_EQ(l.eval("s", "a b c"), "[[0, 0, 0], [1, 0, 0], [1, 1, 0]]");
+  EXPECT_EQ(l.eval("e", "a b c"), "[[1, 0, 0], [1, 0, 0], [1, 0, 0]]");
+  EXPECT_EQ(l.eval("t", "a b a"), "[[1, 0, 1], [0, 1, 0], [1, 0, 1]]");
+}
+
+TEST(Interpreter, SelectComparisons) {
+  Loaded l("a = select(tokens, tokens, >); b = select(tokens, tokens, >=); c = select(tokens, tokens, <=);"
+           "d = select(tokens, tokens, !=);");
+  EXPECT_EQ(l.eval("a", "1 2"), "[[0, 1], [0, 0]]");
+  EXPECT_EQ(l.eval("b", "1 2"), "[[1, 1], [0, 1]]");
+  EXPECT_EQ(l.eval("c", "1 2"), "[[1, 0], [1, 1]]");
+  EXPECT_EQ(l.eval("d", "1 2"), "[[0, 1], [1, 0]]");
+}
+
+TEST(Interpreter, CompositeSelectors) {
+  Loaded l("lt = select(indices, indices, <); eq = select(tokens, tokens, ==);"
+           "a = lt and eq; o = lt or eq; n = not lt;");
+  EXPECT_EQ(l.eval("a", "x y x"), "[[0, 0, 0], [0, 0, 0], [1, 0, 0]]");
+  EXPECT_EQ(l.eval("o", "x y x"), "[[1, 0, 1], [1, 1, 0], [1, 1, 1]]");
+  EXPECT_EQ(l.eval("n", "x y x"), "[[1, 1, 1], [0, 1, 1], [0, 0, 1]]");
+}
+
+TEST(Interpreter, AggregateNoneOneSeveral) {
+  Loaded l("first = aggregate(select(indices, 0, ==), tokens);"
+           "prev = aggregate(select(indices, indices - 1, ==), tokens);"
+           "prevd = aggregate(select(indices, indices - 1, ==), tokens, 0);"
+           "mean = aggregate(select(indices, indices, <=), tokens);"
+           "strs = aggregate(select(indices, indices + 1, ==), tokens_str);");
+  EXPECT_EQ(l.eval("first", "5 6 7"), "[5, 5, 5]");
+  EXPECT_EQ(l.eval("prev", "5 6 7"), "[null, 5, 6]");
+  EXPECT_EQ(l.eval("prevd", "5 6 7"), "[0, 5, 6]");
+  EXPECT_EQ(l.eval("mean", "1 2 6"), "[1, 1.5, 3.0]"); // one selected keeps its type
+  EXPECT_EQ(l.eval("strs", "a b c"), "[\"b\", \"c\", null]");
+}
+
+TEST(Interpreter, AveragingStringsIsALocatedError) {
+  Loaded l("x = 1;\nm = aggregate(select(indices, indices, <=), tokens_str);\n");
+  EXPECT_EQ(l.eval("m", "a b"),
+            "test.rasp:2:5: error: aggregate averages 2 selected values at query position 1, but 'a' (key position 0) "
+            "is a string; only numbers can be averaged\nm = aggregate(select(indices, indices, <=), tokens_str);\n"
+            "    ^\n");
+}
+
+TEST(Interpreter, SelectorWidth) {
+  Loaded l("w = selector_width(select(tokens, tokens, ==)); z = selector_width(select(indices, indices, <));");
+  EXPECT_EQ(l.eval("w", "a b a a"), "[3, 1, 3, 3]");
+  EXPECT_EQ(l.eval("z", "a b c"), "[0, 1, 2]");
+}
+
+TEST(Interpreter, NonePropagatesThroughElementwiseOps) {
+  Loaded l("p = aggregate(select(indices, indices - 1, ==), tokens); a = p + 1; b = p == 1; c = not p;"
+           "d = round(p); e = 1 if p else 0; f = p in [1, 2];");
+  EXPECT_EQ(l.eval("a", "1 2"), "[null, 2]");
+  EXPECT_EQ(l.eval("b", "1 2"), "[null, true]");
+  EXPECT_EQ(l.eval("c", "1 2"), "[null, false]");
+  EXPECT_EQ(l.eval("d", "1 2"), "[null, 1]");
+  EXPECT_EQ(l.eval("e", "1 2"), "[null, 1]");
+  EXPECT_EQ(l.eval("f", "1 2"), "[null, true]");
+}
+
+TEST(Interpreter, ElementwiseOperations) {
+  Loaded l("a = tokens * 2 + 1; b = tokens / 2; c = tokens % 2 == 0; d = -tokens; e = tokens ^ 2;"
+           "f = indicator(tokens > 1); g = round(tokens / 4); h = \"big\" if tokens > 2 else \"small\";"
+           "i = tokens > 1 and tokens < 3; j = tokens < 2 or tokens > 2;");
+  EXPECT_EQ(l.eval("a", "1 2 3"), "[3, 5, 7]");
+  EXPECT_EQ(l.eval("b", "1 2 3"), "[0.5, 1.0, 1.5]");
+  EXPECT_EQ(l.eval("c", "1 2 3"), "[false, true, false]");
+  EXPECT_EQ(l.eval("d", "1 2 3"), "[-1, -2, -3]");
+  EXPECT_EQ(l.eval("e", "1 2 3"), "[1, 4, 9]");
+  EXPECT_EQ(l.eval("f", "1 2 3"), "[0, 1, 1]");
+  EXPECT_EQ(l.eval("g", "2 6 10"), "[0, 2, 2]"); // 0.5 -> 0, 1.5 -> 2, 2.5 -> 2: half to even
+  EXPECT_EQ(l.eval("h", "1 2 3"), "[\"small\", \"small\", \"big\"]");
+  EXPECT_EQ(l.eval("i", "1 2 3"), "[false, true, false]");
+  EXPECT_EQ(l.eval("j", "1 2 3"), "[true, false, true]");
+}
+
+TEST(Interpreter, ContainersWithSOps) {
+  Loaded l("a = tokens in [1, 3]; b = [10, 20, 30][tokens]; c = {\"x\": 1, \"y\": 2}[tokens_str];"
+           "d = 2 in tokens; e = tokens[0]; f = tokens[-1]; g = tokens[5];");
+  EXPECT_EQ(l.eval("a", "1 2 3"), "[true, false, true]");
+  EXPECT_EQ(l.eval("b", "0 2 1"), "[10, 30, 20]");
+  EXPECT_EQ(l.eval("c", "y x"), "[2, 1]");
+  EXPECT_EQ(l.eval("d", "1 2 3"), "[true, true, true]");
+  EXPECT_EQ(l.eval("d", "1 3"), "[false, false]");
+  EXPECT_EQ(l.eval("e", "4 5 6"), "[4, 4, 4]");
+  EXPECT_EQ(l.eval("f", "4 5 6"), "[6, 6, 6]");
+  EXPECT_EQ(l.eval("g", "4 5 6"), "[null, null, null]");
+}
+
+TEST(Interpreter, RuntimeErrorsNameTheExpressionAndPosition) {
+  Loaded l("x = 1;\nb = [10, 20][tokens];\nd = 6 / (tokens - 2);\nc = {\"x\": 1}[tokens_str];\n");
+  EXPECT_EQ(l.eval("b", "0 5"), "test.rasp:2:13: error: index 5 out of range for a list of length 2 (at position 1)\n"
+                                "b = [10, 20][tokens];\n            ^\n");
+  EXPECT_EQ(l.eval("d", "1 2"), "test.rasp:3:7: error: division by zero (at position 1)\nd = 6 / (tokens - 2);\n"
+                                "      ^\n");
+  EXPECT_EQ(l.eval("c", "x z"), "test.rasp:4:13: error: key \"z\" not in dictionary (at position 1)\n"
+                                "c = {\"x\": 1}[tokens_str];\n            ^\n");
+}
+
+TEST(Interpreter, CausalMeaningHidesLaterKeys) {
+  Loaded l("n = selector_width(select(indices, indices, >=)); r = aggregate(select(indices, length - indices - 1, ==), tokens);");
+  InterpreterOptions causal;
+  causal.causal = true;
+  EXPECT_EQ(l.eval("n", "a b c"), "[3, 2, 1]");
+  EXPECT_EQ(l.eval("n", "a b c", causal), "[1, 1, 1]");
+  EXPECT_EQ(l.eval("r", "a b c", causal), "[null, \"b\", \"a\"]");
+}
+
+TEST(Interpreter, EmptyInput) {
+  Loaded l("n = length; h = hist(tokens);");
+  EXPECT_EQ(l.eval("n", ""), "[]");
+  EXPECT_EQ(l.eval("h", ""), "[]");
+}
+
+} // namespace
