@@ -10,22 +10,25 @@ ifneq ($(filter true 1 yes,$(CI)),)
   CMAKE_FLAGS += -DRASPC_WERROR=ON
 endif
 
-.PHONY: all deps build demo test test-asan fuzz clean
+.PHONY: all deps configure build demo test test-asan fuzz clean
 
 all: build
 
 deps:
 	@./scripts/install-deps.sh
 
-build: deps
+configure: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
-	@cmake --build $(BUILD) -j $(JOBS)
 
-demo: build
+build: configure
+	@cmake --build $(BUILD) -j $(JOBS) -- --no-print-directory
+
+demo: configure
+	@cmake --build $(BUILD) -j $(JOBS) --target raspc -- --no-print-directory
 	@echo '$$ raspc eval examples/sort.rasp --input "3 1 2 2"'
 	@$(BUILD)/tools/raspc eval examples/sort.rasp --input "3 1 2 2"
-	@echo '$$ raspc eval examples/hist.rasp --input "a b b c a b" --json'
-	@$(BUILD)/tools/raspc eval examples/hist.rasp --input "a b b c a b" --json
+	@echo '$$ raspc eval examples/hist.rasp --input "a b b c a" --json'
+	@$(BUILD)/tools/raspc eval examples/hist.rasp --input "a b b c a" --json
 
 test: build
 	@ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
