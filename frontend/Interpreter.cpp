@@ -91,7 +91,8 @@ llvm::Error Interpreter::evalNode(NodeId id, llvm::ArrayRef<std::string> tokens,
     for (size_t i = 0; i < n; ++i) out[i] = int64_t(i);
     break;
   case NodeKind::Length:
-    for (size_t i = 0; i < n; ++i) out[i] = int64_t(n);
+    // Under the causal meaning a position sees only the prefix up to itself.
+    for (size_t i = 0; i < n; ++i) out[i] = int64_t(opts_.causal ? i + 1 : n);
     break;
   case NodeKind::Constant:
     for (size_t i = 0; i < n; ++i) out[i] = node.value;

@@ -141,6 +141,8 @@ TEST(Interpreter, CausalMeaningHidesLaterKeys) {
   EXPECT_EQ(l.eval("n", "a b c"), "[3, 2, 1]");
   EXPECT_EQ(l.eval("n", "a b c", causal), "[1, 1, 1]");
   EXPECT_EQ(l.eval("r", "a b c", causal), "[null, \"b\", \"a\"]");
+  Loaded m("n = length;");
+  EXPECT_EQ(m.eval("n", "a b c", causal), "[1, 2, 3]"); // the length of the visible prefix
 }
 
 TEST(Interpreter, EmptyInput) {
