@@ -140,7 +140,8 @@ TEST(Interpreter, CausalMeaningHidesLaterKeys) {
   causal.causal = true;
   EXPECT_EQ(l.eval("n", "a b c"), "[3, 2, 1]");
   EXPECT_EQ(l.eval("n", "a b c", causal), "[1, 1, 1]");
-  EXPECT_EQ(l.eval("r", "a b c", causal), "[null, \"b\", \"a\"]");
+  // length is the prefix length i + 1, so the "reverse" reads position 0 everywhere.
+  EXPECT_EQ(l.eval("r", "a b c", causal), "[\"a\", \"a\", \"a\"]");
   Loaded m("n = length;");
   EXPECT_EQ(m.eval("n", "a b c", causal), "[1, 2, 3]"); // the length of the visible prefix
 }
