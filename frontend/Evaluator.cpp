@@ -9,6 +9,7 @@
 #include <llvm/Support/Path.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 namespace raspc {
@@ -90,12 +91,19 @@ public:
 
   // ---- guards ----
   void step(llvm::SMLoc loc) {
-    if (++ev.steps_ > Evaluator::kMaxSteps)
-      fail(loc, llvm::Twine("evaluation takes more than ") + llvm::Twine(Evaluator::kMaxSteps) +
-                    " steps (a loop or recursion that does not end?)");
+    charge(1, loc);
     char here;
     if (stackBase && size_t(stackBase - &here) > Evaluator::kMaxStackBytes)
       fail(loc, "evaluation is nested too deeply (recursion without end?)");
+  }
+  // Work on a whole collection (building, copying, scanning it) costs a step per
+  // element: the step limit must bound the run time, and `for i in a { b = a == a; }`
+  // or a loop with an empty body would otherwise run for hours.
+  void charge(size_t n, llvm::SMLoc loc) {
+    ev.steps_ += n;
+    if (ev.steps_ > ev.maxSteps)
+      fail(loc, llvm::Twine("evaluation takes more than ") + llvm::Twine(ev.maxSteps) +
+                    " steps (a loop or recursion that does not end?)");
   }
   void checkSize(size_t n, llvm::SMLoc loc) {
     if (n > Evaluator::kMaxCollection)
@@ -104,6 +112,7 @@ public:
   }
   Value makeList(std::vector<Value> items, llvm::SMLoc loc) {
     checkSize(items.size(), loc);
+    charge(items.size(), loc);
     Value v = Value::list(std::move(items));
     if (v.asList().depth > 100) fail(loc, "lists are nested too deeply (more than 100 levels)");
     return v;
@@ -195,13 +204,15 @@ public:
 
   std::vector<Value> iterate(const Value &v, llvm::SMLoc loc) {
     switch (v.kind()) {
-    case Value::List: return v.asList().items;
+    case Value::List: charge(v.asList().items.size(), loc); return v.asList().items;
     case Value::Dict: {
+      charge(v.asDict().items.size(), loc);
       std::vector<Value> keys;
       for (auto &kv : v.asDict().items) keys.push_back(kv.first);
       return keys;
     }
     case Value::Str: {
+      charge(v.asStr().size(), loc);
       std::vector<Value> chars;
       for (char c : v.asStr()) chars.push_back(Value(std::string(1, c)));
       return chars;
@@ -294,8 +305,11 @@ public:
   Value evalComprehension(const Expr &e, Env *env) {
     Value it = eval(*e.b, env);
     std::vector<Value> items = iterate(it, e.b->loc);
-    // Comprehension variables live in their own scope, as in Python 3.
-    Env *inner = ev.newEnv(env);
+    // Comprehension variables live in their own scope, as in Python 3. No def can
+    // capture it (expressions hold none), so it ends with the comprehension.
+    Env scope;
+    scope.parent = env;
+    Env *inner = &scope;
     std::vector<Value> out;
     auto d = std::make_shared<DictValue>();
     for (auto &item : items) {
@@ -383,6 +397,7 @@ public:
 
   std::shared_ptr<const ir::Table> tableOf(const Value &c, llvm::SMLoc loc) {
     auto t = std::make_shared<ir::Table>();
+    charge(c.is(Value::List) ? c.asList().items.size() : c.asDict().items.size(), loc);
     if (c.is(Value::List)) {
       t->isList = true;
       for (auto &v : c.asList().items) {
@@ -429,6 +444,7 @@ public:
     }
     switch (c.kind()) {
     case Value::List:
+      charge(c.asList().items.size(), e.loc);
       for (auto &v : c.asList().items)
         if (valueEquals(v, x)) return Value(true);
       return Value(false);
@@ -437,7 +453,9 @@ public:
       return Value(c.asDict().find(x.scalar()) != nullptr);
     case Value::Str:
       if (!x.is(Value::Str)) fail(e.loc, llvm::Twine("'in <string>' needs a string on the left, not ") + aTypeName(x));
-      return Value(c.asStr().find(x.asStr()) != std::string::npos);
+      // memmem is linear; std::string::find takes seconds on "aa..ab" in "aa..a".
+      charge(c.asStr().size() / 64, e.loc);
+      return Value(memmem(c.asStr().data(), c.asStr().size(), x.asStr().data(), x.asStr().size()) != nullptr);
     default: fail(e.loc, llvm::Twine("cannot test membership in ") + aTypeName(c));
     }
   }
@@ -464,8 +482,10 @@ public:
     // Host values.
     if (op == MapOp::And) return Value(truthy(a) && truthy(b));
     if (op == MapOp::Or) return Value(truthy(a) || truthy(b));
-    if (op == MapOp::Eq) return Value(valueEquals(a, b));
-    if (op == MapOp::Ne) return Value(!valueEquals(a, b));
+    if (op == MapOp::Eq || op == MapOp::Ne) {
+      charge(a.is(Value::List) ? a.asList().items.size() : a.is(Value::Dict) ? a.asDict().items.size() : 0, e.loc);
+      return Value(valueEquals(a, b) == (op == MapOp::Eq));
+    }
     if (op == MapOp::Add && a.is(Value::List) && b.is(Value::List)) {
       std::vector<Value> items = a.asList().items;
       items.insert(items.end(), b.asList().items.begin(), b.asList().items.end());
@@ -473,6 +493,7 @@ public:
     }
     if (op == MapOp::Add && a.is(Value::Str) && b.is(Value::Str)) {
       checkSize(a.asStr().size() + b.asStr().size(), e.loc);
+      charge((a.asStr().size() + b.asStr().size()) / 64, e.loc); // bytes copy far faster than steps
       return Value(a.asStr() + b.asStr());
     }
     if (!a.isScalar() || !b.isScalar())
@@ -580,6 +601,13 @@ public:
                          cmp, e.loc)};
   }
 
+  // Whether running `body` can define a function, i.e. capture the running scope.
+  static bool definesFunctions(const std::vector<ast::StmtPtr> &body) {
+    for (auto &s : body)
+      if (s->kind == StmtKind::Def || (s->kind == StmtKind::For && definesFunctions(s->body))) return true;
+    return false;
+  }
+
   void arity(const Expr &call, size_t lo, size_t hi, const char *name) {
     size_t n = call.items.size();
     if (n < lo || n > hi) {
@@ -608,7 +636,11 @@ public:
     if (callDepth >= Evaluator::kMaxCallDepth)
       fail(loc, llvm::Twine("function calls nested more than ") + llvm::Twine(Evaluator::kMaxCallDepth) +
                     " deep (recursion without end?)");
-    Env *frame = ev.newEnv(fn.closure);
+    // Only a nested def keeps a frame alive (as its closure); other frames end with
+    // the call, or a long loop of calls would hold gigabytes of dead frames.
+    Env local;
+    local.parent = fn.closure;
+    Env *frame = definesFunctions(def.body) ? ev.newEnv(fn.closure) : &local;
     for (size_t i = 0; i < args.size(); ++i) frame->vars[def.params[i]] = args[i];
     ++callDepth;
     struct Dec {

@@ -57,6 +57,8 @@ public:
   static constexpr unsigned kMaxCallDepth = 400;          // nested function calls
   static constexpr size_t kMaxCollection = 1'000'000;      // list/dict/string length
   static constexpr size_t kMaxStackBytes = 3u << 20;      // evaluator stack use
+  // The step limit in force; the fuzzer lowers it, as sanitizers make steps slow.
+  uint64_t maxSteps = kMaxSteps;
 
 private:
   friend class EvalImpl;

@@ -2,8 +2,26 @@
 #pragma once
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace raspc::tools {
+
 // Interactive loop: reads statements, shows each value on the example input.
 int runRepl(const std::optional<std::string> &file);
+
+// Flags shared by the commands that read a RASP program.
+struct ProgramFlags {
+  std::string file;
+  std::optional<std::string> output;
+  std::optional<std::string> vocab;
+  std::optional<int> maxLen;
+  bool causal = false;
+};
+
+int runCompile(const ProgramFlags &f, const std::string &out, bool force, bool json);
+int runModel(const std::string &model, const std::optional<std::string> &input,
+             const std::optional<std::string> &inputsFile, bool json, bool trace, const std::string &precision);
+int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json);
+int runInspect(const std::string &model, bool json);
+
 } // namespace raspc::tools

@@ -11,13 +11,7 @@ using namespace raspc;
 
 namespace {
 
-struct CommonFlags {
-  std::string file;
-  std::optional<std::string> output;
-  std::optional<std::string> vocab;
-  std::optional<int> maxLen;
-  bool causal = false;
-};
+using CommonFlags = tools::ProgramFlags;
 
 void addProgramFlags(CLI::App *cmd, CommonFlags &f) {
   cmd->add_option("FILE", f.file, "RASP program")->required();
@@ -118,6 +112,43 @@ int main(int argc, char **argv) {
   auto *graph = app.add_subcommand("graph", "print the computation graph of the output as Graphviz DOT");
   addProgramFlags(graph, graphFlags);
 
+  CommonFlags compileFlags;
+  std::string compileOut;
+  bool force = false, compileJson = false;
+  auto *compile = app.add_subcommand("compile", "compile a RASP program into transformer weights (HDF5)");
+  addProgramFlags(compile, compileFlags);
+  compile->add_option("-o,--out", compileOut, "the weight file to write, e.g. sort.h5")->required();
+  compile->add_flag("--force", force, "overwrite an existing file");
+  compile->add_flag("--json", compileJson, "print the summary as JSON");
+
+  std::string modelFile, precision = "f32";
+  std::optional<std::string> runInput, runInputs;
+  bool runJson = false, runTrace = false;
+  auto *run = app.add_subcommand("run", "run a compiled model on inputs (CPU)");
+  run->add_option("MODEL", modelFile, "compiled model (.h5)")->required();
+  auto *inOpt = run->add_option("--input", runInput, "input tokens separated by spaces");
+  run->add_option("--inputs", runInputs, "a file with one input sequence per line")->excludes(inOpt);
+  run->add_flag("--json", runJson, "print {\"value\": [...]} (one object per line)");
+  run->add_flag("--trace", runTrace, "print every s-op decoded from the residual stream after each sublayer");
+  run->add_option("--precision", precision, "f32 (default) or f64")->check(CLI::IsMember({"f32", "f64"}));
+
+  CommonFlags verifyFlags;
+  int samples = 2000;
+  uint64_t seed = 1;
+  bool verifyJson = false;
+  auto *verify = app.add_subcommand("verify", "compile, then check the model against the interpreter");
+  addProgramFlags(verify, verifyFlags);
+  verify->add_option("--samples", samples, "random inputs when exhaustive checking is too large (default 2000)")
+      ->check(CLI::Range(1, 100000000));
+  verify->add_option("--seed", seed, "random seed (default 1)");
+  verify->add_flag("--json", verifyJson, "print the result as JSON");
+
+  std::string inspectFile;
+  bool inspectJson = false;
+  auto *inspect = app.add_subcommand("inspect", "show a compiled model: layers, heads, neurons, residual");
+  inspect->add_option("MODEL", inspectFile, "compiled model (.h5)")->required();
+  inspect->add_flag("--json", inspectJson, "print JSON");
+
   std::optional<std::string> replFile;
   auto *repl = app.add_subcommand("repl", "interactive RASP: statements, values shown on an example input");
   repl->add_option("FILE", replFile, "a program to load first");
@@ -137,5 +168,15 @@ int main(int argc, char **argv) {
   if (eval->parsed()) return runEval(evalFlags, input, json, all);
   if (graph->parsed()) return runGraph(graphFlags);
   if (repl->parsed()) return tools::runRepl(replFile);
+  if (compile->parsed()) return tools::runCompile(compileFlags, compileOut, force, compileJson);
+  if (run->parsed()) {
+    if (!runInput && !runInputs) {
+      std::cerr << "raspc run: give --input \"...\" or --inputs FILE\n";
+      return 2;
+    }
+    return tools::runModel(modelFile, runInput, runInputs, runJson, runTrace, precision);
+  }
+  if (verify->parsed()) return tools::runVerify(verifyFlags, samples, seed, verifyJson);
+  if (inspect->parsed()) return tools::runInspect(inspectFile, inspectJson);
   return 2;
 }

@@ -1,0 +1,34 @@
+#include "passes/Passes.h"
+
+#include <algorithm>
+
+namespace raspc::passes {
+
+Analysis::Analysis(const ir::Graph &g, const CompileOptions &opts, ir::NodeId output)
+    : g(g), opts(opts), output(output), reachable(g.size(), 0), users(g.size()), values(g.size()),
+      encoding(g.size(), ir::Encoding::Categorical), materialized(g.size(), 0), leaves(g.size()) {
+  order = g.reachable({output});
+  for (ir::NodeId id : order) {
+    reachable[id] = 1;
+    for (ir::NodeId a : g[id].args) users[a].push_back(id);
+  }
+}
+
+std::string nodeLabel(const ir::Graph &g, ir::NodeId id) {
+  const ir::Node &n = g[id];
+  if (!n.name.empty()) return n.name;
+  if (n.kind == ir::NodeKind::Tokens) return "tokens";
+  if (n.kind == ir::NodeKind::Indices) return "indices";
+  if (n.kind == ir::NodeKind::Length) return "length";
+  return std::string(ir::kindName(n.kind)) + "_" + std::to_string(id);
+}
+
+std::vector<Scalar> sortedUnique(std::vector<Scalar> v) {
+  std::stable_sort(v.begin(), v.end(), scalarLess);
+  std::vector<Scalar> out;
+  for (auto &x : v) // equal values (1, 1.0, True) are adjacent after sorting
+    if (out.empty() || !scalarEquals(out.back(), x)) out.push_back(std::move(x));
+  return out;
+}
+
+} // namespace raspc::passes

@@ -1,0 +1,102 @@
+// The pass pipeline, and the ground truth that ties every RASP node to its place in
+// the weights.
+#include "passes/Compiler.h"
+
+#include "backend/Assemble.h"
+#include "frontend/Diagnostics.h"
+#include "passes/Passes.h"
+
+#include <algorithm>
+
+namespace raspc {
+
+using namespace passes;
+
+static void groundTruth(Model &m, const Analysis &a, const craft::Program &p, const std::vector<int> &order,
+                        const llvm::SourceMgr &sm) {
+  std::vector<int> col = directionColumns(p, order);
+  auto cols = [&](const std::vector<int> &dirs) {
+    std::vector<int> out;
+    for (int d : dirs)
+      if (col[size_t(d)] >= 0) out.push_back(col[size_t(d)]);
+    return out;
+  };
+  for (ir::NodeId id : a.order) {
+    const ir::Node &n = a.g[id];
+    NodeInfo info;
+    info.id = int(id);
+    info.name = n.name;
+    info.kind = ir::kindName(n.kind);
+    if (n.kind == ir::NodeKind::Map) info.op = ir::opName(n.op);
+    if (n.kind == ir::NodeKind::Select) info.op = ir::cmpName(n.cmp);
+    if (n.kind == ir::NodeKind::Tokens) info.op = ir::tokenTypeName(n.tokenType);
+    if (n.kind == ir::NodeKind::Constant) info.op = formatScalar(n.value, true);
+    if (!n.isSelector()) {
+      info.encoding = a.isNumerical(id) ? "numerical" : "categorical";
+      info.valueSet = a.values[id];
+    }
+    if (n.loc.isValid() && sm.FindBufferContainingLoc(n.loc)) info.location = describeLoc(sm, n.loc);
+    for (ir::NodeId x : n.args) info.args.push_back(int(x));
+    if (n.kind == ir::NodeKind::Tokens || n.kind == ir::NodeKind::Indices) info.sublayer = "embed";
+    else if (n.kind == ir::NodeKind::Map && !a.materialized[id]) info.sublayer = "fused";
+    for (auto &b : p.blocks) {
+      if (b.node != id) continue;
+      info.layer = b.sublayer / 2;
+      bool attn = b.kind == craft::BlockKind::Attention;
+      info.sublayer = attn ? "attn" : "mlp";
+      if (attn) info.heads.push_back(b.index);
+      else {
+        info.mlpBegin = b.index;
+        info.mlpEnd = b.index + int(b.neurons.size());
+      }
+      auto r = cols(b.reads());
+      info.reads.insert(info.reads.end(), r.begin(), r.end());
+    }
+    std::sort(info.reads.begin(), info.reads.end());
+    info.reads.erase(std::unique(info.reads.begin(), info.reads.end()), info.reads.end());
+    auto f = p.features.find(id);
+    if (f != p.features.end()) info.writes = cols(f->second.dirs);
+    m.nodes.push_back(std::move(info));
+  }
+}
+
+llvm::Expected<Model> compileProgram(const ir::Graph &g, ir::NodeId output, const CompileOptions &opts,
+                                     const llvm::SourceMgr &sm, CompileStats *stats) {
+  if (opts.vocab.empty()) return llvm::createStringError(llvm::inconvertibleErrorCode(), "the vocabulary is empty");
+  if (opts.maxLen < 1)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(), "the maximum length must be at least 1");
+  Analysis a(g, opts, output);
+  if (auto err = inferEncodings(a)) return err;
+  if (auto err = inferValueSets(a)) return err;
+  if (auto err = fuseMaps(a)) return err;
+  auto program = lower(a);
+  if (!program) return program.takeError();
+  allocateLayers(*program);
+  std::vector<int> order = layoutResidual(*program);
+  Model m = assembleModel(*program, order, opts.vocab, opts.maxLen, opts.causal);
+  groundTruth(m, a, *program, order, sm);
+  m.outputName = opts.outputName;
+  m.source = opts.source;
+  m.sourceName = opts.sourceName;
+  bool ints = true;
+  for (auto &v : opts.vocab) {
+    bool digit = !v.empty();
+    size_t i = (v[0] == '-' || v[0] == '+') ? 1 : 0;
+    if (i >= v.size()) digit = false;
+    for (; i < v.size(); ++i) digit = digit && v[i] >= '0' && v[i] <= '9';
+    ints = ints && digit;
+  }
+  m.intTokens = ints;
+  if (stats) {
+    stats->layers = m.cfg.n_layers;
+    stats->residual = m.cfg.d_model;
+    stats->mlpWidth = m.cfg.d_mlp;
+    stats->heads = 0;
+    for (auto &b : program->blocks) stats->heads += b.kind == craft::BlockKind::Attention;
+    stats->parameters = 0;
+    for (auto &[name, t] : m.tensors) stats->parameters += int64_t(t.numel());
+  }
+  return m;
+}
+
+} // namespace raspc

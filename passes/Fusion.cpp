@@ -1,0 +1,62 @@
+// Elementwise fusion: a connected group of maps becomes one MLP. A map is
+// materialized (gets residual directions) when something other than a map reads it
+// or it is the output; every other map is folded into the maps that use it. A
+// materialized map's MLP reads its "leaves": the materialized s-ops its group starts
+// from. The lowering can build an MLP over two leaves of any encoding, or over more
+// categorical leaves when their value combinations are few; otherwise the map's own
+// map arguments are materialized first (one more MLP layer, but no blow-up).
+#include "passes/Passes.h"
+
+#include <algorithm>
+
+namespace raspc::passes {
+
+static constexpr size_t kMaxCombinations = 4096;
+
+static bool fits(const Analysis &a, const std::vector<ir::NodeId> &leaves) {
+  if (leaves.size() <= 2) return true;
+  size_t combos = 1;
+  for (ir::NodeId l : leaves) {
+    if (a.isNumerical(l)) return false;
+    combos *= std::max<size_t>(1, a.values[l].size());
+    if (combos > kMaxCombinations) return false;
+  }
+  return true;
+}
+
+llvm::Error fuseMaps(Analysis &a) {
+  for (ir::NodeId id : a.order) {
+    const ir::Node &n = a.g[id];
+    if (n.isSelector() || n.kind == ir::NodeKind::Constant) continue;
+    if (n.kind != ir::NodeKind::Map) {
+      a.materialized[id] = 1;
+      continue;
+    }
+    bool needed = id == a.output;
+    for (ir::NodeId u : a.users[id]) needed = needed || a.g[u].kind != ir::NodeKind::Map;
+    auto leavesOf = [&](ir::NodeId m) {
+      std::vector<ir::NodeId> out;
+      for (ir::NodeId x : a.g[m].args) {
+        const ir::Node &c = a.g[x];
+        if (c.kind == ir::NodeKind::Constant) continue;
+        if (a.materialized[x] || c.kind != ir::NodeKind::Map) out.push_back(x);
+        else out.insert(out.end(), a.leaves[x].begin(), a.leaves[x].end());
+      }
+      std::sort(out.begin(), out.end());
+      out.erase(std::unique(out.begin(), out.end()), out.end());
+      return out;
+    };
+    std::vector<ir::NodeId> leaves = leavesOf(id);
+    if (!fits(a, leaves)) {
+      for (ir::NodeId x : n.args)
+        if (a.g[x].kind == ir::NodeKind::Map) a.materialized[x] = 1;
+      leaves = leavesOf(id);
+      // Still too wide (e.g. three numerical inputs): the lowering reports it.
+    }
+    a.leaves[id] = std::move(leaves);
+    if (needed) a.materialized[id] = 1;
+  }
+  return llvm::Error::success();
+}
+
+} // namespace raspc::passes

@@ -1,0 +1,881 @@
+// Lowering: the RASP graph becomes a craft program of MLP blocks and attention heads
+// over labelled residual directions.
+//
+// Every construction is exact for the inputs the value sets allow:
+// - MLPs read categorical inputs as one-hot directions (a neuron per combination,
+//   relu(x1:a + x2:b - 1)), numerical inputs through step functions whose slopes come
+//   from the gaps between the input's values, and affine maps of numbers through two
+//   neurons (relu(y) - relu(-y)), so negative outputs are fine.
+// - Attention scores are c * [predicate]; BOS, at position 0, scores c/2 below a
+//   selected key so it wins only when nothing is selected, and carries the default.
+//   The coldness c makes what leaks to other keys smaller than float32 resolution.
+// - Every MLP neuron is switched off at BOS (a large negative weight on the BOS
+//   direction), and the BOS query attends to itself, so BOS stays clean: it only
+//   ever holds `one` and `tokens:<bos>` and is never mistaken for a selected key.
+#include "frontend/Diagnostics.h"
+#include "frontend/Semantics.h"
+#include "passes/Passes.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <map>
+#include <optional>
+
+namespace raspc::passes {
+
+using craft::Block;
+using craft::BlockKind;
+using craft::Entry;
+using craft::Feature;
+using craft::kBos;
+using craft::kOne;
+using craft::Neuron;
+using ir::NodeId;
+using ir::NodeKind;
+
+namespace {
+
+using Fn = std::function<std::optional<Scalar>(const std::vector<Scalar> &)>;
+
+// One factor of an attention score: pred(key value, query value) over a query and a key
+// feature. Several groups add up (an `and` of comparisons over different s-ops).
+struct Group {
+  Feature q, k;
+  std::function<bool(const Scalar &kv, const Scalar &qv)> pred;
+};
+
+class Lowering {
+public:
+  explicit Lowering(const Analysis &a) : a_(a), feat_(a.g.size()) {
+    p_.residual.add("one");
+    p_.residual.add("tokens:<bos>");
+    double n = std::max(1, a.opts.maxLen);
+    // Leakage to non-selected keys is e^-c per key and e^-c/2 for BOS; this keeps the
+    // total under ~1e-9 of the selected value for any length up to N.
+    c_ = 2.0 * std::log(n + 1.0) + 24.0;
+  }
+
+  llvm::Expected<craft::Program> run() {
+    for (NodeId id : a_.order) {
+      if (!a_.materialized[id]) continue;
+      if (auto err = lowerNode(id)) return err;
+    }
+    const ir::Node &out = a_.g[a_.output];
+    if (out.kind == NodeKind::Constant)
+      return locatedError(out.loc, "the output is a constant; there is nothing to compile");
+    p_.output = *feat_[a_.output];
+    p_.outputNode = a_.output;
+    for (NodeId id : a_.order)
+      if (a_.materialized[id] && feat_[id]) p_.features[id] = *feat_[id];
+    buildEmbedding();
+    return std::move(p_);
+  }
+
+private:
+  const Analysis &a_;
+  craft::Program p_;
+  std::vector<std::optional<Feature>> feat_;
+  std::map<NodeId, Feature> asCategorical_, asNumerical_;
+  std::map<NodeId, Feature> fracs_; // selector width heads' 1/(w+1) directions
+  std::map<std::string, Feature> tuples_;
+  std::map<std::string, NodeId> labelOwner_;
+  std::vector<std::pair<NodeId, Feature>> tokenFeatures_, indexFeatures_;
+  double c_;
+
+  // ---- features ----
+  std::string base(NodeId id) {
+    std::string b = nodeLabel(a_.g, id);
+    auto it = labelOwner_.find(b);
+    if (it != labelOwner_.end() && it->second != id) b += "_" + std::to_string(id);
+    labelOwner_.emplace(b, id);
+    return b;
+  }
+
+  Feature makeFeature(const std::string &label, const std::vector<Scalar> &values, bool numerical) {
+    Feature f;
+    f.numerical = numerical;
+    if (numerical) {
+      f.values = values;
+      f.dirs = {p_.residual.add(label)};
+      return f;
+    }
+    for (auto &v : values) {
+      if (isNone(v)) continue; // None is stored as "no direction set"
+      f.values.push_back(v);
+      f.dirs.push_back(p_.residual.add(label + ":" + formatScalar(v)));
+    }
+    return f;
+  }
+
+  static Feature constant(const Scalar &v, bool numerical) {
+    Feature f;
+    f.numerical = numerical;
+    f.values = {v};
+    f.dirs = {kOne};
+    return f;
+  }
+
+  // The feature of a node in its own encoding (constants included).
+  const Feature &featureOf(NodeId id) {
+    if (!feat_[id]) {
+      const ir::Node &n = a_.g[id];
+      feat_[id] = constant(n.value, a_.isNumerical(id));
+    }
+    return *feat_[id];
+  }
+
+  llvm::Expected<Feature> categorical(NodeId id) {
+    const Feature &f = featureOf(id);
+    if (!f.numerical) return f;
+    if (f.isConstant()) return constant(f.values[0], false);
+    auto it = asCategorical_.find(id);
+    if (it != asCategorical_.end()) return it->second;
+    Feature out = makeFeature(base(id) + "#cat", a_.values[id], false);
+    if (auto err = mlp(id, "to categorical", {f}, [](auto &v) { return std::optional<Scalar>(v[0]); }, out))
+      return err;
+    return asCategorical_[id] = out;
+  }
+
+  llvm::Expected<Feature> numerical(NodeId id) {
+    const Feature &f = featureOf(id);
+    if (f.numerical) return f;
+    for (auto &v : f.values)
+      if (!isNumber(v))
+        return locatedError(a_.g[id].loc, "this s-op is used as a number (for a mean) but can be " +
+                                              formatScalar(v, true));
+    if (f.isConstant()) return constant(f.values[0], true);
+    auto it = asNumerical_.find(id);
+    if (it != asNumerical_.end()) return it->second;
+    Feature out = makeFeature(base(id) + "#num", a_.values[id], true);
+    if (auto err = mlp(id, "to numerical", {f}, [](auto &v) { return std::optional<Scalar>(v[0]); }, out))
+      return err;
+    return asNumerical_[id] = out;
+  }
+
+  // ---- nodes ----
+  llvm::Error lowerNode(NodeId id) {
+    const ir::Node &n = a_.g[id];
+    bool num = a_.isNumerical(id);
+    switch (n.kind) {
+    case NodeKind::Tokens:
+    case NodeKind::Indices: {
+      if (num)
+        for (auto &v : a_.values[id])
+          if (!isNumber(v)) return locatedError(n.loc, "numerical tokens need a numeric vocabulary");
+      std::string label = n.kind == NodeKind::Indices ? "indices" : ir::tokenTypeName(n.tokenType);
+      if (num) label += "#num";
+      feat_[id] = makeFeature(label, a_.values[id], num);
+      (n.kind == NodeKind::Tokens ? tokenFeatures_ : indexFeatures_).emplace_back(id, *feat_[id]);
+      return llvm::Error::success();
+    }
+    case NodeKind::Map: return lowerMap(id);
+    case NodeKind::Aggregate: return lowerAggregate(id);
+    case NodeKind::SelectorWidth: {
+      auto groups = selectorGroups(n.args[0]);
+      if (!groups) return groups.takeError();
+      return lowerWidth(id, std::move(*groups));
+    }
+    case NodeKind::Length: {
+      // The width of the selector that selects every key.
+      Group all{constant(Scalar(true), false), constant(Scalar(true), false),
+                [](const Scalar &, const Scalar &) { return true; }};
+      return lowerWidth(id, {all});
+    }
+    default: return llvm::Error::success();
+    }
+  }
+
+  // Value of a fused map, given the values of its leaves (nullopt: an error or None).
+  std::optional<Scalar> evalFused(NodeId id, const std::vector<NodeId> &leaves, const std::vector<Scalar> &vals,
+                                  bool top) {
+    const ir::Node &n = a_.g[id];
+    if (n.kind == NodeKind::Constant) return n.value;
+    if (!top) {
+      auto it = std::find(leaves.begin(), leaves.end(), id);
+      if (it != leaves.end()) return vals[size_t(it - leaves.begin())];
+    }
+    Scalar args[3];
+    for (size_t i = 0; i < n.args.size(); ++i) {
+      auto v = evalFused(n.args[i], leaves, vals, false);
+      if (!v) return std::nullopt;
+      args[i] = *v;
+    }
+    OpResult r = applyOp(n.op, args, n.args.size(), n.table.get());
+    if (!r.ok) return std::nullopt;
+    return r.value;
+  }
+
+  // A map of one selector width reads the head's 1/(w+1) directly: it runs in the
+  // same MLP sublayer as the width itself would, saving a layer.
+  bool readsFrac(NodeId map) const {
+    const auto &l = a_.leaves[map];
+    return l.size() == 1 && a_.g[l[0]].kind == NodeKind::SelectorWidth;
+  }
+
+  llvm::Error lowerMap(NodeId id) {
+    const auto &leaves = a_.leaves[id];
+    Fn f = [this, id, leaves](const std::vector<Scalar> &v) { return evalFused(id, leaves, v, true); };
+    if (readsFrac(id)) {
+      Feature out = makeFeature(base(id), a_.values[id], a_.isNumerical(id));
+      feat_[id] = out;
+      Fn g = [f](const std::vector<Scalar> &v) {
+        return f({Scalar(int64_t(std::llround(1.0 / toDouble(v[0]) - 1.0)))});
+      };
+      return mlp(id, "map", {fracs_.at(leaves[0])}, g, out);
+    }
+    std::vector<Feature> ins;
+    for (NodeId l : leaves) ins.push_back(featureOf(l));
+    Feature out = makeFeature(base(id), a_.values[id], a_.isNumerical(id));
+    feat_[id] = out;
+    return mlp(id, "map", ins, f, out, leaves);
+  }
+
+  // ---- MLPs ----
+
+  // Adds MLP blocks computing `out` = f(ins). `leafNodes` (parallel to ins) lets the
+  // builder convert numerical inputs to categorical when no direct construction fits.
+  llvm::Error mlp(NodeId node, const std::string &what, std::vector<Feature> ins, const Fn &f, const Feature &out,
+                  const std::vector<NodeId> &leafNodes = {}) {
+    // Constant inputs are folded into f.
+    std::vector<Feature> live;
+    std::vector<NodeId> liveNodes;
+    std::vector<int> where; // index in ins of each live input
+    for (size_t i = 0; i < ins.size(); ++i)
+      if (!ins[i].isConstant()) {
+        live.push_back(ins[i]);
+        where.push_back(int(i));
+        if (!leafNodes.empty()) liveNodes.push_back(leafNodes[i]);
+      }
+    Fn g = [&ins, &where, &f](const std::vector<Scalar> &v) {
+      std::vector<Scalar> full;
+      for (auto &in : ins) full.push_back(in.values[0]);
+      for (size_t i = 0; i < where.size(); ++i) full[size_t(where[i])] = v[i];
+      return f(full);
+    };
+    size_t numericalInputs = 0;
+    for (auto &in : live) numericalInputs += in.numerical;
+    Block b;
+    b.kind = BlockKind::Mlp;
+    b.node = node;
+    b.what = what;
+    if (numericalInputs == 0) {
+      tableMlp(b, live, g, out);
+    } else if (live.size() == 1) {
+      numericMlp(b, live[0], g, out);
+    } else if (live.size() == 2 && out.numerical && numericalInputs == 2 && affineMlp(b, live, g, out)) {
+      // done
+    } else if (live.size() == 2 && numericalInputs == 2 && sumMlp(b, live, g, out)) {
+      // done: a function of a +- b
+    } else {
+      // Make every numerical input categorical, then use a table.
+      if (liveNodes.size() != live.size())
+        return locatedError(a_.g[node].loc, "cannot compile this combination of numerical s-ops");
+      for (size_t i = 0; i < live.size(); ++i)
+        if (live[i].numerical) {
+          auto c = categorical(liveNodes[i]);
+          if (!c) return c.takeError();
+          live[i] = *c;
+        }
+      size_t combos = 1;
+      for (auto &in : live) combos *= std::max<size_t>(1, in.values.size());
+      if (combos > 100000)
+        return locatedError(a_.g[node].loc, "this elementwise operation combines s-ops with " +
+                                                std::to_string(combos) +
+                                                " value combinations; compute it in smaller steps");
+      tableMlp(b, live, g, out);
+    }
+    finishMlp(b);
+    p_.blocks.push_back(std::move(b));
+    return llvm::Error::success();
+  }
+
+  static void emit(Neuron &n, const Feature &out, const Scalar &y, double weight) {
+    if (out.numerical) {
+      if (isNumber(y)) n.out.push_back({out.dirs[0], weight * toDouble(y)});
+      return;
+    }
+    for (size_t i = 0; i < out.values.size(); ++i)
+      if (scalarEquals(out.values[i], y) && out.values[i].index() == y.index()) {
+        n.out.push_back({out.dirs[i], weight});
+        return;
+      }
+    for (size_t i = 0; i < out.values.size(); ++i)
+      if (scalarEquals(out.values[i], y)) {
+        n.out.push_back({out.dirs[i], weight});
+        return;
+      }
+  }
+
+  // Categorical (one-hot) inputs: a neuron per input combination, or per output value
+  // for a single input.
+  void tableMlp(Block &b, const std::vector<Feature> &ins, const Fn &f, const Feature &out) {
+    if (ins.empty()) {
+      auto y = f({});
+      if (y) {
+        Neuron n;
+        n.in = {{kOne, 1.0}};
+        emit(n, out, *y, 1.0);
+        if (!n.out.empty()) b.neurons.push_back(n);
+      }
+      return;
+    }
+    if (ins.size() == 1 && out.numerical) {
+      // Linear in the one-hot input: relu(y) - relu(-y) covers negative outputs.
+      Neuron pos, neg;
+      for (size_t i = 0; i < ins[0].values.size(); ++i) {
+        auto y = f({ins[0].values[i]});
+        if (y && isNumber(*y) && toDouble(*y) != 0) {
+          pos.in.push_back({ins[0].dirs[i], toDouble(*y)});
+          neg.in.push_back({ins[0].dirs[i], -toDouble(*y)});
+        }
+      }
+      if (pos.in.empty()) return;
+      pos.out = {{out.dirs[0], 1.0}};
+      neg.out = {{out.dirs[0], -1.0}};
+      b.neurons.push_back(pos);
+      b.neurons.push_back(neg);
+      return;
+    }
+    if (ins.size() == 1) {
+      // One neuron per output value, reading every input value that maps to it.
+      std::vector<Neuron> per(out.values.size());
+      for (size_t i = 0; i < ins[0].values.size(); ++i) {
+        auto y = f({ins[0].values[i]});
+        if (!y) continue;
+        Neuron probe;
+        emit(probe, out, *y, 1.0);
+        if (probe.out.empty()) continue;
+        size_t k = size_t(std::find(out.dirs.begin(), out.dirs.end(), probe.out[0].first) - out.dirs.begin());
+        per[k].in.push_back({ins[0].dirs[i], 1.0});
+        per[k].out = probe.out;
+      }
+      for (auto &n : per)
+        if (!n.in.empty()) b.neurons.push_back(std::move(n));
+      return;
+    }
+    std::vector<size_t> idx(ins.size(), 0);
+    for (;;) {
+      std::vector<Scalar> vals;
+      Neuron n;
+      for (size_t i = 0; i < ins.size(); ++i) {
+        vals.push_back(ins[i].values[idx[i]]);
+        n.in.push_back({ins[i].dirs[idx[i]], 1.0});
+      }
+      n.bias = -double(ins.size() - 1);
+      auto y = f(vals);
+      if (y) {
+        emit(n, out, *y, 1.0);
+        if (!n.out.empty()) b.neurons.push_back(std::move(n));
+      }
+      size_t i = 0;
+      for (; i < idx.size(); ++i) {
+        if (++idx[i] < ins[i].values.size()) break;
+        idx[i] = 0;
+      }
+      if (i == idx.size()) break;
+    }
+  }
+
+  // Affine out = alpha . x + gamma (checked on every input combination): two neurons.
+  bool affineMlp(Block &b, const std::vector<Feature> &ins, const Fn &f, const Feature &out) {
+    // Fit on a base point and one step per input, then check everything.
+    std::vector<Scalar> base;
+    for (auto &in : ins) base.push_back(in.values[0]);
+    auto y0 = f(base);
+    if (!y0 || !isNumber(*y0)) return false;
+    std::vector<double> alpha(ins.size(), 0.0);
+    for (size_t i = 0; i < ins.size(); ++i) {
+      if (ins[i].values.size() < 2) continue;
+      auto p = base;
+      p[i] = ins[i].values[1];
+      auto y = f(p);
+      if (!y || !isNumber(*y)) return false;
+      alpha[i] = (toDouble(*y) - toDouble(*y0)) / (toDouble(ins[i].values[1]) - toDouble(ins[i].values[0]));
+    }
+    double gamma = toDouble(*y0);
+    for (size_t i = 0; i < ins.size(); ++i) gamma -= alpha[i] * toDouble(ins[i].values[0]);
+    std::vector<size_t> idx(ins.size(), 0);
+    for (;;) {
+      std::vector<Scalar> vals;
+      double lin = gamma;
+      for (size_t i = 0; i < ins.size(); ++i) {
+        vals.push_back(ins[i].values[idx[i]]);
+        lin += alpha[i] * toDouble(vals.back());
+      }
+      auto y = f(vals);
+      if (!y || !isNumber(*y) || std::fabs(toDouble(*y) - lin) > 1e-9 * std::max(1.0, std::fabs(lin))) return false;
+      size_t i = 0;
+      for (; i < idx.size(); ++i) {
+        if (++idx[i] < ins[i].values.size()) break;
+        idx[i] = 0;
+      }
+      if (i == idx.size()) break;
+    }
+    Neuron pos, neg;
+    for (size_t i = 0; i < ins.size(); ++i)
+      if (alpha[i] != 0) {
+        pos.in.push_back({ins[i].dirs[0], alpha[i]});
+        neg.in.push_back({ins[i].dirs[0], -alpha[i]});
+      }
+    pos.bias = gamma;
+    neg.bias = -gamma;
+    pos.out = {{out.dirs[0], 1.0}};
+    neg.out = {{out.dirs[0], -1.0}};
+    b.neurons.push_back(pos);
+    b.neurons.push_back(neg);
+    return true;
+  }
+
+  // f(a, b) of two numbers that depends only on z = a + s*b (s = +1 or -1), like the sum
+  // of two counts: the step functions of numericMlp read z directly, one MLP.
+  bool sumMlp(Block &b, const std::vector<Feature> &ins, const Fn &f, const Feature &out) {
+    for (double sign : {1.0, -1.0}) {
+      std::vector<std::pair<double, std::optional<Scalar>>> byZ;
+      bool ok = true;
+      for (auto &x : ins[0].values) {
+        for (auto &y : ins[1].values) {
+          double z = toDouble(x) + sign * toDouble(y);
+          auto v = f({x, y});
+          auto it = std::find_if(byZ.begin(), byZ.end(), [&](auto &e) { return std::fabs(e.first - z) < 1e-9; });
+          if (it == byZ.end()) byZ.push_back({z, v});
+          else if (it->second.has_value() != v.has_value() || (v && !scalarEquals(*it->second, *v))) ok = false;
+          if (!ok) break;
+        }
+        if (!ok || byZ.size() > 20000) break;
+      }
+      if (!ok || byZ.size() > 20000) continue;
+      Feature z;
+      z.numerical = true;
+      for (auto &e : byZ) z.values.push_back(e.first);
+      Fn fz = [byZ](const std::vector<Scalar> &v) -> std::optional<Scalar> {
+        for (auto &e : byZ)
+          if (std::fabs(e.first - toDouble(v[0])) < 1e-9) return e.second;
+        return std::nullopt;
+      };
+      numericMlp(b, {{ins[0].dirs[0], 1.0}, {ins[1].dirs[0], sign}}, z.values, fz, out);
+      return true;
+    }
+    return false;
+  }
+
+  void numericMlp(Block &b, const Feature &in, const Fn &f, const Feature &out) {
+    if (out.numerical && affineMlp(b, {in}, f, out)) return;
+    numericMlp(b, {{in.dirs[0], 1.0}}, in.values, f, out);
+  }
+
+  // A number x = sum of `lin` (one input direction, or a +- b) with the given values
+  // v0 < v1 < ...: step functions at the midpoints, slope 4 / gap so that every value
+  // is a quarter gap from a transition.
+  void numericMlp(Block &b, const craft::Weights &lin, const std::vector<Scalar> &values, const Fn &f,
+                  const Feature &out) {
+    std::vector<double> xs;
+    for (auto &v : values)
+      if (isNumber(v)) xs.push_back(toDouble(v));
+    std::sort(xs.begin(), xs.end());
+    xs.erase(std::unique(xs.begin(), xs.end()), xs.end());
+    if (xs.empty()) return;
+    Feature in;
+    in.numerical = true;
+    in.values = values;
+    auto y = [&](size_t j) { return f({Scalar(xs[j])}); };
+    auto yAsInt = [&](size_t j) {
+      // Inputs that are whole numbers are looked up as ints, so that e.g. a lookup
+      // table indexed by the value still works.
+      double x = xs[j];
+      if (std::floor(x) == x && std::fabs(x) < 9e15) {
+        bool hasInt = false;
+        for (auto &v : in.values) hasInt = hasInt || std::holds_alternative<int64_t>(v) || std::holds_alternative<bool>(v);
+        if (hasInt) return f({Scalar(int64_t(x))});
+      }
+      return y(j);
+    };
+    // Base value: a neuron that is 1 everywhere (but BOS).
+    Neuron one;
+    one.in = {{kOne, 1.0}};
+    if (auto y0 = yAsInt(0)) emit(one, out, *y0, 1.0);
+    if (!one.out.empty()) b.neurons.push_back(one);
+    for (size_t j = 1; j < xs.size(); ++j) {
+      double gap = xs[j] - xs[j - 1], t = (xs[j] + xs[j - 1]) / 2, L = 4.0 / gap;
+      Neuron hi, lo; // step = hi - lo: 0 below t - 1/(2L), 1 above t + 1/(2L)
+      for (auto &[d, w] : lin) hi.in.push_back({d, L * w});
+      hi.bias = -L * t + 0.5;
+      lo.in = hi.in;
+      lo.bias = -L * t - 0.5;
+      auto cur = yAsInt(j), prev = yAsInt(j - 1);
+      if (cur) emit(hi, out, *cur, 1.0);
+      if (prev) emit(hi, out, *prev, -1.0);
+      if (hi.out.empty()) continue;
+      lo.out = hi.out;
+      for (auto &[d, w] : lo.out) w = -w;
+      b.neurons.push_back(hi);
+      b.neurons.push_back(lo);
+    }
+  }
+
+  // Switch every neuron off at BOS: at BOS the residual holds at most 1 in any
+  // direction, so a weight of -(1 + sum |w| + |bias|) keeps the neuron at or below -1.
+  static void finishMlp(Block &b) {
+    for (auto &n : b.neurons) {
+      double bound = 1.0 + std::fabs(n.bias);
+      for (auto &[d, w] : n.in) bound += std::fabs(w);
+      n.in.push_back({kBos, -bound});
+    }
+  }
+
+  // ---- attention ----
+
+  // The selector's atoms (select nodes) and a way to evaluate it from atom values.
+  void atoms(NodeId sel, std::vector<NodeId> &out) {
+    const ir::Node &n = a_.g[sel];
+    if (n.kind == NodeKind::Select) {
+      if (std::find(out.begin(), out.end(), sel) == out.end()) out.push_back(sel);
+      return;
+    }
+    for (NodeId x : n.args) atoms(x, out);
+  }
+
+  bool evalSelector(NodeId sel, const std::function<bool(NodeId)> &atom) {
+    const ir::Node &n = a_.g[sel];
+    switch (n.kind) {
+    case NodeKind::Select: return atom(sel);
+    case NodeKind::SelectAnd: return evalSelector(n.args[0], atom) && evalSelector(n.args[1], atom);
+    case NodeKind::SelectOr: return evalSelector(n.args[0], atom) || evalSelector(n.args[1], atom);
+    default: return !evalSelector(n.args[0], atom);
+    }
+  }
+
+  static bool compare(ir::Comparison c, const Scalar &key, const Scalar &query) {
+    static const ir::MapOp ops[] = {ir::MapOp::Eq, ir::MapOp::Lt, ir::MapOp::Gt, ir::MapOp::Ge, ir::MapOp::Le,
+                                    ir::MapOp::Ne};
+    Scalar args[2] = {key, query};
+    OpResult r = applyOp(ops[int(c)], args, 2);
+    return r.ok && !isNone(r.value) && scalarTruthy(r.value);
+  }
+
+  // The top-level `and` factors of a selector.
+  void andFactors(NodeId sel, std::vector<NodeId> &out) {
+    const ir::Node &n = a_.g[sel];
+    if (n.kind == NodeKind::SelectAnd) {
+      andFactors(n.args[0], out);
+      andFactors(n.args[1], out);
+    } else {
+      out.push_back(sel);
+    }
+  }
+
+  // A group whose query and key features are tuples of the given s-ops.
+  llvm::Expected<Group> tupleGroup(NodeId sel, const std::vector<NodeId> &atomIds) {
+    std::vector<NodeId> keys, queries;
+    for (NodeId at : atomIds) {
+      const ir::Node &s = a_.g[at];
+      if (std::find(keys.begin(), keys.end(), s.args[0]) == keys.end()) keys.push_back(s.args[0]);
+      if (std::find(queries.begin(), queries.end(), s.args[1]) == queries.end()) queries.push_back(s.args[1]);
+    }
+    auto kt = tuple(sel, keys);
+    if (!kt) return kt.takeError();
+    auto qt = tuple(sel, queries);
+    if (!qt) return qt.takeError();
+    auto kCombos = kt->second, qCombos = qt->second;
+    Group g;
+    g.k = kt->first;
+    g.q = qt->first;
+    g.pred = [this, sel, atomIds, keys, queries, kCombos, qCombos](const Scalar &kv, const Scalar &qv) {
+      const auto &kc = kCombos[size_t(std::get<int64_t>(kv))];
+      const auto &qc = qCombos[size_t(std::get<int64_t>(qv))];
+      return evalSelector(sel, [&](NodeId at) {
+        const ir::Node &s = a_.g[at];
+        size_t ki = size_t(std::find(keys.begin(), keys.end(), s.args[0]) - keys.begin());
+        size_t qi = size_t(std::find(queries.begin(), queries.end(), s.args[1]) - queries.begin());
+        return compare(s.cmp, kc[ki], qc[qi]);
+      });
+    };
+    return g;
+  }
+
+  // A categorical feature whose values are the combinations of several s-ops' values
+  // (value i stands for combination i, returned alongside).
+  llvm::Expected<std::pair<Feature, std::vector<std::vector<Scalar>>>> tuple(NodeId sel,
+                                                                             const std::vector<NodeId> &parts) {
+    std::vector<Feature> ins;
+    std::string key, label = "tuple(";
+    for (NodeId p : parts) {
+      auto f = categorical(p);
+      if (!f) return f.takeError();
+      ins.push_back(*f);
+      key += std::to_string(p) + ",";
+      label += (label.size() > 6 ? "," : "") + nodeLabel(a_.g, p);
+    }
+    label += ")";
+    std::vector<std::vector<Scalar>> combos;
+    std::vector<size_t> idx(ins.size(), 0);
+    size_t total = 1;
+    for (auto &f : ins) total *= std::max<size_t>(1, f.values.size());
+    if (total > 20000)
+      return locatedError(a_.g[sel].loc, "this selector compares tuples of s-ops with " + std::to_string(total) +
+                                             " value combinations; simplify it (e.g. compare one s-op per side)");
+    for (;;) {
+      std::vector<Scalar> c;
+      for (size_t i = 0; i < ins.size(); ++i) c.push_back(ins[i].values[idx[i]]);
+      combos.push_back(c);
+      size_t i = 0;
+      for (; i < idx.size(); ++i) {
+        if (++idx[i] < ins[i].values.size()) break;
+        idx[i] = 0;
+      }
+      if (i == idx.size()) break;
+    }
+    if (parts.size() == 1) { // a 1-tuple is the s-op itself
+      Feature f = ins[0];
+      std::vector<Scalar> ids;
+      for (size_t i = 0; i < f.values.size(); ++i) ids.push_back(int64_t(i));
+      f.values = ids;
+      return std::make_pair(f, combos);
+    }
+    auto it = tuples_.find(key);
+    if (it != tuples_.end()) return std::make_pair(it->second, combos);
+    Feature out;
+    for (size_t i = 0; i < combos.size(); ++i) {
+      std::string v = "(";
+      for (size_t j = 0; j < combos[i].size(); ++j) v += (j ? "," : "") + formatScalar(combos[i][j]);
+      out.values.push_back(int64_t(i));
+      out.dirs.push_back(p_.residual.add(label + ":" + v + ")"));
+    }
+    auto cmb = combos;
+    Fn f = [cmb](const std::vector<Scalar> &v) -> std::optional<Scalar> {
+      for (size_t i = 0; i < cmb.size(); ++i) {
+        bool eq = true;
+        for (size_t j = 0; j < v.size() && eq; ++j) eq = scalarEquals(cmb[i][j], v[j]);
+        if (eq) return Scalar(int64_t(i));
+      }
+      return std::nullopt;
+    };
+    if (auto err = mlp(sel, "tuple", ins, f, out)) return err;
+    tuples_[key] = out;
+    return std::make_pair(out, combos);
+  }
+
+  // Splits a selector into groups whose scores add up: an `and` of parts that each
+  // compare one key s-op with one query s-op. Anything else compares tuples.
+  llvm::Expected<std::vector<Group>> selectorGroups(NodeId sel) {
+    std::vector<NodeId> factors;
+    andFactors(sel, factors);
+    // Factors over the same (keys, queries) pair merge into one group.
+    std::vector<std::pair<std::pair<NodeId, NodeId>, std::vector<NodeId>>> byPair;
+    bool simple = true;
+    for (NodeId f : factors) {
+      std::vector<NodeId> ats;
+      atoms(f, ats);
+      std::pair<NodeId, NodeId> pr{a_.g[ats[0]].args[0], a_.g[ats[0]].args[1]};
+      for (NodeId at : ats)
+        if (a_.g[at].args[0] != pr.first || a_.g[at].args[1] != pr.second) simple = false;
+      if (!simple) break;
+      auto it = std::find_if(byPair.begin(), byPair.end(), [&](auto &e) { return e.first == pr; });
+      if (it == byPair.end()) byPair.push_back({pr, {f}});
+      else it->second.push_back(f);
+    }
+    std::vector<Group> groups;
+    if (!simple) {
+      std::vector<NodeId> ats;
+      atoms(sel, ats);
+      auto g = tupleGroup(sel, ats);
+      if (!g) return g.takeError();
+      groups.push_back(std::move(*g));
+      return groups;
+    }
+    for (auto &[pr, fs] : byPair) {
+      auto kf = categorical(pr.first);
+      if (!kf) return kf.takeError();
+      auto qf = categorical(pr.second);
+      if (!qf) return qf.takeError();
+      Group g;
+      g.k = *kf;
+      g.q = *qf;
+      g.pred = [this, fs](const Scalar &kv, const Scalar &qv) {
+        for (NodeId f : fs)
+          if (!evalSelector(f, [&](NodeId at) { return compare(a_.g[at].cmp, kv, qv); })) return false;
+        return true;
+      };
+      groups.push_back(std::move(g));
+    }
+    return groups;
+  }
+
+  // Query-key scores: c per satisfied group; BOS scores `bosScore`; the BOS query
+  // attends to BOS above everything else.
+  void scores(Block &b, const std::vector<Group> &groups, double bosScore) {
+    std::map<std::pair<int, int>, double> w;
+    std::vector<int> qrows;
+    for (auto &g : groups)
+      for (size_t i = 0; i < g.q.dirs.size(); ++i) {
+        qrows.push_back(g.q.dirs[i]);
+        for (size_t j = 0; j < g.k.dirs.size(); ++j)
+          if (g.pred(g.k.values[j], g.q.values[i])) w[{g.q.dirs[i], g.k.dirs[j]}] += c_;
+      }
+    qrows.push_back(kOne);
+    std::sort(qrows.begin(), qrows.end());
+    qrows.erase(std::unique(qrows.begin(), qrows.end()), qrows.end());
+    // BOS key (one + bos): score(q, BOS) = bosScore for every query.
+    for (int r : qrows) {
+      double viaOne = w.count({r, kOne}) ? w[{r, kOne}] : 0.0;
+      w[{r, kBos}] = (r == kOne ? bosScore : 0.0) - viaOne;
+    }
+    double maxScore = c_ * double(groups.size());
+    w[{kBos, kBos}] = maxScore + c_ - bosScore; // BOS query: itself by a margin of c
+    for (auto &[rc, x] : w)
+      if (x != 0) b.qk.push_back({rc.first, rc.second, x});
+  }
+
+  llvm::Error lowerAggregate(NodeId id) {
+    const ir::Node &n = a_.g[id];
+    auto groups = selectorGroups(n.args[0]);
+    if (!groups) return groups.takeError();
+    warnCausal(n.args[0]);
+    bool num = a_.isNumerical(id);
+    Feature out = makeFeature(base(id), a_.values[id], num);
+    Block b;
+    b.kind = BlockKind::Attention;
+    b.node = id;
+    b.what = num ? "numerical aggregate" : "aggregate";
+    std::map<std::pair<int, int>, double> ov;
+    if (num) {
+      if (isNone(n.value))
+        return locatedError(n.loc, "a numerical aggregate needs a numeric default (a model has no None); "
+                                   "write aggregate(sel, values, 0)");
+      auto vf = numerical(n.args[1]);
+      if (!vf) return vf.takeError();
+      double scale = vf->isConstant() ? toDouble(vf->values[0]) : 1.0;
+      ov[{vf->dirs[0], out.dirs[0]}] += scale;
+      double viaOne = ov.count({kOne, out.dirs[0]}) ? ov[{kOne, out.dirs[0]}] : 0.0;
+      ov[{kBos, out.dirs[0]}] = toDouble(n.value) - viaOne;
+    } else {
+      auto vf = categorical(n.args[1]);
+      if (!vf) return vf.takeError();
+      for (size_t i = 0; i < vf->dirs.size(); ++i) {
+        Neuron probe;
+        emit(probe, out, vf->values[i], 1.0);
+        for (auto &[d, w] : probe.out) ov[{vf->dirs[i], d}] += w;
+      }
+      // BOS carries the default, and cancels what its `one` direction would copy.
+      std::map<int, double> bos;
+      for (auto &[rc, x] : ov)
+        if (rc.first == kOne) bos[rc.second] -= x;
+      if (!isNone(n.value)) {
+        Neuron probe;
+        emit(probe, out, n.value, 1.0);
+        for (auto &[d, w] : probe.out) bos[d] += w;
+      }
+      for (auto &[d, x] : bos) ov[{kBos, d}] = x;
+    }
+    for (auto &[rc, x] : ov)
+      if (x != 0) b.ov.push_back({rc.first, rc.second, x});
+    scores(b, *groups, c_ * (double(groups->size()) - 0.5));
+    p_.blocks.push_back(std::move(b));
+    feat_[id] = out;
+    return llvm::Error::success();
+  }
+
+  // selector_width: a head in which BOS scores like a selected key and carries 1, so
+  // it writes 1 / (width + 1); an MLP turns that back into the width.
+  llvm::Error lowerWidth(NodeId id, std::vector<Group> groups) {
+    const ir::Node &n = a_.g[id];
+    if (n.kind == NodeKind::SelectorWidth) warnCausal(n.args[0]);
+    int N = a_.opts.maxLen;
+    std::vector<Scalar> fracs;
+    for (int w = N; w >= 0; --w) fracs.push_back(1.0 / double(w + 1));
+    std::string b0 = base(id);
+    Feature frac = makeFeature(b0 + "#frac", fracs, true);
+    Block head;
+    head.kind = BlockKind::Attention;
+    head.node = id;
+    head.what = "selector width";
+    head.ov.push_back({kBos, frac.dirs[0], 1.0});
+    scores(head, groups, c_ * double(groups.size()));
+    p_.blocks.push_back(std::move(head));
+    fracs_[id] = frac;
+    // The width itself is needed unless only maps that read the 1/(w+1) use it.
+    bool needed = id == a_.output;
+    for (NodeId u : a_.order) {
+      if (needed) break;
+      const ir::Node &un = a_.g[u];
+      if (un.kind != NodeKind::Map) {
+        needed = std::find(un.args.begin(), un.args.end(), id) != un.args.end();
+      } else if (a_.materialized[u] && !readsFrac(u)) {
+        needed = std::find(a_.leaves[u].begin(), a_.leaves[u].end(), id) != a_.leaves[u].end();
+      }
+    }
+    if (!needed) return llvm::Error::success();
+    Feature out = makeFeature(b0, a_.values[id], a_.isNumerical(id));
+    feat_[id] = out;
+    Fn inv = [](const std::vector<Scalar> &v) -> std::optional<Scalar> {
+      return Scalar(int64_t(std::llround(1.0 / toDouble(v[0]) - 1.0)));
+    };
+    return mlp(id, "selector width", {frac}, inv, out);
+  }
+
+  // Under --causal a selector that can pick a later key changes meaning: say so.
+  void warnCausal(NodeId sel) {
+    if (!a_.opts.causal || !a_.opts.warn) return;
+    // Provably never later when an `and` factor compares indices with indices and
+    // is false for every key after the query.
+    std::vector<NodeId> factors;
+    andFactors(sel, factors);
+    int N = a_.opts.maxLen;
+    for (NodeId f : factors) {
+      std::vector<NodeId> ats;
+      atoms(f, ats);
+      bool indexOnly = true;
+      for (NodeId at : ats)
+        indexOnly = indexOnly && a_.g[a_.g[at].args[0]].kind == NodeKind::Indices &&
+                    a_.g[a_.g[at].args[1]].kind == NodeKind::Indices;
+      if (!indexOnly) continue;
+      bool later = false;
+      for (int q = 0; q < N && !later; ++q)
+        for (int k = q + 1; k < N && !later; ++k)
+          later = evalSelector(f, [&](NodeId at) { return compare(a_.g[at].cmp, int64_t(k), int64_t(q)); });
+      if (!later) return;
+    }
+    a_.opts.warn(a_.g[sel].loc, "under --causal this selector cannot see later positions, which it may select "
+                                "(the compiled model computes the causal meaning)");
+  }
+
+  void buildEmbedding() {
+    for (auto &tok : a_.opts.vocab) {
+      craft::Weights w = {{kOne, 1.0}};
+      for (auto &[id, f] : tokenFeatures_) {
+        // The token's value in this view (as the value sets typed it).
+        std::vector<Scalar> typed = a_.values[id];
+        for (size_t i = 0; i < f.values.size(); ++i) {
+          std::string spelled = formatScalar(f.values[i]);
+          bool match = spelled == tok;
+          if (!match && isNumber(f.values[i])) {
+            char *end = nullptr;
+            double d = std::strtod(tok.c_str(), &end);
+            match = !tok.empty() && !*end && d == toDouble(f.values[i]);
+          }
+          if (!match && std::holds_alternative<bool>(f.values[i]))
+            match = (std::get<bool>(f.values[i]) ? (tok == "true" || tok == "1") : (tok == "false" || tok == "0"));
+          if (!match) continue;
+          if (f.numerical) w.push_back({f.dirs[0], toDouble(f.values[i])});
+          else w.push_back({f.dirs[i], 1.0});
+          break;
+        }
+      }
+      p_.tokenEmbedding.push_back({tok, w});
+    }
+    for (int pos = 0; pos < a_.opts.maxLen; ++pos) {
+      craft::Weights w;
+      for (auto &[id, f] : indexFeatures_) {
+        if (f.numerical) w.push_back({f.dirs[0], double(pos)});
+        else w.push_back({f.dirs[size_t(pos)], 1.0});
+      }
+      p_.positionEmbedding.push_back(w);
+    }
+  }
+};
+
+} // namespace
+
+llvm::Expected<craft::Program> lower(const Analysis &a) { return Lowering(a).run(); }
+
+} // namespace raspc::passes

@@ -1,0 +1,171 @@
+// Value sets: the exact finite set of values each s-op can take for the vocabulary
+// and maximum length. One pass in topological order, so a shared subexpression is
+// visited once. Maps apply their operation to every combination of input values
+// (combinations that fail, like a division by zero, are left out); a numerical
+// aggregate can produce the mean of any multiset of 1..N of its input's values.
+#include "frontend/Diagnostics.h"
+#include "frontend/Interpreter.h"
+#include "frontend/Semantics.h"
+#include "passes/Passes.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <set>
+
+namespace raspc::passes {
+
+static constexpr size_t kMaxValues = 20000;
+
+static llvm::Error tooMany(const ir::Node &n, size_t count) {
+  return locatedError(n.loc, "this s-op can take more than " + std::to_string(kMaxValues) +
+                                 " values (" + std::to_string(count) +
+                                 " or more); a compiled model needs a small value set: reduce the vocabulary or "
+                                 "the maximum length, or simplify the computation");
+}
+
+static llvm::Expected<std::vector<Scalar>> tokenValues(const Analysis &a, const ir::Node &n) {
+  const auto &vocab = a.opts.vocab;
+  ir::TokenType t = n.tokenType;
+  if (t == ir::TokenType::Auto) {
+    bool ints = !vocab.empty();
+    for (auto &v : vocab) ints = ints && isIntToken(v);
+    t = ints ? ir::TokenType::Int : ir::TokenType::Str;
+  }
+  std::vector<Scalar> out;
+  for (auto &v : vocab) {
+    switch (t) {
+    case ir::TokenType::Int:
+      if (!isIntToken(v))
+        return locatedError(n.loc, "vocabulary item '" + v + "' is not an integer (" + ir::tokenTypeName(n.tokenType) + ")");
+      out.push_back(int64_t(std::strtoll(v.c_str(), nullptr, 10)));
+      break;
+    case ir::TokenType::Float: {
+      char *end = nullptr;
+      double d = std::strtod(v.c_str(), &end);
+      if (v.empty() || *end) return locatedError(n.loc, "vocabulary item '" + v + "' is not a number (tokens_float)");
+      out.push_back(d);
+      break;
+    }
+    case ir::TokenType::Bool:
+      if (v == "True" || v == "true" || v == "1") out.push_back(true);
+      else if (v == "False" || v == "false" || v == "0") out.push_back(false);
+      else return locatedError(n.loc, "vocabulary item '" + v + "' is not a bool (tokens_bool)");
+      break;
+    default: out.push_back(v);
+    }
+  }
+  return sortedUnique(std::move(out));
+}
+
+// All means of multisets of size 1..N drawn from `vals` (numbers only).
+static llvm::Expected<std::vector<Scalar>> meanValues(const ir::Node &n, const std::vector<Scalar> &vals, int N) {
+  std::vector<double> xs;
+  for (auto &v : vals)
+    if (isNumber(v)) xs.push_back(toDouble(v));
+  std::set<double> sums = {0.0}, means;
+  for (int k = 1; k <= N; ++k) {
+    std::set<double> next;
+    for (double s : sums)
+      for (double x : xs) next.insert(s + x);
+    if (next.size() > kMaxValues) return tooMany(n, next.size());
+    sums = std::move(next);
+    for (double s : sums) {
+      double m = s / k;
+      // Keep sums of integers exact: 2/3 must be one value, however it was reached.
+      means.insert(m);
+    }
+    if (means.size() > kMaxValues) return tooMany(n, means.size());
+  }
+  std::vector<Scalar> out;
+  for (double m : means) {
+    bool dup = !out.empty() && std::fabs(toDouble(out.back()) - m) <= 1e-12 * std::max(1.0, std::fabs(m));
+    if (!dup) out.push_back(m);
+  }
+  return out;
+}
+
+llvm::Error inferValueSets(Analysis &a) {
+  const int N = a.opts.maxLen;
+  for (ir::NodeId id : a.order) {
+    const ir::Node &n = a.g[id];
+    std::vector<Scalar> out;
+    switch (n.kind) {
+    case ir::NodeKind::Tokens: {
+      auto v = tokenValues(a, n);
+      if (!v) return v.takeError();
+      out = std::move(*v);
+      break;
+    }
+    case ir::NodeKind::Indices:
+      for (int i = 0; i < N; ++i) out.push_back(int64_t(i));
+      break;
+    case ir::NodeKind::Length:
+      for (int i = 1; i <= N; ++i) out.push_back(int64_t(i));
+      break;
+    case ir::NodeKind::SelectorWidth:
+      for (int i = 0; i <= N; ++i) out.push_back(int64_t(i));
+      break;
+    case ir::NodeKind::Constant: out.push_back(n.value); break;
+    case ir::NodeKind::Map: {
+      // Every combination of argument values.
+      std::vector<const std::vector<Scalar> *> args;
+      size_t combos = 1;
+      for (ir::NodeId x : n.args) {
+        args.push_back(&a.values[x]);
+        combos *= std::max<size_t>(1, a.values[x].size());
+        if (combos > 50 * kMaxValues) return tooMany(n, combos);
+      }
+      std::vector<size_t> idx(args.size(), 0);
+      Scalar buf[3];
+      for (size_t c = 0; c < combos; ++c) {
+        bool empty = false;
+        for (size_t i = 0; i < args.size(); ++i) {
+          if (args[i]->empty()) { empty = true; break; }
+          buf[i] = (*args[i])[idx[i]];
+        }
+        if (!empty) {
+          OpResult r = applyOp(n.op, buf, args.size(), n.table.get());
+          if (r.ok) out.push_back(std::move(r.value));
+        }
+        for (size_t i = 0; i < idx.size(); ++i) {
+          if (++idx[i] < std::max<size_t>(1, args[i]->size())) break;
+          idx[i] = 0;
+        }
+      }
+      out = sortedUnique(std::move(out));
+      if (out.size() > kMaxValues) return tooMany(n, out.size());
+      break;
+    }
+    case ir::NodeKind::Aggregate: {
+      const auto &vals = a.values[n.args[1]];
+      if (a.isNumerical(id)) {
+        auto m = meanValues(n, vals, N);
+        if (!m) return m.takeError();
+        out = std::move(*m);
+      } else {
+        out = vals;
+      }
+      out.push_back(n.value); // the default (None when omitted)
+      out = sortedUnique(std::move(out));
+      break;
+    }
+    default: continue; // selectors have no value set
+    }
+    if (a.isNumerical(id)) {
+      // A numerical s-op is one number per position: None cannot be stored.
+      std::vector<Scalar> nums;
+      for (auto &v : out) {
+        if (isNone(v)) continue;
+        if (!isNumber(v))
+          return locatedError(n.loc, "this s-op is numerical but can take the non-numeric value " +
+                                         formatScalar(v, true) + "; keep it categorical");
+        nums.push_back(v);
+      }
+      out = std::move(nums);
+    }
+    a.values[id] = std::move(out);
+  }
+  return llvm::Error::success();
+}
+
+} // namespace raspc::passes

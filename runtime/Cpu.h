@@ -1,0 +1,102 @@
+// The forward pass of a compiled Model on the CPU (Eigen), with output decoding.
+//
+//   auto exec = CpuExecutor::create(model);            // converts the weights once
+//   auto out = exec->run({{"3", "1", "2", "2"}});      // [[1, 2, 2, 3]]
+//
+// Input sequences never contain BOS: it is prepended at position 0, and a batch of
+// sequences of unequal lengths is right-padded with PAD, whose keys every head masks.
+// The computation follows TransformerLens with no layer norm and ReLU MLPs:
+//   x = W_E[ids] + W_pos[positions]
+//   per layer: x += sum_h softmax(mask(q_h k_h^T / sqrt(d_head))) v_h W_O[h] + b_O
+//              x += ReLU(x W_in + b_in) W_out + b_out
+//   logits = x W_U + b_U
+// Decoding (positions 1..len, never BOS): categorical outputs take the value of the
+// largest logit, or None when every logit is below 0.5; numerical outputs read column
+// 0 and snap to the nearest value of Model::outputValues within 1e-3 * max(1, |v|).
+//
+// An executor owns its weights (converted to the working precision, with heads and MLP
+// neurons that contribute nothing dropped) and its activation buffers, which grow to
+// the largest batch seen and are reused; it does not reference the Model after
+// create(). run() is not thread-safe; use one executor per thread.
+#pragma once
+#include "backend/Model.h"
+
+#include <Eigen/Dense>
+#include <llvm/Support/Error.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace raspc {
+
+enum class Precision { F32, F64 };
+
+// Called with the residual stream of sequence `seq` of the batch (rows: BOS and its
+// tokens, no PAD; columns: the d_model directions) after the embedding (layer -1,
+// sublayer "embed") and after each attention ("attn") and MLP ("mlp") sublayer.
+using TraceFn = std::function<void(int layer, const std::string &sublayer, const Eigen::MatrixXd &residual, int seq)>;
+
+// A token that is not in the vocabulary (or is "<bos>"/"<pad>"): sequence `seq` of the
+// batch, position `pos` (both from 0; positions count the user's tokens, not BOS).
+class InputError : public llvm::ErrorInfo<InputError> {
+public:
+  static char ID;
+  InputError(int seq, int pos, std::string token, std::string message)
+      : seq(seq), pos(pos), token(std::move(token)), msg(std::move(message)) {}
+  void log(llvm::raw_ostream &os) const override;
+  std::error_code convertToErrorCode() const override { return llvm::inconvertibleErrorCode(); }
+  int seq, pos;
+  std::string token, msg;
+};
+
+class CpuExecutor {
+public:
+  // Validates the model (validateModel) and converts its weights.
+  static llvm::Expected<CpuExecutor> create(const Model &m, Precision p = Precision::F32);
+
+  CpuExecutor(CpuExecutor &&) noexcept;
+  CpuExecutor &operator=(CpuExecutor &&) noexcept;
+  ~CpuExecutor();
+
+  // Encodes, runs and decodes a batch: one output value per input token.
+  // Errors: a token not in the vocabulary (InputError), a sequence longer than
+  // n_ctx - 1 (its number and length).
+  llvm::Expected<std::vector<std::vector<Scalar>>> run(const std::vector<std::vector<std::string>> &batch,
+                                                       const TraceFn *trace = nullptr);
+
+  // The token ids the model sees for one sequence: BOS first, no padding.
+  llvm::Expected<std::vector<int>> encode(const std::vector<std::string> &tokens, int seq = 0) const;
+
+  // The raw logits of the last run(): [len + 1, d_vocab_out] for sequence `seq`
+  // (row 0 is BOS). Empty before the first run.
+  Eigen::MatrixXd logits(int seq) const;
+
+  Precision precision() const;
+  int maxLength() const; // n_ctx - 1
+
+  struct Impl; // implementation (public only so that Cpu.cpp can derive from it)
+
+private:
+  explicit CpuExecutor(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Decodes one output row of logits (d_vocab_out values) as run() does.
+Scalar decodeOutput(const Model &m, const double *logits, int n);
+
+// Numerical snapping: the value of `values` nearest to x when within
+// 1e-3 * max(1, |value|) (numbers only), else x as a float.
+Scalar snapNumber(double x, const std::vector<Scalar> &values);
+
+// The value of every ground-truth node with residual directions (non-empty `writes`)
+// at each non-BOS position of `residual` (rows: BOS then tokens, as given to a
+// TraceFn). Categorical: the value of the largest of its directions (writes[i] holds
+// the i-th non-None value of valueSet), None when all are below 0.5; numerical: its
+// direction, snapped to its value set as the output is. Named by the node's name, or
+// "<kind>_<id>" if unnamed.
+std::vector<std::pair<std::string, std::vector<Scalar>>> decodeNodes(const Model &m, const Eigen::MatrixXd &residual);
+
+} // namespace raspc

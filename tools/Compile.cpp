@@ -1,0 +1,341 @@
+// raspc compile / run / verify / inspect: from RASP to weights and back.
+#include "backend/Hdf5.h"
+#include "frontend/Program.h"
+#include "passes/Compiler.h"
+#include "runtime/Cpu.h"
+#include "tools/Commands.h"
+
+#include <fmt/format.h>
+#include <llvm/Support/FileSystem.h>
+#include <llvm/Support/raw_ostream.h>
+
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <random>
+#include <unistd.h>
+
+namespace raspc::tools {
+namespace {
+
+// Loads FILE and merges command-line options over its header defaults.
+std::optional<ProgramOptions> loadProgram(Program &p, const ProgramFlags &f) {
+  if (!p.loadFile(f.file)) return std::nullopt;
+  auto header = p.headerOptions();
+  if (!header) return std::nullopt;
+  ProgramOptions opts;
+  if (f.vocab) opts.vocab = splitArgs(*f.vocab);
+  opts.maxLen = f.maxLen;
+  opts.output = f.output;
+  opts.causal = f.causal;
+  opts.inheritFrom(*header);
+  return opts;
+}
+
+void error(const std::string &msg) { llvm::errs() << "raspc: error: " << msg << "\n"; }
+
+struct Compiled {
+  Model model;
+  CompileStats stats;
+  ir::NodeId output;
+  ProgramOptions opts;
+  double seconds;
+};
+
+std::optional<Compiled> compileFile(Program &p, const ProgramFlags &f) {
+  auto opts = loadProgram(p, f);
+  if (!opts) return std::nullopt;
+  if (!opts->vocab || opts->vocab->empty()) {
+    error("no vocabulary: give --vocab \"a b c\" or a '# raspc: --vocab ...' header line in " + f.file);
+    return std::nullopt;
+  }
+  if (!opts->maxLen) {
+    error("no maximum length: give --max-len N or a '# raspc: --max-len N' header line in " + f.file);
+    return std::nullopt;
+  }
+  auto out = p.resolveOutput(opts->output);
+  if (!out) return std::nullopt;
+  CompileOptions co;
+  co.vocab = *opts->vocab;
+  co.maxLen = *opts->maxLen;
+  co.causal = opts->causal;
+  co.outputName = opts->output ? *opts->output : *p.evaluator().lastSOpName();
+  co.source = p.sourceMgr().getMemoryBuffer(p.mainBuffer())->getBuffer().str();
+  co.sourceName = f.file;
+  co.warn = [&](llvm::SMLoc loc, const std::string &msg) { p.diags().warning(loc, msg); };
+  Compiled c{{}, {}, *out, *opts, 0};
+  auto t0 = std::chrono::steady_clock::now();
+  auto m = compileProgram(p.graph(), *out, co, p.sourceMgr(), &c.stats);
+  c.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!m) {
+    p.diags().report(m.takeError());
+    return std::nullopt;
+  }
+  c.model = std::move(*m);
+  return c;
+}
+
+std::string summary(const CompileStats &s) {
+  return fmt::format("{} layer{}, {} head{}, residual width {}, MLP width {}, {} parameters", s.layers,
+                     s.layers == 1 ? "" : "s", s.heads, s.heads == 1 ? "" : "s", s.residual, s.mlpWidth,
+                     s.parameters);
+}
+
+} // namespace
+
+int runCompile(const ProgramFlags &f, const std::string &out, bool force, bool json) {
+  Program p;
+  auto c = compileFile(p, f);
+  if (!c) return 1;
+  if (!force && llvm::sys::fs::exists(out)) {
+    error("'" + out + "' exists; pass --force to overwrite it");
+    return 1;
+  }
+  if (auto err = writeModel(c->model, out)) {
+    error(llvm::toString(std::move(err)));
+    return 1;
+  }
+  if (json)
+    std::cout << fmt::format("{{\"file\": \"{}\", \"layers\": {}, \"heads\": {}, \"residual\": {}, \"mlp\": {}, "
+                             "\"parameters\": {}, \"seconds\": {:.6f}}}\n",
+                             jsonEscape(out), c->stats.layers, c->stats.heads, c->stats.residual, c->stats.mlpWidth,
+                             c->stats.parameters, c->seconds);
+  else
+    std::cout << "wrote " << out << ": " << summary(c->stats) << "\n";
+  return 0;
+}
+
+static std::vector<std::vector<std::string>> readInputs(const std::string &path, bool &ok) {
+  std::vector<std::vector<std::string>> batch;
+  std::ifstream in(path);
+  ok = bool(in);
+  std::string line;
+  while (std::getline(in, line)) batch.push_back(splitArgs(line));
+  return batch;
+}
+
+int runModel(const std::string &path, const std::optional<std::string> &input,
+             const std::optional<std::string> &inputsFile, bool json, bool trace, const std::string &precision) {
+  auto m = readModel(path);
+  if (!m) {
+    error(llvm::toString(m.takeError()));
+    return 1;
+  }
+  auto exec = CpuExecutor::create(*m, precision == "f64" ? Precision::F64 : Precision::F32);
+  if (!exec) {
+    error(llvm::toString(exec.takeError()));
+    return 1;
+  }
+  std::vector<std::vector<std::string>> batch;
+  if (inputsFile) {
+    bool ok;
+    batch = readInputs(*inputsFile, ok);
+    if (!ok) {
+      error("cannot read '" + *inputsFile + "'");
+      return 1;
+    }
+  } else {
+    batch.push_back(splitArgs(input.value_or("")));
+  }
+  TraceFn fn = [&](int layer, const std::string &sub, const Eigen::MatrixXd &res, int seq) {
+    std::cout << (batch.size() > 1 ? fmt::format("[{}] ", seq) : "")
+              << (layer < 0 ? std::string("embedding") : fmt::format("layer {} {}", layer, sub)) << ":\n";
+    for (auto &[name, vals] : decodeNodes(*m, res)) std::cout << "  " << name << " = " << formatSequence(vals, false) << "\n";
+  };
+  auto out = exec->run(batch, trace ? &fn : nullptr);
+  if (!out) {
+    error(llvm::toString(out.takeError()));
+    return 1;
+  }
+  for (auto &v : *out) std::cout << (json ? "{\"value\": " + formatSequence(v, true) + "}" : formatSequence(v, false)) << "\n";
+  return 0;
+}
+
+namespace {
+
+bool sameValue(const Scalar &a, const Scalar &b) {
+  if (isNone(a) || isNone(b)) return isNone(a) && isNone(b);
+  if (isNumber(a) && isNumber(b)) {
+    double x = toDouble(a), y = toDouble(b);
+    return std::fabs(x - y) <= 1e-6 * std::max(1.0, std::fabs(y));
+  }
+  return scalarEquals(a, b);
+}
+
+bool sameSeq(const std::vector<Scalar> &a, const std::vector<Scalar> &b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (!sameValue(a[i], b[i])) return false;
+  return true;
+}
+
+class Progress {
+public:
+  Progress(uint64_t total, bool enabled) : total_(total), enabled_(enabled && isatty(2)) {}
+  void update(uint64_t done) {
+    if (!enabled_) return;
+    int pct = int(100 * done / std::max<uint64_t>(1, total_));
+    if (pct == last_ && done != total_) return;
+    last_ = pct;
+    int bar = pct * 30 / 100;
+    fprintf(stderr, "\r[%s%s] %3d%% %llu/%llu", std::string(size_t(bar), '#').c_str(),
+            std::string(size_t(30 - bar), ' ').c_str(), pct, (unsigned long long)done, (unsigned long long)total_);
+    if (done == total_) fprintf(stderr, "\n");
+  }
+
+private:
+  uint64_t total_;
+  bool enabled_;
+  int last_ = -1;
+};
+
+} // namespace
+
+int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json) {
+  Program p;
+  auto c = compileFile(p, f);
+  if (!c) return 1;
+  auto exec = CpuExecutor::create(c->model);
+  if (!exec) {
+    error(llvm::toString(exec.takeError()));
+    return 1;
+  }
+  const auto &vocab = *c->opts.vocab;
+  int N = *c->opts.maxLen;
+  // Every input of every length up to N when there are at most a million.
+  uint64_t total = 0;
+  bool exhaustive = true;
+  {
+    uint64_t count = 1;
+    for (int len = 1; len <= N && exhaustive; ++len) {
+      if (count > 1'000'000 / std::max<size_t>(1, vocab.size())) exhaustive = false;
+      count *= vocab.size();
+      total += count;
+      if (total > 1'000'000) exhaustive = false;
+    }
+  }
+  if (!exhaustive) total = uint64_t(samples);
+  std::mt19937_64 rng(seed);
+  std::vector<size_t> digits;
+  int len = 1;
+  auto next = [&](std::vector<std::string> &seq) {
+    if (!exhaustive) {
+      std::uniform_int_distribution<int> L(1, N);
+      std::uniform_int_distribution<size_t> T(0, vocab.size() - 1);
+      seq.resize(size_t(L(rng)));
+      for (auto &t : seq) t = vocab[T(rng)];
+      return;
+    }
+    if (digits.size() != size_t(len)) digits.assign(size_t(len), 0);
+    seq.resize(size_t(len));
+    for (int i = 0; i < len; ++i) seq[size_t(i)] = vocab[digits[size_t(i)]];
+    size_t i = 0;
+    for (; i < digits.size(); ++i) {
+      if (++digits[i] < vocab.size()) break;
+      digits[i] = 0;
+    }
+    if (i == digits.size()) {
+      ++len;
+      digits.clear();
+    }
+  };
+  Interpreter interp(p.graph(), p.interpreterOptions(c->opts));
+  Progress bar(total, !json);
+  uint64_t done = 0, mismatches = 0;
+  const size_t kBatch = 256;
+  std::vector<std::vector<std::string>> batch;
+  auto t0 = std::chrono::steady_clock::now();
+  while (done < total) {
+    batch.clear();
+    while (batch.size() < kBatch && done + batch.size() < total) {
+      std::vector<std::string> seq;
+      next(seq);
+      batch.push_back(std::move(seq));
+    }
+    auto outs = exec->run(batch);
+    if (!outs) {
+      error(llvm::toString(outs.takeError()));
+      return 1;
+    }
+    for (size_t b = 0; b < batch.size(); ++b) {
+      if (auto err = interp.run(batch[b], {c->output})) {
+        // The interpreter rejects this input (e.g. averaging strings): not a model error.
+        llvm::consumeError(std::move(err));
+        continue;
+      }
+      const auto &want = interp.sop(c->output);
+      if (sameSeq((*outs)[b], want)) continue;
+      if (++mismatches > 1) continue;
+      std::string in;
+      for (auto &t : batch[b]) in += (in.empty() ? "" : " ") + t;
+      llvm::errs() << (json ? "" : "\n") << "mismatch on input \"" << in << "\"\n  interpreter: "
+                   << formatSequence(want, false) << "\n  model:       " << formatSequence((*outs)[b], false) << "\n";
+      // The first s-op whose decoded value differs, in model order.
+      std::string first;
+      TraceFn fn = [&](int layer, const std::string &sub, const Eigen::MatrixXd &res, int) {
+        if (!first.empty()) return;
+        for (auto &[name, vals] : decodeNodes(c->model, res)) {
+          for (auto &info : c->model.nodes) {
+            std::string label = info.name.empty() ? info.kind + "_" + std::to_string(info.id) : info.name;
+            if (label != name || info.writes.empty()) continue;
+            bool placed = info.layer < layer || (info.layer == layer && (sub == "mlp" || info.sublayer == "attn"));
+            if (!placed && info.sublayer != "embed") continue;
+            if (auto err = interp.run(batch[b], {ir::NodeId(info.id)})) {
+              llvm::consumeError(std::move(err));
+              continue;
+            }
+            if (!sameSeq(vals, interp.sop(ir::NodeId(info.id))))
+              first = fmt::format("  first difference: '{}' ({}, layer {} {}) at {}: interpreter {}, model {}", name,
+                                  info.kind, info.layer, info.sublayer, info.location.empty() ? "?" : info.location,
+                                  formatSequence(interp.sop(ir::NodeId(info.id)), false), formatSequence(vals, false));
+          }
+        }
+      };
+      std::vector<std::vector<std::string>> one = {batch[b]};
+      (void)exec->run(one, &fn);
+      if (!first.empty()) llvm::errs() << first << "\n";
+    }
+    done += batch.size();
+    bar.update(done);
+  }
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (json)
+    std::cout << fmt::format("{{\"inputs\": {}, \"exhaustive\": {}, \"mismatches\": {}, \"seconds\": {:.3f}}}\n", done,
+                             exhaustive ? "true" : "false", mismatches, secs);
+  else
+    std::cout << fmt::format("{}: {} {} inputs, {} mismatch{} ({})\n", f.file, exhaustive ? "all" : "random", done,
+                             mismatches, mismatches == 1 ? "" : "es", summary(c->stats));
+  return mismatches ? 1 : 0;
+}
+
+int runInspect(const std::string &path, bool json) {
+  auto m = readModel(path);
+  if (!m) {
+    error(llvm::toString(m.takeError()));
+    return 1;
+  }
+  const auto &c = m->cfg;
+  std::string vocab;
+  for (auto &v : m->vocab) vocab += (vocab.empty() ? "" : " ") + v;
+  std::cout << fmt::format("{}: {} layers, {} heads x d_head {}, d_model {}, d_mlp {}, n_ctx {}{}\n", path, c.n_layers,
+                           c.n_heads, c.d_head, c.d_model, c.d_mlp, c.n_ctx, c.causal ? ", causal" : "");
+  std::cout << "vocabulary: " << vocab << "\noutput: " << m->outputName << " (" << m->outputEncoding << ")\n";
+  for (int l = 0; l < c.n_layers; ++l) {
+    std::cout << fmt::format("layer {}:\n", l);
+    for (auto &n : m->nodes) {
+      if (n.layer != l) continue;
+      std::string label = n.name.empty() ? n.kind + "_" + std::to_string(n.id) : n.name;
+      std::string where = n.sublayer == "attn" ? fmt::format("attn head {}", n.heads.empty() ? -1 : n.heads[0])
+                                               : fmt::format("mlp neurons {}-{}", n.mlpBegin, n.mlpEnd - 1);
+      std::cout << fmt::format("  {:<22} {:<16} {} {}\n", where, label, n.kind + (n.op.empty() ? "" : " " + n.op),
+                               n.location);
+    }
+  }
+  std::cout << "residual (" << m->residualLabels.size() << "):";
+  for (size_t i = 0; i < m->residualLabels.size(); ++i) std::cout << (i % 8 ? " " : "\n  ") << m->residualLabels[i];
+  std::cout << "\n";
+  (void)json;
+  return 0;
+}
+
+} // namespace raspc::tools
