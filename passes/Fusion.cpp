@@ -11,7 +11,9 @@
 
 namespace raspc::passes {
 
-static constexpr size_t kMaxCombinations = 4096;
+// A table over three or more categorical s-ops has a neuron per value combination;
+// past this many, computing the arguments first (one more layer) is cheaper.
+static constexpr size_t kMaxCombinations = 512;
 
 static bool fits(const Analysis &a, const std::vector<ir::NodeId> &leaves) {
   if (leaves.size() <= 2) return true;
