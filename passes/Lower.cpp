@@ -187,23 +187,34 @@ private:
   }
 
   // Value of a fused map, given the values of its leaves (nullopt: an error or None).
-  std::optional<Scalar> evalFused(NodeId id, const std::vector<NodeId> &leaves, const std::vector<Scalar> &vals,
-                                  bool top) {
-    const ir::Node &n = a_.g[id];
-    if (n.kind == NodeKind::Constant) return n.value;
-    if (!top) {
-      auto it = std::find(leaves.begin(), leaves.end(), id);
-      if (it != leaves.end()) return vals[size_t(it - leaves.begin())];
-    }
-    Scalar args[3];
-    for (size_t i = 0; i < n.args.size(); ++i) {
-      auto v = evalFused(n.args[i], leaves, vals, false);
-      if (!v) return std::nullopt;
-      args[i] = *v;
-    }
-    OpResult r = applyOp(n.op, args, n.args.size(), n.table.get());
-    if (!r.ok) return std::nullopt;
-    return r.value;
+  // Memoized per call: fused groups share subexpressions (a chain of diamonds would
+  // otherwise take exponential time).
+  std::optional<Scalar> evalFused(NodeId id, const std::vector<NodeId> &leaves, const std::vector<Scalar> &vals) {
+    std::map<NodeId, std::optional<Scalar>> memo;
+    for (size_t i = 0; i < leaves.size(); ++i) memo[leaves[i]] = vals[i];
+    std::function<std::optional<Scalar>(NodeId)> go = [&](NodeId x) -> std::optional<Scalar> {
+      const ir::Node &n = a_.g[x];
+      if (n.kind == NodeKind::Constant) return n.value;
+      if (x != id) {
+        auto it = memo.find(x);
+        if (it != memo.end()) return it->second;
+      }
+      Scalar args[3];
+      std::optional<Scalar> result;
+      bool ok = true;
+      for (size_t i = 0; i < n.args.size() && ok; ++i) {
+        auto v = go(n.args[i]);
+        if (!v) ok = false;
+        else args[i] = *v;
+      }
+      if (ok) {
+        OpResult r = applyOp(n.op, args, n.args.size(), n.table.get());
+        if (r.ok) result = r.value;
+      }
+      memo[x] = result;
+      return result;
+    };
+    return go(id);
   }
 
   // A map of one selector width reads the head's 1/(w+1) directly: it runs in the
@@ -215,7 +226,7 @@ private:
 
   llvm::Error lowerMap(NodeId id) {
     const auto &leaves = a_.leaves[id];
-    Fn f = [this, id, leaves](const std::vector<Scalar> &v) { return evalFused(id, leaves, v, true); };
+    Fn f = [this, id, leaves](const std::vector<Scalar> &v) { return evalFused(id, leaves, v); };
     if (readsFrac(id)) {
       Feature out = makeFeature(base(id), a_.values[id], a_.isNumerical(id));
       feat_[id] = out;

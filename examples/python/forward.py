@@ -93,16 +93,17 @@ def logits_batch(m, batch):
     scale = np.float32(1.0 / np.sqrt(m.d_head)) if m.d_head > 0 else np.float32(1.0)
     for l in range(m.n_layers):
         p = f"blocks.{l}.attn."
-        q = np.einsum("btd,hde->bhte", x, w[p + "W_Q"]) + w[p + "b_Q"][None, :, None, :]
-        k = np.einsum("btd,hde->bhte", x, w[p + "W_K"]) + w[p + "b_K"][None, :, None, :]
-        v = np.einsum("btd,hde->bhte", x, w[p + "W_V"]) + w[p + "b_V"][None, :, None, :]
-        scores = np.einsum("bhie,bhje->bhij", q, k) * scale
+        xh = x[:, None]  # [B, 1, T, D], broadcast over heads
+        q = xh @ w[p + "W_Q"] + w[p + "b_Q"][None, :, None, :]  # [B, H, T, d_head]
+        k = xh @ w[p + "W_K"] + w[p + "b_K"][None, :, None, :]
+        v = xh @ w[p + "W_V"] + w[p + "b_V"][None, :, None, :]
+        scores = (q @ k.transpose(0, 1, 3, 2)) * scale  # [B, H, T, T]
         scores = np.where(mask[:, None], scores, np.float32(-np.inf))
         scores = scores - scores.max(axis=-1, keepdims=True)
         a = np.exp(scores)
         a = a / a.sum(axis=-1, keepdims=True)
-        z = np.einsum("bhij,bhje->bhie", a, v)
-        x = x + np.einsum("bhie,hed->bid", z, w[p + "W_O"]) + w[p + "b_O"]
+        z = a @ v  # [B, H, T, d_head]
+        x = x + (z @ w[p + "W_O"]).sum(axis=1) + w[p + "b_O"]
         p = f"blocks.{l}.mlp."
         h = np.maximum(x @ w[p + "W_in"] + w[p + "b_in"], np.float32(0))
         x = x + h @ w[p + "W_out"] + w[p + "b_out"]
