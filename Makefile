@@ -10,7 +10,7 @@ ifneq ($(filter true 1 yes,$(CI)),)
   CMAKE_FLAGS += -DRASPC_WERROR=ON
 endif
 
-.PHONY: all deps configure build demo test test-asan fuzz clean
+.PHONY: all deps configure build demo test test-asan fuzz bench clean
 
 all: build
 
@@ -32,6 +32,10 @@ demo: configure
 
 test: build
 	@ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+# Compile sizes and times beside Tracr's, forward throughput beside numpy.
+bench: build
+	@./bench/run.sh
 
 # ASan+UBSan build of the same tests (CI runs it after `make test`).
 test-asan: deps

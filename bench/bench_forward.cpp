@@ -1,0 +1,58 @@
+// Forward throughput of the CPU runtime: sequences per second at batch 1 and 256 on
+// random full-length inputs, for a compiled model file. bench/run.sh runs it beside
+// the numpy forward of examples/python/forward.py on the same file.
+#include "backend/Hdf5.h"
+#include "runtime/Cpu.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <random>
+
+using namespace raspc;
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fmt::print(stderr, "usage: bench_forward MODEL.h5 [seconds per row]\n");
+    return 2;
+  }
+  double budget = argc > 2 ? std::atof(argv[2]) : 2.0;
+  auto m = readModel(argv[1]);
+  if (!m) {
+    fmt::print(stderr, "{}\n", llvm::toString(m.takeError()));
+    return 1;
+  }
+  std::vector<std::string> vocab;
+  for (int i = 0; i < int(m->vocab.size()); ++i)
+    if (i != m->bosId && i != m->padId) vocab.push_back(m->vocab[size_t(i)]);
+  int len = m->cfg.n_ctx - 1;
+  std::mt19937 rng(1);
+  for (Precision p : {Precision::F32, Precision::F64}) {
+    auto exec = CpuExecutor::create(*m, p);
+    if (!exec) {
+      fmt::print(stderr, "{}\n", llvm::toString(exec.takeError()));
+      return 1;
+    }
+    for (int batchSize : {1, 256}) {
+      std::vector<std::vector<std::string>> batch(size_t(batchSize), std::vector<std::string>(size_t(len), ""));
+      for (auto &s : batch)
+        for (auto &t : s) t = vocab[rng() % vocab.size()];
+      (void)exec->run(batch); // warm up
+      long seqs = 0;
+      auto t0 = std::chrono::steady_clock::now();
+      double secs = 0;
+      while (secs < budget) {
+        auto out = exec->run(batch);
+        if (!out) {
+          fmt::print(stderr, "{}\n", llvm::toString(out.takeError()));
+          return 1;
+        }
+        seqs += batchSize;
+        secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      }
+      fmt::print("raspc CPU ({})  batch {:>3}: {:>10.0f} sequences/s\n", p == Precision::F32 ? "f32" : "f64",
+                 batchSize, double(seqs) / secs);
+    }
+  }
+  return 0;
+}
