@@ -153,6 +153,16 @@ llvm::Error Interpreter::evalNode(NodeId id, llvm::ArrayRef<std::string> tokens,
       }
       if (count == 0) out[q] = node.value;
       else if (count == 1) out[q] = vals[first];
+      else if (id < opts_.singleValued.size() && opts_.singleValued[id]) {
+        for (size_t k = 0; k < n; ++k)
+          if (s.at(q, k) && !(scalarEquals(vals[k], vals[first]) && vals[k].index() == vals[first].index()))
+            return fail(fmt::format("this aggregate can average different values (query position {} selects {} "
+                                    "and {}), which a categorical s-op cannot hold; make the selector pick one "
+                                    "position (or positions with equal values), or average numbers with "
+                                    "numerical(aggregate(...))",
+                                    q, formatScalar(vals[first], true), formatScalar(vals[k], true)));
+        out[q] = vals[first];
+      }
       else if (sawNone) out[q] = Scalar{};
       else {
         for (size_t k = 0; k < n; ++k)

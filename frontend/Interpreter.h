@@ -27,6 +27,9 @@ struct InterpreterOptions {
   // Type of the plain `tokens` s-op: ints or strings. Unset: ints when every input
   // token is an integer.
   std::optional<bool> intTokens;
+  // Aggregates (by node id, non-zero = checked) that must never average different
+  // values: the compiler stores their values one-hot, so a mean has no meaning there.
+  std::vector<char> singleValued;
 };
 
 class Interpreter {

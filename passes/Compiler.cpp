@@ -68,6 +68,7 @@ llvm::Expected<Model> compileProgram(const ir::Graph &g, ir::NodeId output, cons
   Analysis a(g, opts, output);
   if (auto err = inferEncodings(a)) return err;
   if (auto err = inferValueSets(a)) return err;
+  if (auto err = checkCategoricalAggregates(a)) return err;
   if (auto err = fuseMaps(a)) return err;
   auto program = lower(a);
   if (!program) return program.takeError();

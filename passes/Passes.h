@@ -32,6 +32,8 @@ struct Analysis {
 llvm::Error inferEncodings(Analysis &a);
 // ValueSets: the exact finite set of values of every s-op, in one pass over the graph.
 llvm::Error inferValueSets(Analysis &a);
+// AggregateCheck: a categorical aggregate must never average different values.
+llvm::Error checkCategoricalAggregates(const Analysis &a);
 // Fusion: decides which maps get residual directions; the others are folded into
 // the MLP of the map that uses them.
 llvm::Error fuseMaps(Analysis &a);

@@ -54,6 +54,13 @@ Scalar decodeOutput(const Model &m, const double *logits, int n) {
   return decodeRow(m.outputEncoding == "categorical", m.outputValues, logits, n);
 }
 
+std::string nodeLabel(const NodeInfo &n) {
+  if (!n.name.empty()) return n.name;
+  if (n.kind == "tokens") return n.op.empty() ? "tokens" : n.op; // the view: tokens, tokens_int, ...
+  if (n.kind == "indices" || n.kind == "length") return n.kind;
+  return fmt::format("{}_{}", n.kind, n.id);
+}
+
 std::vector<std::pair<std::string, std::vector<Scalar>>> decodeNodes(const Model &m, const Eigen::MatrixXd &residual) {
   std::vector<std::pair<std::string, std::vector<Scalar>>> out;
   for (const NodeInfo &n : m.nodes) {
@@ -61,7 +68,7 @@ std::vector<std::pair<std::string, std::vector<Scalar>>> decodeNodes(const Model
     bool inRange = true;
     for (int d : n.writes) inRange = inRange && d >= 0 && d < residual.cols();
     if (!inRange) continue;
-    std::string name = n.name.empty() ? fmt::format("{}_{}", n.kind, n.id) : n.name;
+    std::string name = nodeLabel(n);
     // Categorical: writes[i] holds the i-th value other than None (None is "all off").
     std::vector<Scalar> present;
     for (const Scalar &v : n.valueSet)

@@ -97,6 +97,10 @@ Scalar snapNumber(double x, const std::vector<Scalar> &values);
 // the i-th non-None value of valueSet), None when all are below 0.5; numerical: its
 // direction, snapped to its value set as the output is. Named by the node's name, or
 // "<kind>_<id>" if unnamed.
+// How traces and listings name a node: its RASP name, else "tokens", "indices",
+// "length", else "<kind>_<id>".
+std::string nodeLabel(const NodeInfo &n);
+
 std::vector<std::pair<std::string, std::vector<Scalar>>> decodeNodes(const Model &m, const Eigen::MatrixXd &residual);
 
 } // namespace raspc

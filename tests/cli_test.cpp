@@ -158,3 +158,60 @@ TEST(Cli, HostileInputsFailCleanly) {
 }
 
 } // namespace
+
+namespace {
+
+TEST(CliCompile, CompileRunInspectVerify) {
+  std::string out = ::testing::TempDir() + "cli_sort.h5";
+  std::remove(out.c_str());
+  auto r = run(raspcBinary() + " compile " + example("sort") + " -o " + out);
+  EXPECT_EQ(r.exitCode, 0);
+  EXPECT_EQ(r.out, "wrote " + out + ": 3 layers, 3 heads, residual width 28, MLP width 22, 10535 parameters\n");
+  // An existing file is kept unless --force.
+  r = run(raspcBinary() + " compile " + example("sort") + " -o " + out);
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: '" + out + "' exists; pass --force to overwrite it\n");
+  r = run(raspcBinary() + " run " + out + " --input \"3 1 2 2\"");
+  EXPECT_EQ(r.exitCode, 0);
+  EXPECT_EQ(r.out, "[1, 2, 2, 3]\n");
+  r = run(raspcBinary() + " run " + out + " --input \"3 1 2 2\" --json --precision f64");
+  EXPECT_EQ(r.out, "{\"value\": [1, 2, 2, 3]}\n");
+  std::string inputs = tempFile("inputs.txt", "3 1 2\n1\n2 2 1 3 3\n");
+  r = run(raspcBinary() + " run " + out + " --inputs " + inputs + " --json");
+  EXPECT_EQ(r.out, "{\"value\": [1, 2, 3]}\n{\"value\": [1]}\n{\"value\": [1, 2, 2, 3, 3]}\n");
+  r = run(raspcBinary() + " run " + out + " --input \"3 9 2\"");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "<input>:1:3: error: sequence 0, position 1: token '9' is not in the model's vocabulary {1, 2, 3}\n"
+                   "3 9 2\n  ^\n");
+  r = run(raspcBinary() + " inspect " + out);
+  EXPECT_EQ(r.exitCode, 0);
+  EXPECT_NE(r.out.find("attn head 0          out              aggregate"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("residual (28):\n  one tokens:<bos> tokens:1 tokens:2 tokens:3"), std::string::npos) << r.out;
+  r = run(raspcBinary() + " run " + out + " --input \"2 1\" --trace");
+  EXPECT_NE(r.out.find("layer 2 attn:\n  tokens = [2, 1]\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("  out = [1, 2]\n"), std::string::npos) << r.out;
+  r = run(raspcBinary() + " verify " + example("sort"));
+  EXPECT_EQ(r.exitCode, 0);
+  EXPECT_EQ(r.out, sourceDir() + "/examples/sort.rasp: all 363 inputs, 0 mismatches (3 layers, 3 heads, residual "
+                                 "width 28, MLP width 22, 10535 parameters)\n");
+  r = run(raspcBinary() + " verify " + example("hist") + " --max-len 20 --samples 300 --json");
+  EXPECT_EQ(r.exitCode, 0);
+  EXPECT_EQ(r.out.substr(0, 54), "{\"inputs\": 300, \"exhaustive\": false, \"mismatches\": 0,");
+}
+
+TEST(CliCompile, NeedsVocabularyAndLength) {
+  std::string f = tempFile("novocab.rasp", "x = tokens;\n");
+  auto r = run(raspcBinary() + " compile " + f + " -o /tmp/never.h5");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: no vocabulary: give --vocab \"a b c\" or a '# raspc: --vocab ...' header line in " +
+                       f + "\n");
+}
+
+TEST(CliCompile, MalformedModelFile) {
+  std::string f = tempFile("notmodel.h5", "this is not HDF5");
+  auto r = run(raspcBinary() + " run " + f + " --input \"1\"");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out.rfind("raspc: error: " + f + ": ", 0), 0u) << r.out;
+}
+
+} // namespace

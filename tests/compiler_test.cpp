@@ -135,3 +135,115 @@ TEST_P(LongInputs, ExactOnRandomInputsAtLength32) {
 INSTANTIATE_TEST_SUITE_P(Compiler, LongInputs, ::testing::Values("length", "hist", "reverse", "sort", "sort_freq"));
 
 } // namespace
+
+namespace {
+
+// Compile errors: located, and saying why.
+std::string compileError(const std::string &source, const std::string &vocab, int maxLen) {
+  std::string path = ::testing::TempDir() + "compile_error.rasp";
+  FILE *f = fopen(path.c_str(), "w");
+  fputs(source.c_str(), f);
+  fclose(f);
+  auto b = build(path, splitArgs(vocab), maxLen);
+  EXPECT_FALSE(b->model);
+  b->os.flush();
+  std::string d = b->diags;
+  size_t at = d.find("compile_error.rasp");
+  return at == std::string::npos ? d : d.substr(at);
+}
+
+TEST(CompileErrors, CategoricalAggregateThatAverages) {
+  EXPECT_EQ(compileError("x = aggregate(select(tokens, tokens, ==), indices);\n", "a b", 4),
+            "compile_error.rasp:1:5: error: this aggregate can average different values (query position 0 selects 0 "
+            "and 1), which a categorical s-op cannot hold; make the selector pick one position (or positions with "
+            "equal values), or average numbers with numerical(aggregate(...)) (on input \"a a\")\n"
+            "x = aggregate(select(tokens, tokens, ==), indices);\n    ^\n");
+}
+
+TEST(CompileErrors, NumericalAggregateNeedsNumericDefault) {
+  EXPECT_EQ(compileError("m = numerical(aggregate(select(indices, indices, <), numerical(tokens)));\n", "1 2", 3),
+            "compile_error.rasp:1:15: error: a numerical aggregate needs a numeric default (a model has no None); "
+            "write aggregate(sel, values, 0)\nm = numerical(aggregate(select(indices, indices, <), "
+            "numerical(tokens)));\n              ^\n");
+}
+
+TEST(CompileErrors, ValueSetTooLarge) {
+  std::string d = compileError("x = tokens * 1000 + indices;\ny = x * 1000 + x;\nz = y * 7 + y;\n",
+                               "1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16", 64);
+  EXPECT_EQ(d.substr(0, d.find('\n')),
+            "compile_error.rasp:2:14: error: this s-op can take more than 20000 values (1048576 or more); a compiled "
+            "model needs a small value set: reduce the vocabulary or the maximum length, or simplify the computation");
+}
+
+TEST(Compiler, SumAggregateIsExact) {
+  std::string path = ::testing::TempDir() + "sum.rasp";
+  FILE *f = fopen(path.c_str(), "w");
+  fputs("s = sum_aggregate(select(indices, indices, <=), tokens);\n", f);
+  fclose(f);
+  auto b = build(path, std::vector<std::string>{"1", "2", "3"}, 5);
+  ASSERT_TRUE(b->model) << b->diags;
+  EXPECT_EQ(compare(*b, allInputs({"1", "2", "3"}, 5)), "");
+}
+
+TEST(Compiler, NegativeOutputsFromCategoricalInputs) {
+  // Tracr cannot output negative numbers from a categorical input.
+  std::string path = ::testing::TempDir() + "neg.rasp";
+  FILE *f = fopen(path.c_str(), "w");
+  fputs("n = numerical(2 - tokens * 3);\nm = numerical(aggregate(select(indices, indices, <=), n, 0));\n", f);
+  fclose(f);
+  auto b = build(path, std::vector<std::string>{"1", "2", "3"}, 4);
+  ASSERT_TRUE(b->model) << b->diags;
+  EXPECT_EQ(compare(*b, allInputs({"1", "2", "3"}, 4)), "");
+}
+
+TEST(Compiler, CausalModelsComputeTheCausalMeaning) {
+  for (const char *ex : {"hist", "sort", "frac_prevs", "length"}) {
+    auto b = build(test::sourceDir() + "/examples/" + ex + ".rasp", std::nullopt, std::nullopt, true);
+    ASSERT_TRUE(b->model) << b->diags;
+    EXPECT_TRUE(b->model->cfg.causal);
+    EXPECT_EQ(compare(*b, allInputs(*b->opts.vocab, std::min(*b->opts.maxLen, 5))), "") << ex;
+  }
+}
+
+TEST(Compiler, DefaultsAndNoneDecode) {
+  std::string path = ::testing::TempDir() + "defaults.rasp";
+  FILE *f = fopen(path.c_str(), "w");
+  fputs("prev = aggregate(select(indices, indices - 1, ==), tokens);\n"
+        "prev0 = aggregate(select(indices, indices - 1, ==), tokens, \"z\");\n"
+        "both = prev0 if prev == \"a\" else \"n\";\n",
+        f);
+  fclose(f);
+  for (const char *out : {"prev", "prev0", "both"}) {
+    auto b = std::make_unique<Built>();
+    ASSERT_TRUE(b->program.loadFile(path));
+    b->opts.vocab = std::vector<std::string>{"a", "b"};
+    b->opts.maxLen = 4;
+    b->output = *b->program.resolveOutput(std::string(out));
+    CompileOptions co;
+    co.vocab = {"a", "b"};
+    co.maxLen = 4;
+    auto m = compileProgram(b->program.graph(), b->output, co, b->program.sourceMgr());
+    ASSERT_TRUE(bool(m)) << llvm::toString(m.takeError());
+    b->model = std::move(*m);
+    EXPECT_EQ(compare(*b, allInputs({"a", "b"}, 4)), "") << out;
+  }
+}
+
+TEST(Compiler, SharedSubexpressionsCompileInLinearTime) {
+  // 64 chained diamonds: Tracr's graph walk is exponential here.
+  std::string src = "x0 = tokens;\n";
+  for (int i = 1; i <= 64; ++i)
+    src += "a" + std::to_string(i) + " = x" + std::to_string(i - 1) + " + 1;\nb" + std::to_string(i) + " = x" +
+           std::to_string(i - 1) + " * 2;\nx" + std::to_string(i) + " = (a" + std::to_string(i) + " + b" +
+           std::to_string(i) + ") % 5;\n";
+  std::string path = ::testing::TempDir() + "diamonds.rasp";
+  FILE *f = fopen(path.c_str(), "w");
+  fputs(src.c_str(), f);
+  fclose(f);
+  auto b = build(path, std::vector<std::string>{"1", "2", "3"}, 6);
+  ASSERT_TRUE(b->model) << b->diags;
+  EXPECT_EQ(b->stats.layers, 1);
+  EXPECT_EQ(compare(*b, allInputs({"1", "2", "3"}, 4)), "");
+}
+
+} // namespace

@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 #include <llvm/Support/FileSystem.h>
+#include <llvm/Support/MemoryBuffer.h>
+#include <llvm/Support/SourceMgr.h>
 #include <llvm/Support/raw_ostream.h>
 
 #include <chrono>
@@ -144,7 +146,24 @@ int runModel(const std::string &path, const std::optional<std::string> &input,
   };
   auto out = exec->run(batch, trace ? &fn : nullptr);
   if (!out) {
-    error(llvm::toString(out.takeError()));
+    llvm::Error err = out.takeError();
+    if (input && err.isA<InputError>()) {
+      // Point at the token in the input, as `raspc eval` does.
+      llvm::handleAllErrors(std::move(err), [&](const InputError &e) {
+        llvm::SourceMgr sm;
+        unsigned id = sm.AddNewSourceBuffer(llvm::MemoryBuffer::getMemBufferCopy(*input, "<input>"), llvm::SMLoc());
+        llvm::StringRef text = sm.getMemoryBuffer(id)->getBuffer();
+        size_t off = 0;
+        for (int i = 0; i <= e.pos; ++i) {
+          off = text.find_first_not_of(" \t\r\n", i ? text.find_first_of(" \t\r\n", off) : 0);
+          if (off == llvm::StringRef::npos) off = 0;
+        }
+        sm.PrintMessage(llvm::errs(), llvm::SMLoc::getFromPointer(text.data() + off), llvm::SourceMgr::DK_Error,
+                        e.msg);
+      });
+      return 1;
+    }
+    error(llvm::toString(std::move(err)));
     return 1;
   }
   for (auto &v : *out) std::cout << (json ? "{\"value\": " + formatSequence(v, true) + "}" : formatSequence(v, false)) << "\n";
@@ -276,8 +295,7 @@ int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json) {
         if (!first.empty()) return;
         for (auto &[name, vals] : decodeNodes(c->model, res)) {
           for (auto &info : c->model.nodes) {
-            std::string label = info.name.empty() ? info.kind + "_" + std::to_string(info.id) : info.name;
-            if (label != name || info.writes.empty()) continue;
+            if (nodeLabel(info) != name || info.writes.empty()) continue;
             bool placed = info.layer < layer || (info.layer == layer && (sub == "mlp" || info.sublayer == "attn"));
             if (!placed && info.sublayer != "embed") continue;
             if (auto err = interp.run(batch[b], {ir::NodeId(info.id)})) {
@@ -315,26 +333,57 @@ int runInspect(const std::string &path, bool json) {
     return 1;
   }
   const auto &c = m->cfg;
+  // Where each node lives: "attn head H" and/or "mlp neurons A-B" in its layer.
+  auto places = [](const NodeInfo &n) {
+    std::vector<std::string> out;
+    for (int h : n.heads) out.push_back(fmt::format("attn head {}", h));
+    if (n.mlpBegin >= 0) out.push_back(fmt::format("mlp neurons {}-{}", n.mlpBegin, n.mlpEnd - 1));
+    return out;
+  };
+  if (json) {
+    std::string s = fmt::format("{{\"file\": \"{}\", \"n_layers\": {}, \"n_heads\": {}, \"d_head\": {}, "
+                                "\"d_model\": {}, \"d_mlp\": {}, \"n_ctx\": {}, \"causal\": {}, \"output\": \"{}\", "
+                                "\"output_encoding\": \"{}\", \"layers\": [",
+                                jsonEscape(path), c.n_layers, c.n_heads, c.d_head, c.d_model, c.d_mlp, c.n_ctx,
+                                c.causal ? "true" : "false", jsonEscape(m->outputName), m->outputEncoding);
+    for (int l = 0; l < c.n_layers; ++l) {
+      s += (l ? ", [" : "[");
+      bool first = true;
+      for (auto &n : m->nodes) {
+        if (n.layer != l) continue;
+        for (auto &where : places(n)) {
+          s += fmt::format("{}{{\"place\": \"{}\", \"node\": \"{}\", \"kind\": \"{}\", \"op\": \"{}\", \"location\": \"{}\"}}",
+                           first ? "" : ", ", where, jsonEscape(nodeLabel(n)), n.kind, jsonEscape(n.op),
+                           jsonEscape(n.location));
+          first = false;
+        }
+      }
+      s += "]";
+    }
+    s += "], \"residual\": [";
+    for (size_t i = 0; i < m->residualLabels.size(); ++i)
+      s += (i ? ", \"" : "\"") + jsonEscape(m->residualLabels[i]) + "\"";
+    std::cout << s << "]}\n";
+    return 0;
+  }
   std::string vocab;
   for (auto &v : m->vocab) vocab += (vocab.empty() ? "" : " ") + v;
-  std::cout << fmt::format("{}: {} layers, {} heads x d_head {}, d_model {}, d_mlp {}, n_ctx {}{}\n", path, c.n_layers,
-                           c.n_heads, c.d_head, c.d_model, c.d_mlp, c.n_ctx, c.causal ? ", causal" : "");
+  std::cout << fmt::format("{}: {} layer{}, {} head{} per layer (d_head {}), d_model {}, d_mlp {}, n_ctx {}{}\n", path,
+                           c.n_layers, c.n_layers == 1 ? "" : "s", c.n_heads, c.n_heads == 1 ? "" : "s", c.d_head,
+                           c.d_model, c.d_mlp, c.n_ctx, c.causal ? ", causal" : "");
   std::cout << "vocabulary: " << vocab << "\noutput: " << m->outputName << " (" << m->outputEncoding << ")\n";
   for (int l = 0; l < c.n_layers; ++l) {
     std::cout << fmt::format("layer {}:\n", l);
     for (auto &n : m->nodes) {
       if (n.layer != l) continue;
-      std::string label = n.name.empty() ? n.kind + "_" + std::to_string(n.id) : n.name;
-      std::string where = n.sublayer == "attn" ? fmt::format("attn head {}", n.heads.empty() ? -1 : n.heads[0])
-                                               : fmt::format("mlp neurons {}-{}", n.mlpBegin, n.mlpEnd - 1);
-      std::cout << fmt::format("  {:<22} {:<16} {} {}\n", where, label, n.kind + (n.op.empty() ? "" : " " + n.op),
-                               n.location);
+      for (auto &where : places(n))
+        std::cout << fmt::format("  {:<20} {:<16} {:<20} {}\n", where, nodeLabel(n),
+                                 n.kind + (n.op.empty() ? "" : " " + n.op), n.location);
     }
   }
   std::cout << "residual (" << m->residualLabels.size() << "):";
   for (size_t i = 0; i < m->residualLabels.size(); ++i) std::cout << (i % 8 ? " " : "\n  ") << m->residualLabels[i];
   std::cout << "\n";
-  (void)json;
   return 0;
 }
 
