@@ -196,7 +196,7 @@ TEST(CliCompile, CompileRunInspectVerify) {
                                  "width 28, MLP width 22, 10535 parameters)\n");
   r = run(raspcBinary() + " verify " + example("hist") + " --max-len 20 --samples 300 --json");
   EXPECT_EQ(r.exitCode, 0);
-  EXPECT_EQ(r.out.substr(0, 54), "{\"inputs\": 300, \"exhaustive\": false, \"mismatches\": 0,");
+  EXPECT_EQ(r.out.rfind("{\"inputs\": 300, \"exhaustive\": false, \"mismatches\": 0, ", 0), 0u) << r.out;
 }
 
 TEST(CliCompile, NeedsVocabularyAndLength) {
