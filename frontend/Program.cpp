@@ -29,6 +29,14 @@ bool Program::loadSource(llvm::StringRef source, llvm::StringRef name) {
   return eval_.runBuffer(mainBuffer_);
 }
 
+std::optional<ProgramOptions> Program::loadFileWithOptions(const std::string &path, ProgramOptions flags) {
+  if (!loadFile(path)) return std::nullopt;
+  auto header = headerOptions();
+  if (!header) return std::nullopt;
+  flags.inheritFrom(*header);
+  return flags;
+}
+
 std::vector<std::string> splitArgs(llvm::StringRef text, std::string *error) {
   std::vector<std::string> out;
   size_t i = 0;

@@ -37,6 +37,8 @@ public:
 
   // The options in the main file's header comment (errors reported, then nullopt).
   std::optional<ProgramOptions> headerOptions();
+  // loadFile, then the options: `flags` (from the command line) over the header's.
+  std::optional<ProgramOptions> loadFileWithOptions(const std::string &path, ProgramOptions flags);
 
   // The s-op named `name`, or the default output: the last s-op assigned at the top
   // level. Reports an error and returns nullopt when there is none.

@@ -1,5 +1,7 @@
 // Subcommands of the raspc tool.
 #pragma once
+#include "frontend/Program.h"
+
 #include <optional>
 #include <string>
 #include <vector>
@@ -17,6 +19,9 @@ struct ProgramFlags {
   std::optional<int> maxLen;
   bool causal = false;
 };
+
+// Loads f.file with the command-line options over its header's.
+std::optional<ProgramOptions> loadProgram(Program &p, const ProgramFlags &f);
 
 int runCompile(const ProgramFlags &f, const std::string &out, bool force, bool json);
 int runModel(const std::string &model, const std::optional<std::string> &input,

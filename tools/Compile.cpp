@@ -18,21 +18,17 @@
 #include <unistd.h>
 
 namespace raspc::tools {
-namespace {
 
-// Loads FILE and merges command-line options over its header defaults.
 std::optional<ProgramOptions> loadProgram(Program &p, const ProgramFlags &f) {
-  if (!p.loadFile(f.file)) return std::nullopt;
-  auto header = p.headerOptions();
-  if (!header) return std::nullopt;
-  ProgramOptions opts;
-  if (f.vocab) opts.vocab = splitArgs(*f.vocab);
-  opts.maxLen = f.maxLen;
-  opts.output = f.output;
-  opts.causal = f.causal;
-  opts.inheritFrom(*header);
-  return opts;
+  ProgramOptions flags;
+  if (f.vocab) flags.vocab = splitArgs(*f.vocab);
+  flags.maxLen = f.maxLen;
+  flags.output = f.output;
+  flags.causal = f.causal;
+  return p.loadFileWithOptions(f.file, flags);
 }
+
+namespace {
 
 void error(const std::string &msg) { llvm::errs() << "raspc: error: " << msg << "\n"; }
 

@@ -22,23 +22,9 @@ void addProgramFlags(CLI::App *cmd, CommonFlags &f) {
   cmd->add_flag("--causal", f.causal, "causal meaning: selectors see only keys at or before the query");
 }
 
-// Loads FILE and merges command-line options over its header defaults.
-std::optional<ProgramOptions> loadProgram(Program &p, const CommonFlags &f) {
-  if (!p.loadFile(f.file)) return std::nullopt;
-  auto header = p.headerOptions();
-  if (!header) return std::nullopt;
-  ProgramOptions opts;
-  if (f.vocab) opts.vocab = splitArgs(*f.vocab);
-  opts.maxLen = f.maxLen;
-  opts.output = f.output;
-  opts.causal = f.causal;
-  opts.inheritFrom(*header);
-  return opts;
-}
-
 int runEval(const CommonFlags &f, const std::string &input, bool json, bool all) {
   Program p;
-  auto opts = loadProgram(p, f);
+  auto opts = tools::loadProgram(p, f);
   if (!opts) return 1;
   auto tokens = p.parseInput(input, *opts);
   if (!tokens) return 1;
@@ -84,7 +70,7 @@ int runEval(const CommonFlags &f, const std::string &input, bool json, bool all)
 
 int runGraph(const CommonFlags &f) {
   Program p;
-  auto opts = loadProgram(p, f);
+  auto opts = tools::loadProgram(p, f);
   if (!opts) return 1;
   auto out = p.resolveOutput(opts->output);
   if (!out) return 1;
