@@ -35,6 +35,9 @@ struct Feature {
   bool numerical = false;
   std::vector<Scalar> values; // categorical: the value of each direction; numerical: the value set
   std::vector<int> dirs;      // categorical: one per value; numerical: exactly one
+  // Categorical: the value may also be None, stored as no direction set. Its
+  // indicator is then `one` minus the value directions.
+  bool canBeNone = false;
   // A constant is stored in the `one` direction (numerical: scaled by its value).
   bool isConstant() const { return dirs.size() == 1 && dirs[0] == kOne; }
 };

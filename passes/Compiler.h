@@ -3,6 +3,7 @@
 //   ValueSets -> Encodings -> Fusion -> Lower (craft IR) -> Allocate -> Layout -> Assemble
 //
 // Each pass lives in its own file of this folder; Passes.h declares them.
+// AggregateCheck runs between ValueSets and Fusion.
 #pragma once
 #include "backend/Model.h"
 #include "ir/Graph.h"

@@ -1,6 +1,7 @@
 // Residual layout: `one` and `tokens:<bos>` first, then token and index directions,
-// then each block's outputs in the order the blocks run. Directions that nothing
-// writes (and the embedding does not set) are dropped.
+// then each block's outputs in the order the blocks run. Directions that are neither
+// set nor part of a node's value (conversion or tuple values never produced) are
+// dropped.
 #include "passes/Passes.h"
 
 #include <algorithm>
@@ -16,7 +17,10 @@ std::vector<int> layoutResidual(const craft::Program &p) {
     for (auto &[d, x] : w) used[size_t(d)] = 1;
   for (auto &b : p.blocks)
     for (int d : b.writes()) used[size_t(d)] = 1;
-  for (int d : p.output.dirs) used[size_t(d)] = 1;
+  // A node's directions stay together even where no block writes a value (the value
+  // set is a superset): the ground truth pairs each direction with a value.
+  for (auto &[id, f] : p.features)
+    for (int d : f.dirs) used[size_t(d)] = 1;
   // Order: embedding directions by id, then by the sublayer that writes them.
   std::vector<int> firstWrite(p.residual.size(), -1);
   for (auto &b : p.blocks)

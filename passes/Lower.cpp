@@ -78,6 +78,7 @@ private:
   std::vector<std::optional<Feature>> feat_;
   std::map<NodeId, Feature> asCategorical_, asNumerical_;
   std::map<NodeId, Feature> fracs_; // selector width heads' 1/(w+1) directions
+  std::vector<double> maxAbs_;      // see maxAbs()
   std::map<std::string, Feature> tuples_;
   std::map<std::string, NodeId> labelOwner_;
   std::vector<std::pair<NodeId, Feature>> tokenFeatures_, indexFeatures_;
@@ -98,10 +99,18 @@ private:
     if (numerical) {
       f.values = values;
       f.dirs = {p_.residual.add(label)};
+      double m = 1.0;
+      for (auto &v : values)
+        if (isNumber(v)) m = std::max(m, std::fabs(toDouble(v)));
+      if (maxAbs_.size() <= size_t(f.dirs[0])) maxAbs_.resize(size_t(f.dirs[0]) + 1, 1.0);
+      maxAbs_[size_t(f.dirs[0])] = m;
       return f;
     }
     for (auto &v : values) {
-      if (isNone(v)) continue; // None is stored as "no direction set"
+      if (isNone(v)) { // None is stored as "no direction set"
+        f.canBeNone = true;
+        continue;
+      }
       f.values.push_back(v);
       f.dirs.push_back(p_.residual.add(label + ":" + formatScalar(v)));
     }
@@ -318,6 +327,24 @@ private:
       }
   }
 
+  // The values a categorical feature can take, None last when it can be None, and
+  // the residual weights whose sum is 1 exactly when the feature holds option i.
+  static size_t options(const Feature &f) { return f.values.size() + (f.canBeNone ? 1 : 0); }
+  static Scalar option(const Feature &f, size_t i) { return i < f.values.size() ? f.values[i] : Scalar{}; }
+  static craft::Weights indicator(const Feature &f, size_t i) {
+    if (i < f.values.size()) return {{f.dirs[i], 1.0}};
+    craft::Weights w = {{kOne, 1.0}};
+    for (int d : f.dirs) w.push_back({d, -1.0});
+    return w;
+  }
+  static void addTo(craft::Weights &into, const craft::Weights &w, double scale) {
+    for (auto &[d, x] : w) {
+      auto it = std::find_if(into.begin(), into.end(), [&](auto &e) { return e.first == d; });
+      if (it == into.end()) into.push_back({d, x * scale});
+      else it->second += x * scale;
+    }
+  }
+
   // Categorical (one-hot) inputs: a neuron per input combination, or per output value
   // for a single input.
   void tableMlp(Block &b, const std::vector<Feature> &ins, const Fn &f, const Feature &out) {
@@ -334,11 +361,11 @@ private:
     if (ins.size() == 1 && out.numerical) {
       // Linear in the one-hot input: relu(y) - relu(-y) covers negative outputs.
       Neuron pos, neg;
-      for (size_t i = 0; i < ins[0].values.size(); ++i) {
-        auto y = f({ins[0].values[i]});
+      for (size_t i = 0; i < options(ins[0]); ++i) {
+        auto y = f({option(ins[0], i)});
         if (y && isNumber(*y) && toDouble(*y) != 0) {
-          pos.in.push_back({ins[0].dirs[i], toDouble(*y)});
-          neg.in.push_back({ins[0].dirs[i], -toDouble(*y)});
+          addTo(pos.in, indicator(ins[0], i), toDouble(*y));
+          addTo(neg.in, indicator(ins[0], i), -toDouble(*y));
         }
       }
       if (pos.in.empty()) return;
@@ -351,14 +378,14 @@ private:
     if (ins.size() == 1) {
       // One neuron per output value, reading every input value that maps to it.
       std::vector<Neuron> per(out.values.size());
-      for (size_t i = 0; i < ins[0].values.size(); ++i) {
-        auto y = f({ins[0].values[i]});
+      for (size_t i = 0; i < options(ins[0]); ++i) {
+        auto y = f({option(ins[0], i)});
         if (!y) continue;
         Neuron probe;
         emit(probe, out, *y, 1.0);
         if (probe.out.empty()) continue;
         size_t k = size_t(std::find(out.dirs.begin(), out.dirs.end(), probe.out[0].first) - out.dirs.begin());
-        per[k].in.push_back({ins[0].dirs[i], 1.0});
+        addTo(per[k].in, indicator(ins[0], i), 1.0);
         per[k].out = probe.out;
       }
       for (auto &n : per)
@@ -370,8 +397,8 @@ private:
       std::vector<Scalar> vals;
       Neuron n;
       for (size_t i = 0; i < ins.size(); ++i) {
-        vals.push_back(ins[i].values[idx[i]]);
-        n.in.push_back({ins[i].dirs[idx[i]], 1.0});
+        vals.push_back(option(ins[i], idx[i]));
+        addTo(n.in, indicator(ins[i], idx[i]), 1.0);
       }
       n.bias = -double(ins.size() - 1);
       auto y = f(vals);
@@ -381,7 +408,7 @@ private:
       }
       size_t i = 0;
       for (; i < idx.size(); ++i) {
-        if (++idx[i] < ins[i].values.size()) break;
+        if (++idx[i] < options(ins[i])) break;
         idx[i] = 0;
       }
       if (i == idx.size()) break;
@@ -526,13 +553,18 @@ private:
 
   // Switch every neuron off at BOS: at BOS the residual holds at most 1 in any
   // direction, so a weight of -(1 + sum |w| + |bias|) keeps the neuron at or below -1.
-  static void finishMlp(Block &b) {
+  void finishMlp(Block &b) {
     for (auto &n : b.neurons) {
       double bound = 1.0 + std::fabs(n.bias);
-      for (auto &[d, w] : n.in) bound += std::fabs(w);
+      for (auto &[d, w] : n.in) bound += std::fabs(w) * maxAbs(d);
       n.in.push_back({kBos, -bound});
     }
   }
+
+  // The largest magnitude a direction can hold at BOS: 1 for one-hot and flag
+  // directions, the largest |value| for a number (an aggregate's default sits at
+  // BOS from its head until the cleanup neuron after it).
+  double maxAbs(int dir) const { return size_t(dir) < maxAbs_.size() ? maxAbs_[size_t(dir)] : 1.0; }
 
   // ---- attention ----
 
@@ -592,8 +624,9 @@ private:
     g.k = kt->first;
     g.q = qt->first;
     g.pred = [this, sel, atomIds, keys, queries, kCombos, qCombos](const Scalar &kv, const Scalar &qv) {
-      const auto &kc = kCombos[size_t(std::get<int64_t>(kv))];
-      const auto &qc = qCombos[size_t(std::get<int64_t>(qv))];
+      // A 1-tuple that can be None has the None combination last.
+      const auto &kc = kCombos[isNone(kv) ? kCombos.size() - 1 : size_t(std::get<int64_t>(kv))];
+      const auto &qc = qCombos[isNone(qv) ? qCombos.size() - 1 : size_t(std::get<int64_t>(qv))];
       return evalSelector(sel, [&](NodeId at) {
         const ir::Node &s = a_.g[at];
         size_t ki = size_t(std::find(keys.begin(), keys.end(), s.args[0]) - keys.begin());
@@ -621,17 +654,17 @@ private:
     std::vector<std::vector<Scalar>> combos;
     std::vector<size_t> idx(ins.size(), 0);
     size_t total = 1;
-    for (auto &f : ins) total *= std::max<size_t>(1, f.values.size());
+    for (auto &f : ins) total *= std::max<size_t>(1, options(f));
     if (total > 20000)
       return locatedError(a_.g[sel].loc, "this selector compares tuples of s-ops with " + std::to_string(total) +
                                              " value combinations; simplify it (e.g. compare one s-op per side)");
     for (;;) {
       std::vector<Scalar> c;
-      for (size_t i = 0; i < ins.size(); ++i) c.push_back(ins[i].values[idx[i]]);
+      for (size_t i = 0; i < ins.size(); ++i) c.push_back(option(ins[i], idx[i]));
       combos.push_back(c);
       size_t i = 0;
       for (; i < idx.size(); ++i) {
-        if (++idx[i] < ins[i].values.size()) break;
+        if (++idx[i] < options(ins[i])) break;
         idx[i] = 0;
       }
       if (i == idx.size()) break;
@@ -718,11 +751,13 @@ private:
     std::map<std::pair<int, int>, double> w;
     std::vector<int> qrows;
     for (auto &g : groups)
-      for (size_t i = 0; i < g.q.dirs.size(); ++i) {
-        qrows.push_back(g.q.dirs[i]);
-        for (size_t j = 0; j < g.k.dirs.size(); ++j)
-          if (g.pred(g.k.values[j], g.q.values[i])) w[{g.q.dirs[i], g.k.dirs[j]}] += c_;
-      }
+      for (size_t i = 0; i < options(g.q); ++i)
+        for (size_t j = 0; j < options(g.k); ++j) {
+          if (!g.pred(option(g.k, j), option(g.q, i))) continue;
+          for (auto &[qd, qw] : indicator(g.q, i))
+            for (auto &[kd, kw] : indicator(g.k, j)) w[{qd, kd}] += c_ * qw * kw;
+        }
+    for (auto &[rc, x] : w) qrows.push_back(rc.first);
     qrows.push_back(kOne);
     std::sort(qrows.begin(), qrows.end());
     qrows.erase(std::unique(qrows.begin(), qrows.end()), qrows.end());
@@ -781,7 +816,28 @@ private:
     for (auto &[rc, x] : ov)
       if (x != 0) b.ov.push_back({rc.first, rc.second, x});
     scores(b, *groups, c_ * (double(groups->size()) - 0.5));
+    // The BOS query attends to BOS, so the head writes the default at BOS too. A
+    // neuron that fires only at BOS, in the MLP right after the head (it reads the
+    // head's outputs, with weight 0, to be placed there), takes it back out: later
+    // heads see a clean BOS key.
+    Block clean;
+    clean.kind = BlockKind::Mlp;
+    clean.node = id;
+    clean.what = "BOS cleanup";
+    Neuron n0;
+    n0.in = {{kBos, 1.0}};
+    std::map<int, double> atBos;
+    for (auto &e : b.ov)
+      if (e.row == kOne || e.row == kBos) atBos[e.col] += e.w;
+    for (auto &[d, x] : atBos) {
+      n0.in.push_back({d, 0.0});
+      if (x != 0) n0.out.push_back({d, -x});
+    }
     p_.blocks.push_back(std::move(b));
+    if (!n0.out.empty()) {
+      clean.neurons.push_back(n0);
+      p_.blocks.push_back(std::move(clean));
+    }
     feat_[id] = out;
     return llvm::Error::success();
   }

@@ -155,7 +155,12 @@ llvm::Error inferValueSets(Analysis &a) {
       // A numerical s-op is one number per position: None cannot be stored.
       std::vector<Scalar> nums;
       for (auto &v : out) {
-        if (isNone(v)) continue;
+        if (isNone(v)) {
+          if (n.kind == ir::NodeKind::Aggregate) continue; // the lowering asks for a numeric default
+          return locatedError(n.loc, "this s-op is numerical but can be None (from an input that can be None); "
+                                     "a number cannot hold None: keep it categorical, or give the aggregate "
+                                     "it comes from a default");
+        }
         if (!isNumber(v))
           return locatedError(n.loc, "this s-op is numerical but can take the non-numeric value " +
                                          formatScalar(v, true) + "; keep it categorical");
