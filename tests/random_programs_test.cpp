@@ -99,7 +99,11 @@ TEST(RandomPrograms, CompiledModelsMatchTheInterpreter) {
   int compiled = 0, rejected = 0;
   // RASPC_RANDOM_PROGRAMS=N runs more (seeds 1..N) when hunting for bugs.
   const char *env = std::getenv("RASPC_RANDOM_PROGRAMS");
+#ifdef RASPC_SANITIZED_BUILD
+  unsigned count = env ? unsigned(std::atoi(env)) : 100;
+#else
   unsigned count = env ? unsigned(std::atoi(env)) : 300;
+#endif
   for (unsigned seed = 1; seed <= count; ++seed) {
     std::string src = Generator(seed).program();
     std::string diags;
