@@ -25,8 +25,12 @@ build: configure
 
 demo: configure
 	@cmake --build $(BUILD) -j $(JOBS) --target raspc -- --no-print-directory
-	@echo '$$ raspc eval examples/sort.rasp --input "3 1 2 2"'
+	@echo '$$ raspc eval examples/sort.rasp --input "3 1 2 2"        # the interpreter'
 	@$(BUILD)/tools/raspc eval examples/sort.rasp --input "3 1 2 2"
+	@echo '$$ raspc compile examples/sort.rasp -o $(BUILD)/sort.h5 --force'
+	@$(BUILD)/tools/raspc compile examples/sort.rasp -o $(BUILD)/sort.h5 --force
+	@echo '$$ raspc run $(BUILD)/sort.h5 --input "3 1 2 2"          # the transformer'"'"'s forward pass'
+	@$(BUILD)/tools/raspc run $(BUILD)/sort.h5 --input "3 1 2 2"
 	@echo '$$ raspc eval examples/hist.rasp --input "a b b c a" --json'
 	@$(BUILD)/tools/raspc eval examples/hist.rasp --input "a b b c a" --json
 
@@ -40,13 +44,13 @@ bench: build
 # ASan+UBSan build of the same tests (CI runs it after `make test`).
 test-asan: deps
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRASPC_SANITIZE=ON $(CMAKE_FLAGS) >/dev/null
-	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+	@cmake --build $(ASAN_BUILD) -j $(JOBS) -- --no-print-directory
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
 
 # libFuzzer over the parser and evaluator, seeded from examples/ (bounded time).
 fuzz: deps
 	@CC=clang-14 CXX=clang++-14 cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRASPC_FUZZ=ON $(CMAKE_FLAGS) >/dev/null
-	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_frontend
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_frontend -- --no-print-directory
 	@./tests/fuzz/run.sh $(FUZZ_BUILD)/tests/fuzz/fuzz_frontend $(FUZZ_SECONDS)
 
 clean:
