@@ -360,15 +360,23 @@ private:
     return o.ok() ? H5Iget_type(o.get()) : H5I_BADID;
   }
 
-  llvm::Error intAttr(hid_t g, const std::string &name, int64_t &out, int64_t lo, int64_t hi) {
+  // Opens metadata attribute `name` and its type, which must be of class `cls`.
+  llvm::Error openAttr(hid_t g, const std::string &name, H5T_class_t cls, const char *clsName, Handle &a,
+                       Handle &t) {
     std::string full = "attribute 'metadata/" + name + "'";
     if (H5Aexists(g, name.c_str()) <= 0) return fail(what_, "missing " + full);
-    Handle a = attribute(H5Aopen(g, name.c_str(), H5P_DEFAULT));
+    a = attribute(H5Aopen(g, name.c_str(), H5P_DEFAULT));
     if (!a.ok()) return fail(what_, "cannot open " + full);
-    Handle t = type(H5Aget_type(a.get()));
+    t = type(H5Aget_type(a.get()));
     if (!t.ok()) return fail(what_, "cannot read the type of " + full);
-    if (H5Tget_class(t.get()) != H5T_INTEGER)
-      return fail(what_, full + " is " + typeName(t.get()) + ", expected an integer");
+    if (H5Tget_class(t.get()) != cls) return fail(what_, full + " is " + typeName(t.get()) + ", expected " + clsName);
+    return llvm::Error::success();
+  }
+
+  llvm::Error intAttr(hid_t g, const std::string &name, int64_t &out, int64_t lo, int64_t hi) {
+    std::string full = "attribute 'metadata/" + name + "'";
+    Handle a, t;
+    if (auto e = openAttr(g, name, H5T_INTEGER, "an integer", a, t)) return e;
     Handle sp = space(H5Aget_space(a.get()));
     std::vector<int64_t> dims;
     bool scalar;
@@ -427,13 +435,8 @@ private:
 
   llvm::Error stringAttr(hid_t g, const std::string &name, std::string &out) {
     std::string full = "attribute 'metadata/" + name + "'";
-    if (H5Aexists(g, name.c_str()) <= 0) return fail(what_, "missing " + full);
-    Handle a = attribute(H5Aopen(g, name.c_str(), H5P_DEFAULT));
-    if (!a.ok()) return fail(what_, "cannot open " + full);
-    Handle t = type(H5Aget_type(a.get()));
-    if (!t.ok()) return fail(what_, "cannot read the type of " + full);
-    if (H5Tget_class(t.get()) != H5T_STRING)
-      return fail(what_, full + " is " + typeName(t.get()) + ", expected a string");
+    Handle a, t;
+    if (auto e = openAttr(g, name, H5T_STRING, "a string", a, t)) return e;
     Handle sp = space(H5Aget_space(a.get()));
     if (!sp.ok() || H5Sget_simple_extent_npoints(sp.get()) != 1) return fail(what_, full + " is not a single string");
     std::vector<std::string> v;
