@@ -1,5 +1,6 @@
 #include "backend/Hdf5.h"
 #include "backend/Json.h"
+#include "backend/Hdf5Util.h"
 
 #include <fmt/format.h>
 #include <hdf5.h>
@@ -20,124 +21,18 @@ namespace {
 
 // Limits that keep a hostile file from asking for absurd allocations.
 constexpr int64_t kMaxDim = int64_t(1) << 24;        // any configured size
-constexpr int64_t kMaxTensorElems = int64_t(1) << 31; // 8 GiB of float32
 constexpr int64_t kMaxStrings = int64_t(1) << 24;
 constexpr int64_t kMaxParams = int64_t(1) << 30;      // 4 GiB of float32 in all
 
-llvm::Error fail(const std::string &what, const std::string &msg) {
-  return llvm::make_error<llvm::StringError>(what + ": " + msg, llvm::inconvertibleErrorCode());
-}
-
-// Turns off HDF5's own printing of its error stack (we report errors ourselves).
-void quietHdf5() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
-
-// An HDF5 identifier closed on scope exit.
-class Handle {
-public:
-  using Closer = herr_t (*)(hid_t);
-  Handle() = default;
-  Handle(hid_t id, Closer close) : id_(id), close_(close) {}
-  Handle(const Handle &) = delete;
-  Handle &operator=(const Handle &) = delete;
-  Handle(Handle &&o) noexcept : id_(o.id_), close_(o.close_) { o.id_ = -1; }
-  Handle &operator=(Handle &&o) noexcept {
-    if (this != &o) {
-      reset();
-      id_ = o.id_;
-      close_ = o.close_;
-      o.id_ = -1;
-    }
-    return *this;
-  }
-  ~Handle() { reset(); }
-  void reset() {
-    if (id_ >= 0 && close_) close_(id_);
-    id_ = -1;
-  }
-  // Closes now, reporting whether closing succeeded (a file flushes on close).
-  bool close() {
-    if (id_ < 0) return true;
-    herr_t r = close_ ? close_(id_) : 0;
-    id_ = -1;
-    return r >= 0;
-  }
-  bool ok() const { return id_ >= 0; }
-  hid_t get() const { return id_; }
-
-private:
-  hid_t id_ = -1;
-  Closer close_ = nullptr;
-};
-
-Handle file(hid_t id) { return Handle(id, H5Fclose); }
-Handle group(hid_t id) { return Handle(id, H5Gclose); }
-Handle dataset(hid_t id) { return Handle(id, H5Dclose); }
-Handle attribute(hid_t id) { return Handle(id, H5Aclose); }
-Handle space(hid_t id) { return Handle(id, H5Sclose); }
-Handle type(hid_t id) { return Handle(id, H5Tclose); }
-Handle plist(hid_t id) { return Handle(id, H5Pclose); }
-
-// A fixed-length UTF-8 string type of `size` bytes, NUL-padded (a string of exactly
-// `size` bytes has no terminator). We write fixed-length rather than variable-length
-// strings: HDF5 keeps the latter in its global heap, which has no checksum, and
-// libhdf5 crashes on a corrupted global heap; fixed-length strings live in checksummed
-// object headers (attributes) or in the dataset's own raw data.
-Handle fixedUtf8(size_t size) {
-  Handle t = type(H5Tcopy(H5T_C_S1));
-  if (t.ok()) {
-    H5Tset_size(t.get(), std::max<size_t>(size, 1));
-    H5Tset_strpad(t.get(), H5T_STR_NULLPAD);
-    H5Tset_cset(t.get(), H5T_CSET_UTF8);
-  }
-  return t;
-}
-
-std::string typeName(hid_t t) {
-  size_t bits = H5Tget_size(t) * 8;
-  switch (H5Tget_class(t)) {
-  case H5T_INTEGER: return fmt::format("{}int{}", H5Tget_sign(t) == H5T_SGN_NONE ? "u" : "", bits);
-  case H5T_FLOAT: return fmt::format("float{}", bits);
-  case H5T_STRING: return "string";
-  case H5T_TIME: return "time";
-  case H5T_BITFIELD: return "bitfield";
-  case H5T_OPAQUE: return "opaque";
-  case H5T_COMPOUND: return "compound";
-  case H5T_REFERENCE: return "reference";
-  case H5T_ENUM: return "enum";
-  case H5T_VLEN: return "vlen";
-  case H5T_ARRAY: return "array";
-  default: return "unknown type";
-  }
-}
-
-// The dimensions of a dataspace; a scalar has none. False for a null dataspace.
-bool spaceDims(hid_t sp, std::vector<int64_t> &dims, bool &scalar) {
-  H5S_class_t cls = H5Sget_simple_extent_type(sp);
-  scalar = cls == H5S_SCALAR;
-  dims.clear();
-  if (cls == H5S_SCALAR) return true;
-  if (cls != H5S_SIMPLE) return false;
-  int rank = H5Sget_simple_extent_ndims(sp);
-  if (rank < 0 || rank > 32) return false;
-  std::vector<hsize_t> d(size_t(rank), 0);
-  if (H5Sget_simple_extent_dims(sp, d.data(), nullptr) < 0) return false;
-  for (hsize_t x : d) dims.push_back(x > hsize_t(INT64_MAX) ? INT64_MAX : int64_t(x));
-  return true;
-}
-
-// Collects the descriptions on HDF5's current error stack.
-std::string hdf5ErrorText() {
-  std::string text;
-  H5Ewalk2(
-      H5E_DEFAULT, H5E_WALK_DOWNWARD,
-      [](unsigned, const H5E_error2_t *e, void *data) -> herr_t {
-        auto *s = static_cast<std::string *>(data);
-        if (e && e->desc) *s += std::string(e->desc) + "\n";
-        return 0;
-      },
-      &text);
-  return text;
-}
+using h5::fail;
+using h5::Handle;
+using h5::dataset;
+using h5::exists;
+using h5::group;
+using h5::objectType;
+using h5::plist;
+using h5::space;
+using h5::type;
 
 bool hasNul(const std::string &s) { return s.find('\0') != std::string::npos; }
 
@@ -149,46 +44,13 @@ public:
   explicit Writer(std::string what) : what_(std::move(what)) {}
 
   llvm::Error tensor(hid_t loc, const std::string &name, const Tensor &t) {
-    std::vector<hsize_t> dims(t.shape.begin(), t.shape.end());
-    Handle sp = space(H5Screate_simple(int(dims.size()), dims.data(), nullptr));
-    if (!sp.ok()) return fail(what_, "cannot create the dataspace of tensor '" + name + "'");
-    Handle dcpl = plist(H5Pcreate(H5P_DATASET_CREATE));
-    if (!dcpl.ok()) return fail(what_, "cannot create a property list");
-    // One chunk per tensor, with a checksum (corruption is detected on reading) and
-    // deflate (compiled weights are mostly zeros). Both are built into h5py.
-    size_t bytes = t.numel() * sizeof(float);
-    if (t.numel() > 0 && bytes < (size_t(1) << 31)) {
-      H5Pset_chunk(dcpl.get(), int(dims.size()), dims.data());
-      if (H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0) H5Pset_deflate(dcpl.get(), 4);
-      H5Pset_fletcher32(dcpl.get());
-    }
-    Handle ds = dataset(H5Dcreate2(loc, name.c_str(), H5T_IEEE_F32LE, sp.get(), H5P_DEFAULT, dcpl.get(),
-                                   H5P_DEFAULT));
-    if (!ds.ok()) return fail(what_, "cannot create tensor '" + name + "'");
-    if (t.numel() > 0 &&
-        H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data.data()) < 0)
-      return fail(what_, "cannot write tensor '" + name + "'");
-    return llvm::Error::success();
+    return h5::writeTensor(loc, what_, name, t);
   }
-
   llvm::Error intAttr(hid_t loc, const std::string &name, int64_t v) {
-    Handle sp = space(H5Screate(H5S_SCALAR));
-    Handle a = attribute(H5Acreate2(loc, name.c_str(), H5T_STD_I64LE, sp.get(), H5P_DEFAULT, H5P_DEFAULT));
-    if (!a.ok() || H5Awrite(a.get(), H5T_NATIVE_INT64, &v) < 0)
-      return fail(what_, "cannot write attribute 'metadata/" + name + "'");
-    return llvm::Error::success();
+    return h5::writeIntAttr(loc, what_, "metadata", name, v);
   }
-
   llvm::Error stringAttr(hid_t loc, const std::string &name, const std::string &v) {
-    if (hasNul(v)) return fail(what_, "attribute 'metadata/" + name + "' contains a NUL character");
-    Handle t = fixedUtf8(v.size());
-    Handle sp = space(H5Screate(H5S_SCALAR));
-    Handle a = attribute(H5Acreate2(loc, name.c_str(), t.get(), sp.get(), H5P_DEFAULT, H5P_DEFAULT));
-    std::string buf = v;
-    buf.resize(std::max<size_t>(v.size(), 1), '\0');
-    if (!a.ok() || H5Awrite(a.get(), t.get(), buf.data()) < 0)
-      return fail(what_, "cannot write attribute 'metadata/" + name + "'");
-    return llvm::Error::success();
+    return h5::writeStringAttr(loc, what_, "metadata", name, v);
   }
 
   // A 1-d dataset of strings, or a scalar one when `scalar` (then exactly one string).
@@ -200,7 +62,7 @@ public:
     }
     std::string buf(width * v.size(), '\0');
     for (size_t i = 0; i < v.size(); ++i) std::copy(v[i].begin(), v[i].end(), buf.begin() + ptrdiff_t(i * width));
-    Handle t = fixedUtf8(width);
+    Handle t = h5::fixedUtf8(width);
     hsize_t n = v.size();
     Handle sp = space(scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, nullptr));
     Handle dcpl = plist(H5Pcreate(H5P_DATASET_CREATE));
@@ -353,96 +215,11 @@ private:
   std::string what_;
   hid_t fid_;
 
-  static bool exists(hid_t loc, const std::string &name) { return H5Lexists(loc, name.c_str(), H5P_DEFAULT) > 0; }
-  // H5I_GROUP, H5I_DATASET, ... for the object at `name`; H5I_BADID if it cannot be opened.
-  static H5I_type_t objectType(hid_t loc, const std::string &name) {
-    Handle o(H5Oopen(loc, name.c_str(), H5P_DEFAULT), H5Oclose);
-    return o.ok() ? H5Iget_type(o.get()) : H5I_BADID;
-  }
-
-  // Opens metadata attribute `name` and its type, which must be of class `cls`.
-  llvm::Error openAttr(hid_t g, const std::string &name, H5T_class_t cls, const char *clsName, Handle &a,
-                       Handle &t) {
-    std::string full = "attribute 'metadata/" + name + "'";
-    if (H5Aexists(g, name.c_str()) <= 0) return fail(what_, "missing " + full);
-    a = attribute(H5Aopen(g, name.c_str(), H5P_DEFAULT));
-    if (!a.ok()) return fail(what_, "cannot open " + full);
-    t = type(H5Aget_type(a.get()));
-    if (!t.ok()) return fail(what_, "cannot read the type of " + full);
-    if (H5Tget_class(t.get()) != cls) return fail(what_, full + " is " + typeName(t.get()) + ", expected " + clsName);
-    return llvm::Error::success();
-  }
-
   llvm::Error intAttr(hid_t g, const std::string &name, int64_t &out, int64_t lo, int64_t hi) {
-    std::string full = "attribute 'metadata/" + name + "'";
-    Handle a, t;
-    if (auto e = openAttr(g, name, H5T_INTEGER, "an integer", a, t)) return e;
-    Handle sp = space(H5Aget_space(a.get()));
-    std::vector<int64_t> dims;
-    bool scalar;
-    if (!sp.ok() || !spaceDims(sp.get(), dims, scalar) || H5Sget_simple_extent_npoints(sp.get()) != 1)
-      return fail(what_, full + " is not a single value");
-    if (H5Tget_sign(t.get()) == H5T_SGN_NONE && H5Tget_size(t.get()) >= 8) {
-      uint64_t u = 0;
-      if (H5Aread(a.get(), H5T_NATIVE_UINT64, &u) < 0) return fail(what_, "cannot read " + full);
-      out = u > uint64_t(INT64_MAX) ? INT64_MAX : int64_t(u);
-    } else if (H5Aread(a.get(), H5T_NATIVE_INT64, &out) < 0) {
-      return fail(what_, "cannot read " + full);
-    }
-    if (out < lo || out > hi)
-      return fail(what_, fmt::format("{} is {}, expected a value in [{}, {}]", full, out, lo, hi));
-    return llvm::Error::success();
+    return h5::readIntAttr(g, what_, "metadata", name, out, lo, hi);
   }
-
-  // Reads the strings of an attribute or dataset `obj` (isAttr tells which) with file
-  // type `ft` and `n` elements. Variable-length and fixed-length strings are accepted.
-  bool readStrings(hid_t obj, bool isAttr, hid_t ft, hid_t sp, size_t n, std::vector<std::string> &out) {
-    out.clear();
-    if (n == 0) return true;
-    htri_t vlen = H5Tis_variable_str(ft);
-    if (vlen < 0) return false;
-    if (vlen > 0) {
-      Handle mt = type(H5Tcopy(H5T_C_S1));
-      if (!mt.ok() || H5Tset_size(mt.get(), H5T_VARIABLE) < 0 || H5Tset_cset(mt.get(), H5Tget_cset(ft)) < 0)
-        return false;
-      std::vector<char *> ptrs(n, nullptr);
-      herr_t r = isAttr ? H5Aread(obj, mt.get(), ptrs.data())
-                        : H5Dread(obj, mt.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data());
-      if (r < 0) return false;
-      for (char *p : ptrs) out.emplace_back(p ? p : "");
-      H5Dvlen_reclaim(mt.get(), sp, H5P_DEFAULT, ptrs.data());
-      return true;
-    }
-    size_t size = H5Tget_size(ft);
-    if (size == 0 || size > (size_t(1) << 30) || n > ((size_t(1) << 31) / size)) return false;
-    Handle mt = type(H5Tcopy(ft));
-    if (!mt.ok()) return false;
-    std::vector<char> buf(n * size, '\0');
-    herr_t r = isAttr ? H5Aread(obj, mt.get(), buf.data())
-                      : H5Dread(obj, mt.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data());
-    if (r < 0) return false;
-    bool spacePad = H5Tget_strpad(ft) == H5T_STR_SPACEPAD;
-    for (size_t i = 0; i < n; ++i) {
-      std::string s(buf.data() + i * size, size);
-      size_t end = s.find('\0');
-      if (end != std::string::npos) s.resize(end);
-      if (spacePad)
-        while (!s.empty() && s.back() == ' ') s.pop_back();
-      out.push_back(std::move(s));
-    }
-    return true;
-  }
-
   llvm::Error stringAttr(hid_t g, const std::string &name, std::string &out) {
-    std::string full = "attribute 'metadata/" + name + "'";
-    Handle a, t;
-    if (auto e = openAttr(g, name, H5T_STRING, "a string", a, t)) return e;
-    Handle sp = space(H5Aget_space(a.get()));
-    if (!sp.ok() || H5Sget_simple_extent_npoints(sp.get()) != 1) return fail(what_, full + " is not a single string");
-    std::vector<std::string> v;
-    if (!readStrings(a.get(), true, t.get(), sp.get(), 1, v)) return fail(what_, "cannot read " + full);
-    out = v[0];
-    return llvm::Error::success();
+    return h5::readStringAttr(g, what_, "metadata", name, out);
   }
 
   // Opens dataset metadata/`name` holding strings; checks its rank (1, or scalar when
@@ -457,11 +234,11 @@ private:
     Handle t = type(H5Dget_type(d.get()));
     if (!t.ok()) return fail(what_, "cannot read the type of " + full);
     if (H5Tget_class(t.get()) != H5T_STRING)
-      return fail(what_, full + " is " + typeName(t.get()) + ", expected strings");
+      return fail(what_, full + " is " + h5::typeName(t.get()) + ", expected strings");
     Handle sp = space(H5Dget_space(d.get()));
     std::vector<int64_t> dims;
     bool isScalar = false;
-    if (!sp.ok() || !spaceDims(sp.get(), dims, isScalar)) return fail(what_, "cannot read the shape of " + full);
+    if (!sp.ok() || !h5::spaceDims(sp.get(), dims, isScalar)) return fail(what_, "cannot read the shape of " + full);
     int64_t count;
     if (scalar) {
       if (!(isScalar || (dims.size() == 1 && dims[0] == 1))) return fail(what_, full + " is not a single string");
@@ -472,7 +249,7 @@ private:
       if (n >= 0 && count != n) return fail(what_, fmt::format("{} has {} entries, expected {}", full, count, n));
       if (count > kMaxStrings) return fail(what_, fmt::format("{} has too many entries ({})", full, count));
     }
-    if (!readStrings(d.get(), false, t.get(), sp.get(), size_t(count), out)) return fail(what_, "cannot read " + full);
+    if (!h5::readStrings(d.get(), false, t.get(), sp.get(), size_t(count), out)) return fail(what_, "cannot read " + full);
     return llvm::Error::success();
   }
 
@@ -484,35 +261,7 @@ private:
   }
 
   llvm::Error tensor(const std::string &name, const std::vector<int64_t> &shape, Tensor &t) {
-    std::string full = "tensor '" + name + "'";
-    if (!exists(fid_, name)) return fail(what_, "missing " + full);
-    if (objectType(fid_, name) != H5I_DATASET) return fail(what_, full + " is not a dataset");
-    Handle d = dataset(H5Dopen2(fid_, name.c_str(), H5P_DEFAULT));
-    if (!d.ok()) return fail(what_, "cannot open " + full);
-    Handle ft = type(H5Dget_type(d.get()));
-    if (!ft.ok()) return fail(what_, "cannot read the type of " + full);
-    if (!(H5Tequal(ft.get(), H5T_IEEE_F32LE) > 0 || H5Tequal(ft.get(), H5T_IEEE_F32BE) > 0)) {
-      std::string tn = typeName(ft.get());
-      if (tn == "float32") tn = "a non-IEEE float32";
-      return fail(what_, full + " is " + tn + ", expected float32");
-    }
-    Handle sp = space(H5Dget_space(d.get()));
-    std::vector<int64_t> dims;
-    bool scalar;
-    if (!sp.ok() || !spaceDims(sp.get(), dims, scalar)) return fail(what_, "cannot read the shape of " + full);
-    if (dims != shape)
-      return fail(what_, fmt::format("{} has shape {}, expected {}", full, formatShape(dims), formatShape(shape)));
-    t.shape = shape;
-    size_t n = 1;
-    for (int64_t x : shape) {
-      if (x != 0 && n > size_t(kMaxTensorElems) / size_t(x)) return fail(what_, full + " is too large");
-      n *= size_t(x);
-    }
-    if (n > size_t(kMaxTensorElems)) return fail(what_, full + " is too large");
-    t.data.assign(n, 0.0f);
-    if (n > 0 && H5Dread(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data.data()) < 0)
-      return fail(what_, "cannot read " + full + " (corrupt data)");
-    return llvm::Error::success();
+    return h5::readTensor(fid_, what_, name, t, shape);
   }
 };
 
@@ -715,18 +464,7 @@ llvm::Error validateModel(const Model &m, const std::string &what) {
                                     formatShape(shape)));
     if (t.data.size() != t.numel())
       return fail(what, fmt::format("tensor '{}' has {} values for shape {}", name, t.data.size(), formatShape(shape)));
-    for (size_t i = 0; i < t.data.size(); ++i) {
-      if (std::isfinite(t.data[i])) continue;
-      std::vector<int64_t> idx(shape.size());
-      size_t rest = i;
-      for (size_t k = shape.size(); k-- > 0;) {
-        idx[k] = int64_t(rest % size_t(shape[k]));
-        rest /= size_t(shape[k]);
-      }
-      return fail(what, fmt::format("tensor '{}' has a non-finite value ({}) at {}", name,
-                                    std::isnan(t.data[i]) ? "nan" : t.data[i] > 0 ? "inf" : "-inf",
-                                    formatShape(idx)));
-    }
+    if (auto e = h5::checkFinite(what, name, t)) return e;
   }
   for (auto &[name, t] : m.tensors)
     if (!names.count(name)) return fail(what, "unexpected tensor '" + name + "'");
@@ -799,56 +537,15 @@ llvm::Error validateModel(const Model &m, const std::string &what) {
 }
 
 llvm::Error writeModel(const Model &m, const std::string &path) {
-  quietHdf5();
+  h5::quiet();
   if (auto e = validateModel(m, path)) return e;
-  std::string tmp = path + ".tmp";
-  auto cleanup = [&](llvm::Error e) {
-    std::remove(tmp.c_str());
-    return e;
-  };
-  {
-    Handle fapl = plist(H5Pcreate(H5P_FILE_ACCESS));
-    // The HDF5 1.10 file format: every piece of file metadata is checksummed (the
-    // single-chunk index of a dataset included), so corruption is detected, not
-    // interpreted. Readable by any h5py built on HDF5 >= 1.10.
-    if (fapl.ok()) H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_V110);
-    Handle f = file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.ok() ? fapl.get() : H5P_DEFAULT));
-    if (!f.ok()) return fail(path, fmt::format("cannot create '{}': {}", tmp, std::strerror(errno)));
-    if (auto e = Writer(path).model(f.get(), m)) {
-      f.reset();
-      return cleanup(std::move(e));
-    }
-    if (!f.close()) return cleanup(fail(path, "cannot write '" + tmp + "'"));
-  }
-  // Make the data durable before the rename makes it visible.
-  int fd = ::open(tmp.c_str(), O_RDONLY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::string why = std::strerror(errno);
-    return cleanup(fail(path, "cannot rename '" + tmp + "' to it: " + why));
-  }
-  return llvm::Error::success();
+  return h5::writeAtomically(path, [&](hid_t fid) { return Writer(path).model(fid, m); });
 }
 
 llvm::Expected<Model> readModel(const std::string &path) {
-  quietHdf5();
-  if (llvm::sys::fs::is_directory(path)) return fail(path, "is a directory");
-  std::FILE *probe = std::fopen(path.c_str(), "rb");
-  if (!probe) return fail(path, std::string("cannot open: ") + std::strerror(errno));
-  std::fclose(probe);
-  htri_t isH5 = H5Fis_hdf5(path.c_str());
-  if (isH5 == 0) return fail(path, "not an HDF5 file");
-  if (isH5 < 0) return fail(path, "cannot read the file");
-  Handle f = file(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT));
-  if (!f.ok()) {
-    std::string why = hdf5ErrorText();
-    if (why.find("truncated") != std::string::npos) return fail(path, "truncated HDF5 file");
-    return fail(path, "corrupt HDF5 file");
-  }
-  return Reader(path, f.get()).model();
+  auto f = h5::openForReading(path);
+  if (!f) return f.takeError();
+  return Reader(path, f->get()).model();
 }
 
 } // namespace raspc

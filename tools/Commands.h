@@ -2,9 +2,14 @@
 #pragma once
 #include "frontend/Program.h"
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
+
+namespace CLI {
+class App;
+}
 
 namespace raspc::tools {
 
@@ -28,5 +33,10 @@ int runModel(const std::string &model, const std::optional<std::string> &input,
              const std::optional<std::string> &inputsFile, bool json, bool trace, const std::string &precision);
 int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json);
 int runInspect(const std::string &model, bool json);
+
+// Adds `crate run` and `crate synth` (tools/Crate.cpp). After parsing, the returned
+// function runs the crate command that was parsed and gives its exit code, or nullopt
+// when no crate command was given.
+std::function<std::optional<int>()> addCrateCommands(CLI::App &app);
 
 } // namespace raspc::tools

@@ -139,6 +139,8 @@ int main(int argc, char **argv) {
   auto *repl = app.add_subcommand("repl", "interactive RASP: statements, values shown on an example input");
   repl->add_option("FILE", replFile, "a program to load first");
 
+  auto crate = tools::addCrateCommands(app);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp &e) {
@@ -164,5 +166,6 @@ int main(int argc, char **argv) {
   }
   if (verify->parsed()) return tools::runVerify(verifyFlags, samples, seed, verifyJson);
   if (inspect->parsed()) return tools::runInspect(inspectFile, inspectJson);
+  if (auto rc = crate()) return *rc;
   return 2;
 }
