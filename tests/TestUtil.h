@@ -3,6 +3,8 @@
 #pragma once
 #include "frontend/Program.h"
 
+#include <gtest/gtest.h>
+
 #include <llvm/Support/raw_ostream.h>
 
 #include <array>
@@ -86,6 +88,13 @@ inline CommandResult run(const std::string &cmd, const std::string &stdinText = 
 }
 
 inline std::string raspcBinary() { return RASPC_BINARY; }
+
+// A temporary file path private to the running test: ctest runs tests in parallel
+// processes, so two tests must never share a file.
+inline std::string tempPath(const std::string &name) {
+  const auto *info = ::testing::UnitTest::GetInstance()->current_test_info();
+  return ::testing::TempDir() + (info ? std::string(info->test_suite_name()) + "_" + info->name() + "_" : "") + name;
+}
 inline std::string sourceDir() { return RASPC_SOURCE_DIR; }
 
 } // namespace raspc::test

@@ -14,7 +14,7 @@ namespace {
 std::string example(const std::string &name) { return sourceDir() + "/examples/" + name + ".rasp"; }
 
 std::string tempFile(const std::string &name, const std::string &text) {
-  std::string path = ::testing::TempDir() + name;
+  std::string path = raspc::test::tempPath(name);
   std::ofstream(path) << text;
   return path;
 }
@@ -162,7 +162,7 @@ TEST(Cli, HostileInputsFailCleanly) {
 namespace {
 
 TEST(CliCompile, CompileRunInspectVerify) {
-  std::string out = ::testing::TempDir() + "cli_sort.h5";
+  std::string out = raspc::test::tempPath("cli_sort.h5");
   std::remove(out.c_str());
   auto r = run(raspcBinary() + " compile " + example("sort") + " -o " + out);
   EXPECT_EQ(r.exitCode, 0);

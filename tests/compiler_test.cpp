@@ -145,7 +145,7 @@ namespace {
 
 // Compile errors: located, and saying why.
 std::string compileError(const std::string &source, const std::string &vocab, int maxLen) {
-  std::string path = ::testing::TempDir() + "compile_error.rasp";
+  std::string path = test::tempPath("compile_error.rasp");
   FILE *f = fopen(path.c_str(), "w");
   fputs(source.c_str(), f);
   fclose(f);
@@ -181,7 +181,7 @@ TEST(CompileErrors, ValueSetTooLarge) {
 }
 
 TEST(Compiler, SumAggregateIsExact) {
-  std::string path = ::testing::TempDir() + "sum.rasp";
+  std::string path = test::tempPath("sum.rasp");
   FILE *f = fopen(path.c_str(), "w");
   fputs("s = sum_aggregate(select(indices, indices, <=), tokens);\n", f);
   fclose(f);
@@ -192,7 +192,7 @@ TEST(Compiler, SumAggregateIsExact) {
 
 TEST(Compiler, NegativeOutputsFromCategoricalInputs) {
   // Tracr cannot output negative numbers from a categorical input.
-  std::string path = ::testing::TempDir() + "neg.rasp";
+  std::string path = test::tempPath("neg.rasp");
   FILE *f = fopen(path.c_str(), "w");
   fputs("n = numerical(2 - tokens * 3);\nm = numerical(aggregate(select(indices, indices, <=), n, 0));\n", f);
   fclose(f);
@@ -211,7 +211,7 @@ TEST(Compiler, CausalModelsComputeTheCausalMeaning) {
 }
 
 TEST(Compiler, DefaultsAndNoneDecode) {
-  std::string path = ::testing::TempDir() + "defaults.rasp";
+  std::string path = test::tempPath("defaults.rasp");
   FILE *f = fopen(path.c_str(), "w");
   fputs("prev = aggregate(select(indices, indices - 1, ==), tokens);\n"
         "prev0 = aggregate(select(indices, indices - 1, ==), tokens, \"z\");\n"
@@ -241,7 +241,7 @@ TEST(Compiler, SharedSubexpressionsCompileInLinearTime) {
     src += "a" + std::to_string(i) + " = x" + std::to_string(i - 1) + " + 1;\nb" + std::to_string(i) + " = x" +
            std::to_string(i - 1) + " * 2;\nx" + std::to_string(i) + " = (a" + std::to_string(i) + " + b" +
            std::to_string(i) + ") % 5;\n";
-  std::string path = ::testing::TempDir() + "diamonds.rasp";
+  std::string path = test::tempPath("diamonds.rasp");
   FILE *f = fopen(path.c_str(), "w");
   fputs(src.c_str(), f);
   fclose(f);

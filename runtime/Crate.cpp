@@ -1,0 +1,651 @@
+#include "runtime/Crate.h"
+#include "backend/Hdf5.h"
+#include "backend/Hdf5Util.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <set>
+
+namespace raspc {
+
+namespace {
+
+using h5::fail;
+
+constexpr int64_t kMaxSize = int64_t(1) << 20;   // any configured size
+constexpr int64_t kMaxParams = int64_t(1) << 30; // 4 GiB of float32 in all
+constexpr double kLnEps = 1e-5;                  // nn.LayerNorm's default
+
+std::string layerKey(int l, const char *rest) { return fmt::format("transformer.layers.{}.{}", l, rest); }
+
+llvm::Error validateConfig(const CrateConfig &c, const std::string &what) {
+  struct Range {
+    const char *name;
+    int64_t v, lo, hi;
+  } ranges[] = {
+      {"image_size", c.image_size, 1, kMaxSize}, {"patch_size", c.patch_size, 1, kMaxSize},
+      {"channels", c.channels, 1, kMaxSize},     {"dim", c.dim, 1, kMaxSize},
+      {"depth", c.depth, 1, 1 << 12},            {"heads", c.heads, 1, kMaxSize},
+      {"num_classes", c.num_classes, 1, kMaxSize},
+  };
+  for (auto &r : ranges)
+    if (r.v < r.lo || r.v > r.hi)
+      return fail(what, fmt::format("config {} is {}, expected a value in [{}, {}]", r.name, r.v, r.lo, r.hi));
+  if (c.dim % c.heads != 0)
+    return fail(what, fmt::format("config dim = {} is not divisible by heads = {}", c.dim, c.heads));
+  if (c.image_size % c.patch_size != 0)
+    return fail(what, fmt::format("config image_size = {} is not divisible by patch_size = {}", c.image_size,
+                                  c.patch_size));
+  if (c.pool != "cls" && c.pool != "mean")
+    return fail(what, "config pool is '" + c.pool + "', expected 'cls' or 'mean'");
+  if (!std::isfinite(c.eta) || c.eta < 0) return fail(what, fmt::format("config eta is {}, expected >= 0", c.eta));
+  if (!std::isfinite(c.lambda) || c.lambda < 0)
+    return fail(what, fmt::format("config lambda is {}, expected >= 0", c.lambda));
+  double params = 0;
+  for (auto &[name, shape] : crateTensorShapes(c)) {
+    double n = 1;
+    for (int64_t d : shape) n *= double(d);
+    params += n;
+  }
+  if (params > double(kMaxParams))
+    return fail(what, fmt::format("the configuration asks for {:.0f} parameters, more than the {} raspc reads", params,
+                                  kMaxParams));
+  return llvm::Error::success();
+}
+
+llvm::Error validateSynth(const CrateModel &m, const std::string &what) {
+  if (m.synthTokens.shape.empty() && m.synthLabels.empty()) return llvm::Error::success();
+  const Tensor &t = m.synthTokens;
+  if (t.shape.size() != 2 || t.shape[1] != m.cfg.dim || t.shape[0] < 1)
+    return fail(what, fmt::format("dataset 'synth/tokens' has shape {}, expected [N, {}]", formatShape(t.shape),
+                                  m.cfg.dim));
+  if (t.data.size() != t.numel()) return fail(what, "dataset 'synth/tokens' has the wrong number of values");
+  if (auto e = h5::checkFinite(what, "synth/tokens", t)) return e;
+  if (int64_t(m.synthLabels.size()) != t.shape[0])
+    return fail(what, fmt::format("dataset 'synth/labels' has {} entries, expected {}", m.synthLabels.size(),
+                                  t.shape[0]));
+  for (int k : m.synthLabels)
+    if (k < 0 || k >= m.cfg.heads)
+      return fail(what, fmt::format("dataset 'synth/labels' holds {}, expected a head in [0, {})", k, m.cfg.heads));
+  return llvm::Error::success();
+}
+
+// Row-wise LayerNorm (biased variance, eps 1e-5), statistics in double.
+void layerNorm(const Eigen::MatrixXf &in, Eigen::MatrixXf &out, const Eigen::RowVectorXf &w,
+               const Eigen::RowVectorXf &b) {
+  out.resize(in.rows(), in.cols());
+  const Eigen::Index n = in.cols();
+  for (Eigen::Index r = 0; r < in.rows(); ++r) {
+    double mean = 0;
+    for (Eigen::Index c = 0; c < n; ++c) mean += in(r, c);
+    mean /= double(n);
+    double var = 0;
+    for (Eigen::Index c = 0; c < n; ++c) {
+      double d = in(r, c) - mean;
+      var += d * d;
+    }
+    var /= double(n);
+    float inv = float(1.0 / std::sqrt(var + kLnEps));
+    float m = float(mean);
+    for (Eigen::Index c = 0; c < n; ++c) out(r, c) = (in(r, c) - m) * inv * w(c) + b(c);
+  }
+}
+
+// Row-wise softmax in place.
+void softmaxRows(Eigen::MatrixXf &s) {
+  for (Eigen::Index r = 0; r < s.rows(); ++r) {
+    float mx = s.row(r).maxCoeff();
+    s.row(r) = (s.row(r).array() - mx).exp();
+    s.row(r) /= s.row(r).sum();
+  }
+}
+
+// log det of a symmetric positive definite matrix.
+double logdetSpd(const Eigen::MatrixXd &m) {
+  Eigen::LLT<Eigen::MatrixXd> llt(m);
+  const Eigen::MatrixXd &L = llt.matrixL();
+  double s = 0;
+  for (Eigen::Index i = 0; i < L.rows(); ++i) s += std::log(L(i, i));
+  return 2 * s;
+}
+
+Eigen::MatrixXf toMatrix(const Tensor &t, int64_t rows, int64_t cols) {
+  Eigen::MatrixXf m(rows, cols);
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < cols; ++j) m(i, j) = t.data[size_t(i * cols + j)];
+  return m;
+}
+
+Eigen::RowVectorXf toRow(const Tensor &t) {
+  Eigen::RowVectorXf v(Eigen::Index(t.data.size()));
+  for (size_t i = 0; i < t.data.size(); ++i) v(Eigen::Index(i)) = t.data[i];
+  return v;
+}
+
+Tensor fromMatrix(const Eigen::MatrixXd &m) {
+  Tensor t({int64_t(m.rows()), int64_t(m.cols())});
+  for (Eigen::Index i = 0; i < m.rows(); ++i)
+    for (Eigen::Index j = 0; j < m.cols(); ++j) t.data[size_t(i * m.cols() + j)] = float(m(i, j));
+  return t;
+}
+
+Tensor filled(std::vector<int64_t> shape, float v) {
+  Tensor t(std::move(shape));
+  std::fill(t.data.begin(), t.data.end(), v);
+  return t;
+}
+
+// A random orthogonal matrix (QR of a Gaussian matrix, signs fixed by R's diagonal).
+Eigen::MatrixXd randomOrthogonal(int n, std::mt19937_64 &rng) {
+  std::normal_distribution<double> normal(0.0, 1.0);
+  Eigen::MatrixXd g(n, n);
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) g(i, j) = normal(rng);
+  Eigen::HouseholderQR<Eigen::MatrixXd> qr(g);
+  Eigen::MatrixXd q = qr.householderQ() * Eigen::MatrixXd::Identity(n, n);
+  Eigen::MatrixXd r = qr.matrixQR();
+  for (int j = 0; j < n; ++j)
+    if (r(j, j) < 0) q.col(j) *= -1;
+  return q;
+}
+
+} // namespace
+
+// ------------------------------------------------------------------------------------
+// Layout
+
+std::vector<std::pair<std::string, std::vector<int64_t>>> crateTensorShapes(const CrateConfig &c) {
+  std::vector<std::pair<std::string, std::vector<int64_t>>> v;
+  int64_t D = c.dim, P = c.patchDim();
+  v.push_back({"to_patch_embedding.1.weight", {P}});
+  v.push_back({"to_patch_embedding.1.bias", {P}});
+  v.push_back({"to_patch_embedding.2.weight", {D, P}});
+  v.push_back({"to_patch_embedding.2.bias", {D}});
+  v.push_back({"to_patch_embedding.3.weight", {D}});
+  v.push_back({"to_patch_embedding.3.bias", {D}});
+  v.push_back({"pos_embedding", {1, int64_t(c.tokens()), D}});
+  v.push_back({"cls_token", {1, 1, D}});
+  for (int l = 0; l < c.depth; ++l) {
+    v.push_back({layerKey(l, "0.norm.weight"), {D}});
+    v.push_back({layerKey(l, "0.norm.bias"), {D}});
+    v.push_back({layerKey(l, "0.fn.qkv.weight"), {D, D}});
+    v.push_back({layerKey(l, "0.fn.to_out.0.weight"), {D, D}});
+    v.push_back({layerKey(l, "0.fn.to_out.0.bias"), {D}});
+    v.push_back({layerKey(l, "1.norm.weight"), {D}});
+    v.push_back({layerKey(l, "1.norm.bias"), {D}});
+    v.push_back({layerKey(l, "1.fn.weight"), {D, D}});
+  }
+  v.push_back({"mlp_head.0.weight", {D}});
+  v.push_back({"mlp_head.0.bias", {D}});
+  v.push_back({"mlp_head.1.weight", {int64_t(c.num_classes), D}});
+  v.push_back({"mlp_head.1.bias", {int64_t(c.num_classes)}});
+  return v;
+}
+
+llvm::Error validateCrateModel(const CrateModel &m, const std::string &what) {
+  if (auto e = validateConfig(m.cfg, what)) return e;
+  std::set<std::string> names;
+  for (auto &[name, shape] : crateTensorShapes(m.cfg)) {
+    names.insert(name);
+    auto it = m.tensors.find(name);
+    if (it == m.tensors.end()) return fail(what, "missing tensor '" + name + "'");
+    const Tensor &t = it->second;
+    if (t.shape != shape)
+      return fail(what, fmt::format("tensor '{}' has shape {}, expected {}", name, formatShape(t.shape),
+                                    formatShape(shape)));
+    if (t.data.size() != t.numel())
+      return fail(what, fmt::format("tensor '{}' has {} values for shape {}", name, t.data.size(), formatShape(shape)));
+    if (auto e = h5::checkFinite(what, name, t)) return e;
+  }
+  for (auto &[name, t] : m.tensors)
+    if (!names.count(name)) return fail(what, "unexpected tensor '" + name + "'");
+  return validateSynth(m, what);
+}
+
+llvm::Error writeCrateModel(const CrateModel &m, const std::string &path) {
+  h5::quiet();
+  if (auto e = validateCrateModel(m, path)) return e;
+  return h5::writeAtomically(path, [&](hid_t fid) -> llvm::Error {
+    for (auto &[name, shape] : crateTensorShapes(m.cfg))
+      if (auto e = h5::writeTensor(fid, path, name, m.tensors.at(name))) return e;
+    h5::Handle g = h5::group(H5Gcreate2(fid, "metadata", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    if (!g.ok()) return fail(path, "cannot create group 'metadata'");
+    const CrateConfig &c = m.cfg;
+    if (auto e = h5::writeStringAttr(g.get(), path, "metadata", "format", "crate")) return e;
+    std::pair<const char *, int64_t> ints[] = {
+        {"format_version", CrateModel::kFormatVersion},
+        {"image_size", c.image_size},
+        {"patch_size", c.patch_size},
+        {"channels", c.channels},
+        {"dim", c.dim},
+        {"depth", c.depth},
+        {"heads", c.heads},
+        {"num_classes", c.num_classes},
+    };
+    for (auto &[name, v] : ints)
+      if (auto e = h5::writeIntAttr(g.get(), path, "metadata", name, v)) return e;
+    if (auto e = h5::writeDoubleAttr(g.get(), path, "metadata", "eta", c.eta)) return e;
+    if (auto e = h5::writeDoubleAttr(g.get(), path, "metadata", "lambda", c.lambda)) return e;
+    if (auto e = h5::writeStringAttr(g.get(), path, "metadata", "pool", c.pool)) return e;
+    if (!m.synthTokens.shape.empty()) {
+      h5::Handle s = h5::group(H5Gcreate2(fid, "synth", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+      if (!s.ok()) return fail(path, "cannot create group 'synth'");
+      if (auto e = h5::writeTensor(s.get(), path, "tokens", m.synthTokens)) return e;
+      Tensor labels({int64_t(m.synthLabels.size())});
+      for (size_t i = 0; i < m.synthLabels.size(); ++i) labels.data[i] = float(m.synthLabels[i]);
+      if (auto e = h5::writeTensor(s.get(), path, "labels", labels)) return e;
+    }
+    return llvm::Error::success();
+  });
+}
+
+llvm::Expected<CrateModel> readCrateModel(const std::string &path) {
+  auto f = h5::openForReading(path);
+  if (!f) return f.takeError();
+  hid_t fid = f->get();
+  if (!h5::exists(fid, "metadata")) return fail(path, "missing group 'metadata'");
+  if (h5::objectType(fid, "metadata") != H5I_GROUP) return fail(path, "'metadata' is not a group");
+  h5::Handle g = h5::group(H5Gopen2(fid, "metadata", H5P_DEFAULT));
+  if (!g.ok()) return fail(path, "cannot open group 'metadata'");
+  hid_t gid = g.get();
+
+  std::string format;
+  if (auto e = h5::readStringAttr(gid, path, "metadata", "format", format)) return e;
+  if (format != "crate")
+    return fail(path, "attribute 'metadata/format' is '" + format + "', expected 'crate' (not a CRATE model)");
+  int64_t version;
+  if (auto e = h5::readIntAttr(gid, path, "metadata", "format_version", version, INT32_MIN, INT32_MAX))
+    return e;
+  if (version != CrateModel::kFormatVersion)
+    return fail(path, fmt::format("unsupported format_version {} (this raspc reads version {})", version,
+                                  CrateModel::kFormatVersion));
+  CrateModel m;
+  CrateConfig &c = m.cfg;
+  std::pair<const char *, int *> ints[] = {
+      {"image_size", &c.image_size}, {"patch_size", &c.patch_size}, {"channels", &c.channels},
+      {"dim", &c.dim},               {"depth", &c.depth},           {"heads", &c.heads},
+      {"num_classes", &c.num_classes},
+  };
+  for (auto &[name, dst] : ints) {
+    int64_t v;
+    if (auto e = h5::readIntAttr(gid, path, "metadata", name, v, 1, kMaxSize)) return e;
+    *dst = int(v);
+  }
+  if (auto e = h5::readDoubleAttr(gid, path, "metadata", "eta", c.eta)) return e;
+  if (auto e = h5::readDoubleAttr(gid, path, "metadata", "lambda", c.lambda)) return e;
+  if (auto e = h5::readStringAttr(gid, path, "metadata", "pool", c.pool)) return e;
+  if (auto e = validateConfig(c, path)) return e;
+
+  for (auto &[name, shape] : crateTensorShapes(c)) {
+    Tensor t;
+    if (auto e = h5::readTensor(fid, path, name, t, shape)) return e;
+    if (auto e = h5::checkFinite(path, name, t)) return e;
+    m.tensors.emplace(name, std::move(t));
+  }
+  if (h5::exists(fid, "synth")) {
+    if (h5::objectType(fid, "synth") != H5I_GROUP) return fail(path, "'synth' is not a group");
+    if (auto e = h5::readTensor(fid, path, "synth/tokens", m.synthTokens, std::nullopt, "dataset", 2))
+      return e;
+    Tensor labels;
+    if (auto e = h5::readTensor(fid, path, "synth/labels", labels, std::nullopt, "dataset", 1))
+      return e;
+    for (float x : labels.data) {
+      if (!(x >= 0 && x < float(c.heads) && x == std::floor(x)))
+        return fail(path, fmt::format("dataset 'synth/labels' holds {}, expected a head in [0, {})", x, c.heads));
+      m.synthLabels.push_back(int(x));
+    }
+  }
+  if (auto e = validateCrateModel(m, path)) return e;
+  return m;
+}
+
+llvm::Expected<CrateImages> readCrateImages(const std::string &path, const CrateConfig &c) {
+  auto f = h5::openForReading(path);
+  if (!f) return f.takeError();
+  Tensor t;
+  if (auto e = h5::readTensor(f->get(), path, "images", t, std::nullopt, "dataset", 4)) return e;
+  if (t.shape[0] < 1 || t.shape[1] != c.channels || t.shape[2] != c.image_size || t.shape[3] != c.image_size)
+    return fail(path, fmt::format("dataset 'images' has shape {}, expected [B, {}, {}, {}] with B >= 1 (the model's "
+                                  "channels and image size)",
+                                  formatShape(t.shape), c.channels, c.image_size, c.image_size));
+  for (size_t i = 0; i < t.data.size(); ++i)
+    if (!std::isfinite(t.data[i]))
+      return fail(path, fmt::format("dataset 'images' has a non-finite value ({}) at {}",
+                                    std::isnan(t.data[i]) ? "nan" : t.data[i] > 0 ? "inf" : "-inf",
+                                    h5::elementIndex(t.shape, i)));
+  CrateImages im;
+  im.batch = int(t.shape[0]);
+  im.data = std::move(t.data);
+  return im;
+}
+
+llvm::Error writeCrateImages(const std::string &path, const std::vector<float> &data, int batch, int channels,
+                             int size) {
+  Tensor t({batch, channels, size, size});
+  if (t.numel() != data.size())
+    return fail(path, fmt::format("{} values for images of shape {}", data.size(), formatShape(t.shape)));
+  t.data = data;
+  return writeTensorFile(path, "images", t);
+}
+
+llvm::Error writeTensorFile(const std::string &path, const std::string &name, const Tensor &t) {
+  return h5::writeAtomically(path, [&](hid_t fid) { return h5::writeTensor(fid, path, name, t); });
+}
+
+CrateModel randomCrateModel(const CrateConfig &c, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  CrateModel m;
+  m.cfg = c;
+  for (auto &[name, shape] : crateTensorShapes(c)) {
+    Tensor t(shape);
+    bool norm = name.find("norm") != std::string::npos || name.rfind("to_patch_embedding.1", 0) == 0 ||
+                name.rfind("to_patch_embedding.3", 0) == 0 || name.rfind("mlp_head.0", 0) == 0;
+    bool isWeight = name.size() > 7 && name.compare(name.size() - 7, 7, ".weight") == 0;
+    if (norm) {
+      for (float &x : t.data) x = (isWeight ? 1.0f : 0.0f) + 0.1f * normal(rng);
+    } else if (name == "pos_embedding" || name == "cls_token") {
+      for (float &x : t.data) x = normal(rng);
+    } else {
+      // PyTorch's default Linear init: U(-1/sqrt(in), 1/sqrt(in)); `in` is the last dim
+      // of the weight (biases use the weight's).
+      int64_t in = name.rfind("to_patch_embedding.2", 0) == 0 ? c.patchDim() : c.dim;
+      std::uniform_real_distribution<float> u(-1.0f / std::sqrt(float(in)), 1.0f / std::sqrt(float(in)));
+      for (float &x : t.data) x = u(rng);
+    }
+    m.tensors.emplace(name, std::move(t));
+  }
+  return m;
+}
+
+// ------------------------------------------------------------------------------------
+// White-box quantities
+
+double codingRate(const Eigen::MatrixXd &Z, double eps) {
+  const double n = double(Z.rows()), d = double(Z.cols());
+  // logdet(I_N + a Z Z^T) over tokens equals logdet(I_d + a Z^T Z) (Sylvester); the
+  // smaller one is computed.
+  double a = d / (n * eps * eps);
+  Eigen::MatrixXd m = Z.rows() < Z.cols() ? Eigen::MatrixXd(Z * Z.transpose()) : Eigen::MatrixXd(Z.transpose() * Z);
+  m *= a;
+  m.diagonal().array() += 1.0;
+  return 0.5 * logdetSpd(m);
+}
+
+double compressionRate(const Eigen::MatrixXd &Z, const Eigen::MatrixXd &U, int heads, double eps) {
+  const Eigen::Index p = U.cols() / heads;
+  const double alpha = double(p) / (double(Z.rows()) * eps * eps);
+  double s = 0;
+  for (int k = 0; k < heads; ++k) {
+    Eigen::MatrixXd A = Z * U.middleCols(k * p, p); // N x p: (U_k^T Z)^T in BRIEF's notation
+    Eigen::MatrixXd m = alpha * (A.transpose() * A);
+    m.diagonal().array() += 1.0;
+    s += 0.5 * logdetSpd(m);
+  }
+  return s;
+}
+
+Eigen::MatrixXd compressionGradient(const Eigen::MatrixXd &Z, const Eigen::MatrixXd &U, int heads, double eps) {
+  const Eigen::Index p = U.cols() / heads;
+  const double alpha = double(p) / (double(Z.rows()) * eps * eps);
+  Eigen::MatrixXd g = Eigen::MatrixXd::Zero(Z.rows(), Z.cols());
+  for (int k = 0; k < heads; ++k) {
+    Eigen::MatrixXd Uk = U.middleCols(k * p, p);
+    Eigen::MatrixXd A = Z * Uk;
+    Eigen::MatrixXd m = alpha * (A.transpose() * A);
+    m.diagonal().array() += 1.0;
+    // alpha (I + alpha A A^T)^-1 A U_k^T = alpha A (I + alpha A^T A)^-1 U_k^T
+    g += alpha * A * m.llt().solve(Uk.transpose());
+  }
+  return g;
+}
+
+double lassoObjective(const Eigen::MatrixXd &X, const Eigen::MatrixXd &Z, const Eigen::MatrixXd &D, double lambda) {
+  return lambda * X.cwiseAbs().sum() + 0.5 * (Z - X * D.transpose()).squaredNorm();
+}
+
+Eigen::MatrixXd istaStep(const Eigen::MatrixXd &X, const Eigen::MatrixXd &Z, const Eigen::MatrixXd &D, double eta,
+                         double lambda) {
+  Eigen::MatrixXd grad2 = Z * D;                 // F.linear(z, D.t())
+  Eigen::MatrixXd grad1 = (X * D.transpose()) * D; // F.linear(F.linear(x, D), D.t())
+  return (X + eta * (grad2 - grad1)).array().unaryExpr([&](double v) { return std::max(v - eta * lambda, 0.0); });
+}
+
+// ------------------------------------------------------------------------------------
+// Executor
+
+struct CrateExecutor::Impl {
+  struct Layer {
+    Eigen::RowVectorXf ln1w, ln1b, ln2w, ln2b, bo;
+    Eigen::MatrixXf U;   // qkv.weight^T: W = LN1(X) U
+    Eigen::MatrixXf WoT; // to_out.0.weight^T
+    Eigen::MatrixXf D, Dt;
+  };
+  CrateConfig cfg;
+  Eigen::RowVectorXf pe1w, pe1b, pe2b, pe3w, pe3b, headLnW, headLnB, headB;
+  Eigen::MatrixXf pe2T, headT; // transposed Linear weights
+  Eigen::MatrixXf pos;         // [tokens, dim]
+  Eigen::RowVectorXf cls;
+  std::vector<Layer> layers;
+
+  // Buffers, reused across calls.
+  Eigen::MatrixXf patches, patchesN, emb, embN, X, Z, W, O, S, G1, G2, T1, pooled, pooledN;
+};
+
+CrateExecutor::CrateExecutor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+CrateExecutor::CrateExecutor(CrateExecutor &&) noexcept = default;
+CrateExecutor &CrateExecutor::operator=(CrateExecutor &&) noexcept = default;
+CrateExecutor::~CrateExecutor() = default;
+
+const CrateConfig &CrateExecutor::config() const { return impl_->cfg; }
+
+llvm::Expected<CrateExecutor> CrateExecutor::create(const CrateModel &m, const std::string &what) {
+  if (auto e = validateCrateModel(m, what)) return e;
+  auto impl = std::make_unique<Impl>();
+  const CrateConfig &c = m.cfg;
+  impl->cfg = c;
+  auto T = [&](const std::string &name) -> const Tensor & { return m.tensors.at(name); };
+  auto row = [&](const std::string &name) { return toRow(T(name)); };
+  impl->pe1w = row("to_patch_embedding.1.weight");
+  impl->pe1b = row("to_patch_embedding.1.bias");
+  impl->pe2T = toMatrix(T("to_patch_embedding.2.weight"), c.dim, c.patchDim()).transpose();
+  impl->pe2b = row("to_patch_embedding.2.bias");
+  impl->pe3w = row("to_patch_embedding.3.weight");
+  impl->pe3b = row("to_patch_embedding.3.bias");
+  impl->pos = toMatrix(T("pos_embedding"), c.tokens(), c.dim);
+  impl->cls = row("cls_token");
+  for (int l = 0; l < c.depth; ++l) {
+    Impl::Layer L;
+    L.ln1w = row(layerKey(l, "0.norm.weight"));
+    L.ln1b = row(layerKey(l, "0.norm.bias"));
+    L.U = toMatrix(T(layerKey(l, "0.fn.qkv.weight")), c.dim, c.dim).transpose();
+    L.WoT = toMatrix(T(layerKey(l, "0.fn.to_out.0.weight")), c.dim, c.dim).transpose();
+    L.bo = row(layerKey(l, "0.fn.to_out.0.bias"));
+    L.ln2w = row(layerKey(l, "1.norm.weight"));
+    L.ln2b = row(layerKey(l, "1.norm.bias"));
+    L.D = toMatrix(T(layerKey(l, "1.fn.weight")), c.dim, c.dim);
+    L.Dt = L.D.transpose();
+    impl->layers.push_back(std::move(L));
+  }
+  impl->headLnW = row("mlp_head.0.weight");
+  impl->headLnB = row("mlp_head.0.bias");
+  impl->headT = toMatrix(T("mlp_head.1.weight"), c.num_classes, c.dim).transpose();
+  impl->headB = row("mlp_head.1.bias");
+  return CrateExecutor(std::move(impl));
+}
+
+Eigen::MatrixXf CrateExecutor::runLayers(const Eigen::MatrixXf &input, int groups, int tokensPerGroup,
+                                         std::vector<CrateLayerMetrics> *metrics, double eps) {
+  Impl &I = *impl_;
+  const CrateConfig &c = I.cfg;
+  const int T = tokensPerGroup, p = c.headDim();
+  const float scale = 1.0f / std::sqrt(float(p));
+  const float eta = float(c.eta), etaLambda = float(c.eta * c.lambda);
+  I.X = input;
+  if (metrics) metrics->clear();
+  for (size_t l = 0; l < I.layers.size(); ++l) {
+    const Impl::Layer &L = I.layers[l];
+    // MSSA: W = LN1(X) U; per head softmax(W_k W_k^T / sqrt(p)) W_k; X += concat Wo^T + b_o.
+    layerNorm(I.X, I.Z, L.ln1w, L.ln1b);
+    CrateLayerMetrics lm;
+    lm.layer = int(l);
+    if (metrics) {
+      Eigen::MatrixXd U = L.U.cast<double>();
+      for (int g = 0; g < groups; ++g) {
+        Eigen::MatrixXd Zg = I.Z.middleRows(Eigen::Index(g) * T, T).cast<double>();
+        lm.R += codingRate(Zg, eps) / groups;
+        lm.Rc += compressionRate(Zg, U, c.heads, eps) / groups;
+      }
+    }
+    I.W.noalias() = I.Z * L.U;
+    I.O.resize(I.W.rows(), I.W.cols());
+    for (int g = 0; g < groups; ++g)
+      for (int k = 0; k < c.heads; ++k) {
+        auto Wk = I.W.block(Eigen::Index(g) * T, Eigen::Index(k) * p, T, p);
+        I.S.noalias() = Wk * Wk.transpose();
+        I.S *= scale;
+        softmaxRows(I.S);
+        I.O.block(Eigen::Index(g) * T, Eigen::Index(k) * p, T, p).noalias() = I.S * Wk;
+      }
+    I.X.noalias() += I.O * L.WoT;
+    I.X.rowwise() += L.bo;
+    // ISTA (PyTorch form): x1 = z D^T, grad_1 = x1 D, grad_2 = z D,
+    // X = relu(z + eta (grad_2 - grad_1) - eta lambda).
+    layerNorm(I.X, I.Z, L.ln2w, L.ln2b);
+    I.T1.noalias() = I.Z * L.Dt;
+    I.G1.noalias() = I.T1 * L.D;
+    I.G2.noalias() = I.Z * L.D;
+    I.X = (I.Z.array() + eta * (I.G2 - I.G1).array() - etaLambda).max(0.0f);
+    if (metrics) {
+      lm.sparsity = double((I.X.array() == 0.0f).count()) / double(I.X.size());
+      metrics->push_back(lm);
+    }
+  }
+  return I.X;
+}
+
+Eigen::MatrixXf CrateExecutor::run(const float *images, int batch, std::vector<CrateLayerMetrics> *metrics,
+                                   double eps) {
+  Impl &I = *impl_;
+  const CrateConfig &c = I.cfg;
+  const int P = c.patch_size, C = c.channels, S = c.image_size, side = S / P, np = c.numPatches();
+  const int T = c.tokens();
+  // b c (h p1) (w p2) -> b (h w) (p1 p2 c)
+  I.patches.resize(Eigen::Index(batch) * np, c.patchDim());
+  for (int b = 0; b < batch; ++b)
+    for (int h = 0; h < side; ++h)
+      for (int w = 0; w < side; ++w) {
+        Eigen::Index r = Eigen::Index(b) * np + h * side + w;
+        for (int p1 = 0; p1 < P; ++p1)
+          for (int p2 = 0; p2 < P; ++p2)
+            for (int ch = 0; ch < C; ++ch)
+              I.patches(r, (p1 * P + p2) * C + ch) =
+                  images[((size_t(b) * C + ch) * S + size_t(h * P + p1)) * S + size_t(w * P + p2)];
+      }
+  layerNorm(I.patches, I.patchesN, I.pe1w, I.pe1b);
+  I.emb.noalias() = I.patchesN * I.pe2T;
+  I.emb.rowwise() += I.pe2b;
+  layerNorm(I.emb, I.embN, I.pe3w, I.pe3b);
+  Eigen::MatrixXf X(Eigen::Index(batch) * T, c.dim);
+  for (int b = 0; b < batch; ++b) {
+    X.row(Eigen::Index(b) * T) = I.cls + I.pos.row(0);
+    X.middleRows(Eigen::Index(b) * T + 1, np) = I.embN.middleRows(Eigen::Index(b) * np, np) + I.pos.bottomRows(np);
+  }
+  Eigen::MatrixXf out = runLayers(X, batch, T, metrics, eps);
+  I.pooled.resize(batch, c.dim);
+  for (int b = 0; b < batch; ++b)
+    I.pooled.row(b) = c.pool == "mean" ? Eigen::RowVectorXf(out.middleRows(Eigen::Index(b) * T, T).colwise().mean())
+                                       : Eigen::RowVectorXf(out.row(Eigen::Index(b) * T));
+  layerNorm(I.pooled, I.pooledN, I.headLnW, I.headLnB);
+  Eigen::MatrixXf logits = I.pooledN * I.headT;
+  logits.rowwise() += I.headB;
+  return logits;
+}
+
+// ------------------------------------------------------------------------------------
+// Synthesis
+
+Eigen::MatrixXd crateSubspaces(const CrateModel &m, int layer) {
+  const Tensor &t = m.tensors.at(layerKey(layer, "0.fn.qkv.weight"));
+  Eigen::MatrixXd U(m.cfg.dim, m.cfg.dim);
+  for (int i = 0; i < m.cfg.dim; ++i)
+    for (int j = 0; j < m.cfg.dim; ++j) U(j, i) = t.data[size_t(i) * size_t(m.cfg.dim) + size_t(j)];
+  return U;
+}
+
+llvm::Expected<CrateModel> synthCrateModel(const CrateSynthOptions &o) {
+  auto bad = [](const std::string &msg) {
+    return llvm::make_error<llvm::StringError>("crate synth: " + msg, llvm::inconvertibleErrorCode());
+  };
+  if (o.dim < 1 || o.dim > 4096) return bad(fmt::format("--dim {} is out of range [1, 4096]", o.dim));
+  if (o.heads < 1 || o.heads > o.dim) return bad(fmt::format("--heads {} is out of range [1, {}]", o.heads, o.dim));
+  if (o.dim % o.heads != 0) return bad(fmt::format("--dim {} is not divisible by --heads {}", o.dim, o.heads));
+  if (o.depth < 1 || o.depth > 1024) return bad(fmt::format("--depth {} is out of range [1, 1024]", o.depth));
+  if (o.tokens < 1 || o.tokens > 1 << 20) return bad(fmt::format("--tokens {} is out of range [1, 1048576]", o.tokens));
+  if (!(o.noise >= 0) || !std::isfinite(o.noise)) return bad("--noise must be a finite number >= 0");
+  if (!std::isfinite(o.step)) return bad("--step must be finite");
+  if (!(o.eta >= 0 && o.eta <= 1)) return bad("--eta must be in [0, 1] (the dictionary has norm 1)");
+  if (!(o.lambda >= 0) || !std::isfinite(o.lambda)) return bad("--lambda must be a finite number >= 0");
+  if (o.basis != "random" && o.basis != "coordinates")
+    return bad("--basis is '" + o.basis + "', expected 'coordinates' or 'random'");
+  if (o.dictionary != "identity" && o.dictionary != "orthogonal")
+    return bad("--dictionary is '" + o.dictionary + "', expected 'identity' or 'orthogonal'");
+
+  std::mt19937_64 rng(o.seed);
+  const int d = o.dim, K = o.heads, p = d / K;
+  Eigen::MatrixXd U = randomOrthogonal(d, rng);
+  if (o.basis == "coordinates") {
+    // A random signed permutation: column j is +-e_perm[j].
+    std::vector<int> perm(static_cast<size_t>(d));
+    for (int i = 0; i < d; ++i) perm[size_t(i)] = i;
+    std::shuffle(perm.begin(), perm.end(), rng);
+    Eigen::MatrixXd P = Eigen::MatrixXd::Zero(d, d);
+    for (int j = 0; j < d; ++j) P(perm[size_t(j)], j) = U(0, j) < 0 ? -1.0 : 1.0;
+    U = P;
+  }
+  Eigen::MatrixXd D = o.dictionary == "orthogonal" ? randomOrthogonal(d, rng) : Eigen::MatrixXd::Identity(d, d);
+  Eigen::MatrixXd Id = Eigen::MatrixXd::Identity(d, d);
+
+  CrateModel m;
+  CrateConfig &c = m.cfg;
+  c.image_size = 1;
+  c.patch_size = 1;
+  c.channels = d;
+  c.dim = d;
+  c.depth = o.depth;
+  c.heads = K;
+  c.num_classes = K;
+  c.eta = o.eta;
+  c.lambda = o.lambda;
+  c.pool = "cls";
+  for (auto &[name, shape] : crateTensorShapes(c)) m.tensors.emplace(name, filled(shape, 0.0f));
+  for (const char *ln : {"to_patch_embedding.1.weight", "to_patch_embedding.3.weight", "mlp_head.0.weight"})
+    m.tensors[ln] = filled({d}, 1.0f);
+  m.tensors["to_patch_embedding.2.weight"] = fromMatrix(Id);
+  for (int l = 0; l < o.depth; ++l) {
+    m.tensors[layerKey(l, "0.norm.weight")] = filled({d}, 1.0f);
+    m.tensors[layerKey(l, "1.norm.weight")] = filled({d}, 1.0f);
+    m.tensors[layerKey(l, "0.fn.qkv.weight")] = fromMatrix(U.transpose());
+    m.tensors[layerKey(l, "0.fn.to_out.0.weight")] = fromMatrix(o.step * U);
+    m.tensors[layerKey(l, "1.fn.weight")] = fromMatrix(D);
+  }
+  std::normal_distribution<double> normal(0.0, 1.0);
+  Eigen::MatrixXd tokens(o.tokens, d);
+  for (int i = 0; i < o.tokens; ++i) {
+    int k = i % K;
+    Eigen::VectorXd coef(p);
+    for (int j = 0; j < p; ++j) coef(j) = normal(rng);
+    Eigen::VectorXd x = U.middleCols(k * p, p) * coef;
+    for (int j = 0; j < d; ++j) x(j) += o.noise * normal(rng);
+    tokens.row(i) = x.transpose();
+    m.synthLabels.push_back(k);
+  }
+  m.synthTokens = fromMatrix(tokens);
+  if (auto e = validateCrateModel(m, "crate synth")) return e;
+  return m;
+}
+
+} // namespace raspc

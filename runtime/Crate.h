@@ -1,0 +1,172 @@
+// CRATE (Yu et al., "White-Box Transformers via Sparse Rate Reduction") in the runtime:
+// the model, its HDF5 layout, a CPU executor (Eigen, float32), the white-box metrics
+// (coding rate, compression term and its exact gradient, ISTA's LASSO objective) and
+// the synthetic "ground truth" construction. docs/crate.md has the formulas.
+//
+//   auto m = readCrateModel("crate.h5");                  // validated
+//   auto exec = CrateExecutor::create(*m);
+//   auto logits = exec->run(images.data(), batch);        // [B, num_classes]
+//
+// Conventions: tokens are rows (a sequence is an N x dim matrix); linear layers follow
+// PyTorch (weight [out, in], y = x W^T + b); tensors are named after the official
+// PyTorch checkpoint keys without the `module.` prefix.
+#pragma once
+#include "backend/Model.h"
+
+#include <Eigen/Dense>
+#include <llvm/Support/Error.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace raspc {
+
+struct CrateConfig {
+  int image_size = 0;
+  int patch_size = 0;
+  int channels = 3;
+  int dim = 0;
+  int depth = 0;
+  int heads = 0;
+  int num_classes = 0;
+  double eta = 0.1;
+  double lambda = 0.1;
+  std::string pool = "cls"; // "cls" or "mean"
+
+  int numPatches() const { return patch_size > 0 ? (image_size / patch_size) * (image_size / patch_size) : 0; }
+  int patchDim() const { return channels * patch_size * patch_size; }
+  int headDim() const { return heads > 0 ? dim / heads : 0; }
+  int tokens() const { return numPatches() + 1; } // cls + patches
+};
+
+struct CrateModel {
+  static constexpr int kFormatVersion = 1;
+  CrateConfig cfg;
+  std::map<std::string, Tensor> tensors; // "to_patch_embedding.1.weight", ...
+  // Synthesised models only (raspc crate synth): the sampled tokens [N, dim] that the
+  // layers are run on, and the subspace each token was drawn from. Empty otherwise.
+  Tensor synthTokens;
+  std::vector<int> synthLabels;
+};
+
+// The tensors of a configuration with their shapes, in a fixed order.
+std::vector<std::pair<std::string, std::vector<int64_t>>> crateTensorShapes(const CrateConfig &c);
+
+// Checks the configuration (positive sizes, dim divisible by heads, image size divisible
+// by patch size, pool "cls" or "mean", finite eta and lambda), every tensor's presence,
+// shape and finiteness (no other tensor), and the synth tokens. Errors start with `what`.
+llvm::Error validateCrateModel(const CrateModel &m, const std::string &what);
+
+// HDF5: float32 datasets at the root named by the keys, a `metadata` group with
+// attributes format = "crate", format_version, the config; optionally a `synth` group
+// with datasets tokens [N, dim] and labels [N] (float32). Written atomically.
+llvm::Error writeCrateModel(const CrateModel &m, const std::string &path);
+llvm::Expected<CrateModel> readCrateModel(const std::string &path);
+
+// A batch of images [B, C, H, W] float32 from dataset `images` of an HDF5 file, checked
+// against the model's channels and image size and for finite values.
+struct CrateImages {
+  int batch = 0;
+  std::vector<float> data; // B * C * H * W, row-major
+};
+llvm::Expected<CrateImages> readCrateImages(const std::string &path, const CrateConfig &c);
+llvm::Error writeCrateImages(const std::string &path, const std::vector<float> &data, int batch, int channels,
+                             int size);
+// An HDF5 file holding one float32 dataset `name` (e.g. the logits of a run).
+llvm::Error writeTensorFile(const std::string &path, const std::string &name, const Tensor &t);
+
+// A model with weights drawn at random (LayerNorms near identity, linear layers with
+// PyTorch's default scale); for tests and benchmarks.
+CrateModel randomCrateModel(const CrateConfig &c, uint64_t seed);
+
+// ------------------------------------------------------------------------------------
+// White-box quantities. Z holds tokens as rows (N x d): BRIEF's Z (d x N) is Z^T here.
+// U is d x d with head k's basis U_k in columns [k p, (k+1) p), p = d / heads.
+
+// R(Z) = 1/2 logdet(I + d/(N eps^2) Z^T Z)   (BRIEF's notation)
+double codingRate(const Eigen::MatrixXd &Z, double eps = 0.5);
+// R^c(Z; U) = sum_k 1/2 logdet(I + p/(N eps^2) (U_k^T Z)^T (U_k^T Z))
+double compressionRate(const Eigen::MatrixXd &Z, const Eigen::MatrixXd &U, int heads, double eps = 0.5);
+// dR^c/dZ in the same (rows) orientation as Z: the transpose of BRIEF's
+// alpha sum_k U_k U_k^T Z (I + alpha G_k)^-1.
+Eigen::MatrixXd compressionGradient(const Eigen::MatrixXd &Z, const Eigen::MatrixXd &U, int heads,
+                                    double eps = 0.5);
+// The LASSO objective of ISTA, rows as samples: lambda |X|_1 + 1/2 |Z - X D^T|_F^2
+// (BRIEF's lambda |x|_1 + 1/2 |z - D x|^2 for every row); D is the stored fn.weight.
+double lassoObjective(const Eigen::MatrixXd &X, const Eigen::MatrixXd &Z, const Eigen::MatrixXd &D, double lambda);
+// One proximal gradient step on that objective with x >= 0, from X:
+// ReLU(X + eta (Z D - X D^T D) - eta lambda). The CRATE layer is this step with X = Z.
+Eigen::MatrixXd istaStep(const Eigen::MatrixXd &X, const Eigen::MatrixXd &Z, const Eigen::MatrixXd &D, double eta,
+                         double lambda);
+
+// Per layer: R and R^c of Z = LN1(X) (the layer's input after its first LayerNorm, with
+// the layer's own U = qkv.weight^T), and the fraction of exact zeros in the ISTA output.
+// For a batch of images: R and R^c averaged over images, sparsity over all tokens.
+struct CrateLayerMetrics {
+  int layer = 0;
+  double R = 0, Rc = 0, sparsity = 0;
+};
+
+// ------------------------------------------------------------------------------------
+// CPU executor (float32). Owns converted weights and activation buffers (grown to the
+// largest batch and reused); run() is not thread-safe.
+class CrateExecutor {
+public:
+  // Validates the model (validateCrateModel) and converts its weights.
+  static llvm::Expected<CrateExecutor> create(const CrateModel &m, const std::string &what = "model");
+
+  CrateExecutor(CrateExecutor &&) noexcept;
+  CrateExecutor &operator=(CrateExecutor &&) noexcept;
+  ~CrateExecutor();
+
+  // images: batch * channels * image_size^2 floats ([B, C, H, W]); returns logits
+  // [B, num_classes]. With `metrics`, fills one entry per layer.
+  Eigen::MatrixXf run(const float *images, int batch, std::vector<CrateLayerMetrics> *metrics = nullptr,
+                      double eps = 0.5);
+
+  // The transformer layers alone on `groups` sequences of `tokensPerGroup` tokens each,
+  // stacked as rows of X ([groups * tokensPerGroup, dim]); returns the output tokens.
+  Eigen::MatrixXf runLayers(const Eigen::MatrixXf &X, int groups, int tokensPerGroup,
+                            std::vector<CrateLayerMetrics> *metrics = nullptr, double eps = 0.5);
+
+  const CrateConfig &config() const;
+
+  struct Impl;
+
+private:
+  explicit CrateExecutor(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// ------------------------------------------------------------------------------------
+// White-box construction (raspc crate synth).
+struct CrateSynthOptions {
+  int dim = 32, heads = 4, depth = 4, tokens = 128;
+  uint64_t seed = 1;
+  double noise = 0.1;  // isotropic noise added to each sampled token (standard deviation per coordinate)
+  double step = 1.0;   // output projection = step * U
+  double eta = 0.1, lambda = 0.1;
+  std::string dictionary = "identity"; // or "orthogonal": a random orthogonal D
+  // "random": U is a random orthogonal matrix; "coordinates": a random signed
+  // permutation, so that each subspace is spanned by coordinate axes (ISTA's ReLU,
+  // which acts coordinate-wise, then keeps every token in its subspace).
+  std::string basis = "coordinates";
+};
+
+// Draws U (a random orthogonal d x d matrix, split into `heads` blocks of p columns) and
+// the dictionary, builds every layer from them (qkv.weight = U^T, to_out.0.weight =
+// step U, to_out.0.bias = 0, LayerNorms identity, fn.weight = D), and samples the tokens:
+// token i lies in subspace k = i mod heads with N(0, 1) coefficients in U_k, plus
+// N(0, noise^2) in every coordinate. The image side is trivial: image_size =
+// patch_size = 1, channels = dim, identity patch embedding, zero positional embedding,
+// cls token and head (num_classes = heads).
+llvm::Expected<CrateModel> synthCrateModel(const CrateSynthOptions &o);
+
+// The projection U = qkv.weight^T of layer l, in double.
+Eigen::MatrixXd crateSubspaces(const CrateModel &m, int layer);
+
+} // namespace raspc

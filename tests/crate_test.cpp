@@ -1,0 +1,634 @@
+// CRATE in the runtime: the CPU executor against an independent double-precision
+// reference, the white-box quantities (gradient of R^c, ISTA's LASSO objective), the
+// synthesised models, malformed files and the `raspc crate` commands.
+#include "TestUtil.h"
+#include "backend/Hdf5Util.h"
+#include "runtime/Crate.h"
+
+#include <gtest/gtest.h>
+#include <hdf5.h>
+
+#include <cmath>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+
+using namespace raspc;
+using raspc::test::raspcBinary;
+using raspc::test::run;
+
+namespace {
+
+std::string tempPath(const std::string &name) { return test::tempPath(name); }
+
+// The value, or the test fails (gtest reports the exception with the error text).
+template <typename T> T expectOk(llvm::Expected<T> v) {
+  if (!v) throw std::runtime_error(llvm::toString(v.takeError()));
+  return std::move(*v);
+}
+
+std::string errorText(llvm::Error e) { return e ? llvm::toString(std::move(e)) : std::string("<success>"); }
+template <typename T> std::string errorText(llvm::Expected<T> v) {
+  return v ? std::string("<success>") : llvm::toString(v.takeError());
+}
+
+// ------------------------------------------------------------------------------------
+// An independent reference: plain loops in double, straight from the formulas.
+
+using Mat = std::vector<std::vector<double>>;
+
+Mat zeros(size_t r, size_t c) { return Mat(r, std::vector<double>(c, 0.0)); }
+
+const Tensor &W(const CrateModel &m, const std::string &name) { return m.tensors.at(name); }
+
+// y = x W^T + b, W [out, in]
+Mat linearRef(const Mat &x, const Tensor &w, const Tensor *b) {
+  size_t out = size_t(w.shape[0]), in = size_t(w.shape[1]);
+  Mat y = zeros(x.size(), out);
+  for (size_t n = 0; n < x.size(); ++n)
+    for (size_t o = 0; o < out; ++o) {
+      double s = b ? b->data[o] : 0.0;
+      for (size_t i = 0; i < in; ++i) s += x[n][i] * w.data[o * in + i];
+      y[n][o] = s;
+    }
+  return y;
+}
+
+Mat layerNormRef(const Mat &x, const Tensor &w, const Tensor &b) {
+  Mat y = x;
+  for (size_t n = 0; n < x.size(); ++n) {
+    double mean = 0, var = 0;
+    for (double v : x[n]) mean += v;
+    mean /= double(x[n].size());
+    for (double v : x[n]) var += (v - mean) * (v - mean);
+    var /= double(x[n].size());
+    for (size_t i = 0; i < x[n].size(); ++i) y[n][i] = (x[n][i] - mean) / std::sqrt(var + 1e-5) * w.data[i] + b.data[i];
+  }
+  return y;
+}
+
+// Logits of one image [C, S, S] (a pointer into the batch).
+std::vector<double> referenceForward(const CrateModel &m, const float *img) {
+  const CrateConfig &c = m.cfg;
+  const size_t P = size_t(c.patch_size), C = size_t(c.channels), S = size_t(c.image_size), side = S / P;
+  const size_t D = size_t(c.dim), K = size_t(c.heads), p = D / K, np = side * side;
+  // Patches, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)": walk the image and place each pixel.
+  Mat patches = zeros(np, P * P * C);
+  for (size_t ch = 0; ch < C; ++ch)
+    for (size_t y = 0; y < S; ++y)
+      for (size_t x = 0; x < S; ++x) {
+        size_t h = y / P, p1 = y % P, w = x / P, p2 = x % P;
+        patches[h * side + w][p1 * P * C + p2 * C + ch] = img[(ch * S + y) * S + x];
+      }
+  Mat e = layerNormRef(patches, W(m, "to_patch_embedding.1.weight"), W(m, "to_patch_embedding.1.bias"));
+  e = linearRef(e, W(m, "to_patch_embedding.2.weight"), &W(m, "to_patch_embedding.2.bias"));
+  e = layerNormRef(e, W(m, "to_patch_embedding.3.weight"), W(m, "to_patch_embedding.3.bias"));
+  const size_t T = np + 1;
+  Mat X = zeros(T, D);
+  for (size_t t = 0; t < T; ++t)
+    for (size_t i = 0; i < D; ++i)
+      X[t][i] = (t == 0 ? W(m, "cls_token").data[i] : e[t - 1][i]) + W(m, "pos_embedding").data[t * D + i];
+  for (int l = 0; l < c.depth; ++l) {
+    std::string pre = "transformer.layers." + std::to_string(l) + ".";
+    Mat Z = layerNormRef(X, W(m, pre + "0.norm.weight"), W(m, pre + "0.norm.bias"));
+    Mat Wq = linearRef(Z, W(m, pre + "0.fn.qkv.weight"), nullptr); // q = k = v
+    Mat cat = zeros(T, D);
+    for (size_t k = 0; k < K; ++k)
+      for (size_t i = 0; i < T; ++i) {
+        std::vector<double> s(T);
+        double mx = -1e300, sum = 0;
+        for (size_t j = 0; j < T; ++j) {
+          double dot = 0;
+          for (size_t a = 0; a < p; ++a) dot += Wq[i][k * p + a] * Wq[j][k * p + a];
+          s[j] = dot / std::sqrt(double(p));
+          mx = std::max(mx, s[j]);
+        }
+        for (double &v : s) sum += (v = std::exp(v - mx));
+        for (size_t j = 0; j < T; ++j)
+          for (size_t a = 0; a < p; ++a) cat[i][k * p + a] += s[j] / sum * Wq[j][k * p + a];
+      }
+    Mat out = linearRef(cat, W(m, pre + "0.fn.to_out.0.weight"), &W(m, pre + "0.fn.to_out.0.bias"));
+    for (size_t t = 0; t < T; ++t)
+      for (size_t i = 0; i < D; ++i) X[t][i] += out[t][i];
+    Z = layerNormRef(X, W(m, pre + "1.norm.weight"), W(m, pre + "1.norm.bias"));
+    // x1 = F.linear(z, Dict); grad_1 = F.linear(x1, Dict.t()); grad_2 = F.linear(z, Dict.t())
+    const Tensor &dict = W(m, pre + "1.fn.weight");
+    Tensor dictT({int64_t(D), int64_t(D)});
+    for (size_t i = 0; i < D; ++i)
+      for (size_t j = 0; j < D; ++j) dictT.data[i * D + j] = dict.data[j * D + i];
+    Mat x1 = linearRef(Z, dict, nullptr);
+    Mat g1 = linearRef(x1, dictT, nullptr);
+    Mat g2 = linearRef(Z, dictT, nullptr);
+    for (size_t t = 0; t < T; ++t)
+      for (size_t i = 0; i < D; ++i)
+        X[t][i] = std::max(0.0, Z[t][i] + c.eta * (g2[t][i] - g1[t][i]) - c.eta * c.lambda);
+  }
+  Mat pooled = zeros(1, D);
+  for (size_t i = 0; i < D; ++i) {
+    if (c.pool == "cls") {
+      pooled[0][i] = X[0][i];
+    } else {
+      for (size_t t = 0; t < T; ++t) pooled[0][i] += X[t][i] / double(T);
+    }
+  }
+  pooled = layerNormRef(pooled, W(m, "mlp_head.0.weight"), W(m, "mlp_head.0.bias"));
+  return linearRef(pooled, W(m, "mlp_head.1.weight"), &W(m, "mlp_head.1.bias"))[0];
+}
+
+std::vector<float> randomImages(int batch, const CrateConfig &c, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<float> v(size_t(batch) * size_t(c.channels) * size_t(c.image_size) * size_t(c.image_size));
+  for (float &x : v) x = normal(rng);
+  return v;
+}
+
+CrateConfig tinyConfig() {
+  CrateConfig c;
+  c.image_size = 2;
+  c.patch_size = 1;
+  c.channels = 3;
+  c.dim = 4;
+  c.depth = 1;
+  c.heads = 2;
+  c.num_classes = 5;
+  return c;
+}
+
+void expectMatchesReference(const CrateConfig &c, int batch, uint64_t seed) {
+  CrateModel m = randomCrateModel(c, seed);
+  auto exec = expectOk(CrateExecutor::create(m));
+  std::vector<float> images = randomImages(batch, c, seed + 100);
+  Eigen::MatrixXf logits = exec.run(images.data(), batch);
+  ASSERT_EQ(logits.rows(), batch);
+  ASSERT_EQ(logits.cols(), c.num_classes);
+  const size_t per = size_t(c.channels) * size_t(c.image_size) * size_t(c.image_size);
+  for (int b = 0; b < batch; ++b) {
+    std::vector<double> ref = referenceForward(m, images.data() + size_t(b) * per);
+    for (int j = 0; j < c.num_classes; ++j)
+      EXPECT_NEAR(logits(b, j), ref[size_t(j)], 1e-5 * std::max(1.0, std::abs(ref[size_t(j)])))
+          << "image " << b << " class " << j;
+  }
+}
+
+// ------------------------------------------------------------------------------------
+// Executor
+
+TEST(CrateExecutor, TinyModelMatchesReference) { expectMatchesReference(tinyConfig(), 1, 1); }
+
+TEST(CrateExecutor, PatchesDepthBatchAndMeanPool) {
+  CrateConfig c = tinyConfig();
+  c.image_size = 4;
+  c.patch_size = 2; // patch_dim 12: the (p1 p2 c) order matters
+  c.depth = 3;
+  c.dim = 8;
+  c.heads = 4;
+  expectMatchesReference(c, 3, 7);
+  c.pool = "mean";
+  expectMatchesReference(c, 2, 8);
+}
+
+TEST(CrateExecutor, BuffersAreReusedAcrossBatchSizes) {
+  CrateConfig c = tinyConfig();
+  CrateModel m = randomCrateModel(c, 3);
+  auto exec = expectOk(CrateExecutor::create(m));
+  std::vector<float> images = randomImages(4, c, 5);
+  Eigen::MatrixXf all = exec.run(images.data(), 4);
+  Eigen::MatrixXf one = exec.run(images.data() + 12, 1); // image 1 alone
+  EXPECT_LT((all.row(1) - one.row(0)).cwiseAbs().maxCoeff(), 1e-5);
+  Eigen::MatrixXf again = exec.run(images.data(), 4);
+  EXPECT_EQ(all, again);
+}
+
+// A hand-checkable layer: one token (softmax of a 1x1 score is 1), identity LayerNorm
+// parameters, U = I, Wo = I, D = I, so
+//   X_half = X + LN(X), X_next = ReLU(LN(X_half) - eta lambda).
+TEST(CrateExecutor, HandCheckedSingleToken) {
+  CrateConfig c = tinyConfig();
+  CrateModel m = randomCrateModel(c, 1);
+  for (auto &[name, t] : m.tensors) {
+    bool normW = name.find("norm.weight") != std::string::npos;
+    std::fill(t.data.begin(), t.data.end(), normW ? 1.0f : 0.0f);
+  }
+  for (const char *n : {"transformer.layers.0.0.fn.qkv.weight", "transformer.layers.0.0.fn.to_out.0.weight",
+                        "transformer.layers.0.1.fn.weight"}) {
+    Tensor &t = m.tensors[n];
+    for (int i = 0; i < 4; ++i) t.at(i, i) = 1.0f;
+  }
+  auto exec = expectOk(CrateExecutor::create(m));
+  Eigen::MatrixXf x(1, 4);
+  x << 1, 2, 3, 6; // mean 3, variance 3.5: LN(x) = (x - 3) / sqrt(3.5 + 1e-5)
+  Eigen::MatrixXf y = exec.runLayers(x, 1, 1);
+  double sd = std::sqrt(3.5 + 1e-5);
+  double half[4], mean = 0, var = 0;
+  for (int i = 0; i < 4; ++i) mean += half[i] = x(0, i) + (x(0, i) - 3) / sd;
+  mean /= 4;
+  for (double h : half) var += (h - mean) * (h - mean) / 4;
+  for (int i = 0; i < 4; ++i)
+    EXPECT_NEAR(y(0, i), std::max(0.0, (half[i] - mean) / std::sqrt(var + 1e-5) - 0.01), 1e-6) << i;
+  EXPECT_EQ(y(0, 0), 0.0f); // negative after LN: cut by the ReLU
+  EXPECT_EQ(y(0, 1), 0.0f);
+}
+
+// ------------------------------------------------------------------------------------
+// White-box quantities
+
+Eigen::MatrixXd randomMatrix(int r, int c, std::mt19937_64 &rng, double scale = 1.0) {
+  std::normal_distribution<double> normal(0.0, scale);
+  Eigen::MatrixXd m(r, c);
+  for (int i = 0; i < r; ++i)
+    for (int j = 0; j < c; ++j) m(i, j) = normal(rng);
+  return m;
+}
+
+TEST(CrateWhiteBox, CodingRatesMatchTheirDefinitions) {
+  std::mt19937_64 rng(11);
+  const int N = 7, d = 6, K = 3, p = 2;
+  Eigen::MatrixXd Z = randomMatrix(N, d, rng), U = randomMatrix(d, d, rng);
+  double eps = 0.5;
+  // BRIEF's notation: Zb = Z^T (d x N), logdet(I_N + a Zb^T Zb).
+  Eigen::MatrixXd Zb = Z.transpose();
+  Eigen::MatrixXd M = Eigen::MatrixXd::Identity(N, N) + double(d) / (N * eps * eps) * Zb.transpose() * Zb;
+  EXPECT_NEAR(codingRate(Z, eps), 0.5 * std::log(M.determinant()), 1e-9);
+  double rc = 0;
+  for (int k = 0; k < K; ++k) {
+    Eigen::MatrixXd A = U.middleCols(k * p, p).transpose() * Zb; // U_k^T Z
+    Eigen::MatrixXd G = Eigen::MatrixXd::Identity(N, N) + double(p) / (N * eps * eps) * A.transpose() * A;
+    rc += 0.5 * std::log(G.determinant());
+  }
+  EXPECT_NEAR(compressionRate(Z, U, K, eps), rc, 1e-9);
+}
+
+TEST(CrateWhiteBox, GradientOfRcMatchesFiniteDifferences) {
+  std::mt19937_64 rng(5);
+  const int N = 9, d = 8, K = 4;
+  Eigen::MatrixXd Z = randomMatrix(N, d, rng), U = randomMatrix(d, d, rng);
+  Eigen::MatrixXd g = compressionGradient(Z, U, K);
+  const double h = 1e-5;
+  for (int i = 0; i < N; ++i)
+    for (int j = 0; j < d; ++j) {
+      Eigen::MatrixXd zp = Z, zm = Z;
+      zp(i, j) += h;
+      zm(i, j) -= h;
+      double fd = (compressionRate(zp, U, K) - compressionRate(zm, U, K)) / (2 * h);
+      EXPECT_NEAR(g(i, j), fd, 1e-6 * std::max(1.0, std::abs(fd))) << i << "," << j;
+    }
+}
+
+TEST(CrateWhiteBox, GradientStepLowersRc) {
+  std::mt19937_64 rng(9);
+  for (int trial = 0; trial < 5; ++trial) {
+    const int N = 16, d = 8, K = 2;
+    Eigen::MatrixXd Z = randomMatrix(N, d, rng), U = randomMatrix(d, d, rng);
+    Eigen::MatrixXd g = compressionGradient(Z, U, K);
+    double before = compressionRate(Z, U, K);
+    double after = compressionRate(Z - 1e-3 * g, U, K);
+    EXPECT_LT(after, before) << trial;
+    // First order: the decrease is about step * |grad|^2.
+    EXPECT_NEAR(before - after, 1e-3 * g.squaredNorm(), 1e-3 * 1e-3 * g.squaredNorm() * 50);
+  }
+}
+
+TEST(CrateWhiteBox, IstaStepDoesNotIncreaseLasso) {
+  std::mt19937_64 rng(13);
+  std::uniform_real_distribution<double> unit(0.0, 1.0);
+  for (int trial = 0; trial < 20; ++trial) {
+    const int N = 10, d = 6;
+    Eigen::MatrixXd D = randomMatrix(d, d, rng), Z = randomMatrix(N, d, rng);
+    Eigen::MatrixXd X = randomMatrix(N, d, rng).cwiseAbs(); // feasible: X >= 0
+    double L = Eigen::JacobiSVD<Eigen::MatrixXd>(D).singularValues()(0);
+    double lambda = 0.1 + unit(rng);
+    for (double eta : {1.0 / (L * L), 0.5 / (L * L), 0.01 / (L * L)}) {
+      Eigen::MatrixXd Xn = istaStep(X, Z, D, eta, lambda);
+      EXPECT_GE(Xn.minCoeff(), 0.0);
+      EXPECT_LE(lassoObjective(Xn, Z, D, lambda), lassoObjective(X, Z, D, lambda) + 1e-10) << trial << " " << eta;
+    }
+    // Iterating converges monotonically.
+    double eta = 1.0 / (L * L), prev = lassoObjective(X, Z, D, lambda);
+    for (int it = 0; it < 50; ++it) {
+      X = istaStep(X, Z, D, eta, lambda);
+      double cur = lassoObjective(X, Z, D, lambda);
+      EXPECT_LE(cur, prev + 1e-10);
+      prev = cur;
+    }
+  }
+}
+
+TEST(CrateWhiteBox, LayerIstaIsIstaStepFromZ) {
+  // With identity norms and zero attention output, a layer's output is istaStep(Z, Z, D).
+  CrateConfig c = tinyConfig();
+  c.dim = 6;
+  c.heads = 3;
+  CrateModel m = randomCrateModel(c, 4);
+  for (const char *n : {"transformer.layers.0.0.fn.to_out.0.weight", "transformer.layers.0.0.fn.to_out.0.bias",
+                        "transformer.layers.0.1.norm.bias"})
+    std::fill(m.tensors[n].data.begin(), m.tensors[n].data.end(), 0.0f);
+  std::fill(m.tensors["transformer.layers.0.1.norm.weight"].data.begin(),
+            m.tensors["transformer.layers.0.1.norm.weight"].data.end(), 1.0f);
+  auto exec = expectOk(CrateExecutor::create(m));
+  std::mt19937_64 rng(2);
+  Eigen::MatrixXd X = randomMatrix(5, 6, rng);
+  // Z = LN(X) with unit weight, zero bias.
+  Eigen::MatrixXd Z = X;
+  for (int r = 0; r < 5; ++r) {
+    double mean = X.row(r).mean();
+    double var = (X.row(r).array() - mean).square().mean();
+    Z.row(r) = (X.row(r).array() - mean) / std::sqrt(var + 1e-5);
+  }
+  Eigen::MatrixXd D(6, 6);
+  const Tensor &dt = m.tensors["transformer.layers.0.1.fn.weight"];
+  for (int i = 0; i < 6; ++i)
+    for (int j = 0; j < 6; ++j) D(i, j) = dt.at(i, j);
+  Eigen::MatrixXd want = istaStep(Z, Z, D, c.eta, c.lambda);
+  Eigen::MatrixXf got = exec.runLayers(X.cast<float>(), 1, 5);
+  EXPECT_LT((got.cast<double>() - want).cwiseAbs().maxCoeff(), 1e-5);
+}
+
+// ------------------------------------------------------------------------------------
+// Synthesised models
+
+std::vector<CrateLayerMetrics> synthMetrics(const CrateSynthOptions &o) {
+  CrateModel m = expectOk(synthCrateModel(o));
+  auto exec = expectOk(CrateExecutor::create(m));
+  Eigen::MatrixXf X(m.synthTokens.shape[0], m.synthTokens.shape[1]);
+  for (int64_t i = 0; i < X.rows(); ++i)
+    for (int64_t j = 0; j < X.cols(); ++j) X(i, j) = m.synthTokens.at(i, j);
+  std::vector<CrateLayerMetrics> ms;
+  exec.runLayers(X, 1, int(X.rows()), &ms);
+  return ms;
+}
+
+// MSSA does the compressing: without it (step 0) R^c stops falling.
+TEST(CrateSynth, MssaDrivesTheCompression) {
+  CrateSynthOptions o;
+  o.depth = 6;
+  auto with = synthMetrics(o);
+  o.step = 0;
+  auto without = synthMetrics(o);
+  EXPECT_LT(with.back().Rc, without.back().Rc - 1.0);
+  EXPECT_GT(without.back().Rc, without[2].Rc);
+}
+
+TEST(CrateSynth, CompressionFallsAcrossLayers) {
+  for (uint64_t seed : {1, 2, 3}) {
+    CrateSynthOptions o;
+    o.dim = 32;
+    o.heads = 4;
+    o.depth = 6;
+    o.tokens = 128;
+    o.seed = seed;
+    CrateModel m = expectOk(synthCrateModel(o));
+    auto exec = expectOk(CrateExecutor::create(m));
+    const Tensor &t = m.synthTokens;
+    Eigen::MatrixXf X(t.shape[0], t.shape[1]);
+    for (int64_t i = 0; i < t.shape[0]; ++i)
+      for (int64_t j = 0; j < t.shape[1]; ++j) X(i, j) = t.at(i, j);
+    std::vector<CrateLayerMetrics> ms;
+    exec.runLayers(X, 1, o.tokens, &ms);
+    ASSERT_EQ(ms.size(), 6u);
+    for (size_t l = 1; l < ms.size(); ++l) EXPECT_LT(ms[l].Rc, ms[l - 1].Rc) << "seed " << seed << " layer " << l;
+    for (const CrateLayerMetrics &x : ms) {
+      EXPECT_GT(x.sparsity, 0.0);
+      EXPECT_LT(x.sparsity, 1.0);
+    }
+  }
+}
+
+TEST(CrateSynth, Construction) {
+  CrateSynthOptions o;
+  o.dim = 12;
+  o.heads = 3;
+  o.depth = 2;
+  o.tokens = 10;
+  CrateModel m = expectOk(synthCrateModel(o));
+  Eigen::MatrixXd U = crateSubspaces(m, 1);
+  EXPECT_LT((U.transpose() * U - Eigen::MatrixXd::Identity(12, 12)).cwiseAbs().maxCoeff(), 1e-6);
+  // Tokens lie near their subspace: most of their energy is in U_k.
+  for (int i = 0; i < 10; ++i) {
+    Eigen::VectorXd x(12);
+    for (int j = 0; j < 12; ++j) x(j) = m.synthTokens.at(i, j);
+    int k = m.synthLabels[size_t(i)];
+    EXPECT_EQ(k, i % 3);
+    EXPECT_GT((U.middleCols(k * 4, 4).transpose() * x).squaredNorm(), 0.7 * x.squaredNorm());
+  }
+  EXPECT_EQ(errorText(synthCrateModel({10, 4, 2, 8, 1})), "crate synth: --dim 10 is not divisible by --heads 4");
+}
+
+// ------------------------------------------------------------------------------------
+// Files
+
+TEST(CrateFile, RoundTrip) {
+  CrateConfig c = tinyConfig();
+  c.pool = "mean";
+  c.eta = 0.05;
+  CrateModel m = randomCrateModel(c, 21);
+  std::string path = tempPath("roundtrip.h5");
+  ASSERT_EQ(errorText(writeCrateModel(m, path)), "<success>");
+  CrateModel r = expectOk(readCrateModel(path));
+  EXPECT_EQ(r.cfg.pool, "mean");
+  EXPECT_EQ(r.cfg.eta, 0.05);
+  EXPECT_EQ(r.cfg.dim, 4);
+  EXPECT_EQ(r.tensors.size(), m.tensors.size());
+  for (auto &[name, t] : m.tensors) {
+    EXPECT_EQ(r.tensors[name].shape, t.shape) << name;
+    EXPECT_EQ(r.tensors[name].data, t.data) << name;
+  }
+  EXPECT_TRUE(r.synthTokens.shape.empty());
+
+  CrateSynthOptions o;
+  o.dim = 8;
+  o.heads = 2;
+  o.tokens = 6;
+  CrateModel s = expectOk(synthCrateModel(o));
+  ASSERT_EQ(errorText(writeCrateModel(s, path)), "<success>");
+  CrateModel rs = expectOk(readCrateModel(path));
+  EXPECT_EQ(rs.synthTokens.data, s.synthTokens.data);
+  EXPECT_EQ(rs.synthLabels, s.synthLabels);
+}
+
+// Edits a written file with the HDF5 C API.
+struct Edit {
+  hid_t f;
+  explicit Edit(const std::string &path) { f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT); }
+  ~Edit() { H5Fclose(f); }
+  void remove(const std::string &name) { H5Ldelete(f, name.c_str(), H5P_DEFAULT); }
+  void put(const std::string &name, const std::vector<hsize_t> &dims, const std::vector<float> &data) {
+    remove(name);
+    hid_t sp = H5Screate_simple(int(dims.size()), dims.data(), nullptr);
+    hid_t d = H5Dcreate2(f, name.c_str(), H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data());
+    H5Dclose(d);
+    H5Sclose(sp);
+  }
+  void intAttr(const std::string &name, int64_t v) {
+    hid_t g = H5Gopen2(f, "metadata", H5P_DEFAULT);
+    H5Adelete(g, name.c_str());
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(g, name.c_str(), H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_INT64, &v);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Gclose(g);
+  }
+};
+
+class CrateMalformed : public ::testing::Test {
+protected:
+  std::string path = tempPath("malformed.h5");
+  CrateModel m = randomCrateModel(tinyConfig(), 3);
+  void SetUp() override { ASSERT_EQ(errorText(writeCrateModel(m, path)), "<success>"); }
+};
+
+TEST_F(CrateMalformed, MissingTensor) {
+  Edit(path).remove("transformer.layers.0.1.fn.weight");
+  EXPECT_EQ(errorText(readCrateModel(path)), path + ": missing tensor 'transformer.layers.0.1.fn.weight'");
+}
+
+TEST_F(CrateMalformed, WrongShape) {
+  Edit(path).put("transformer.layers.0.0.fn.qkv.weight", {4, 3}, std::vector<float>(12, 0.5f));
+  EXPECT_EQ(errorText(readCrateModel(path)),
+            path + ": tensor 'transformer.layers.0.0.fn.qkv.weight' has shape [4, 3], expected [4, 4]");
+}
+
+TEST_F(CrateMalformed, NanWeight) {
+  std::vector<float> w = m.tensors["mlp_head.1.weight"].data;
+  w[1 * 4 + 2] = std::nanf("");
+  Edit(path).put("mlp_head.1.weight", {5, 4}, w);
+  EXPECT_EQ(errorText(readCrateModel(path)), path + ": tensor 'mlp_head.1.weight' has a non-finite value (nan) at [1, 2]");
+}
+
+TEST_F(CrateMalformed, ImageSizeNotDivisibleByPatchSize) {
+  {
+    Edit e(path);
+    e.intAttr("image_size", 5);
+    e.intAttr("patch_size", 2);
+  }
+  EXPECT_EQ(errorText(readCrateModel(path)), path + ": config image_size = 5 is not divisible by patch_size = 2");
+}
+
+TEST_F(CrateMalformed, DimNotDivisibleByHeads) {
+  Edit(path).intAttr("heads", 3);
+  EXPECT_EQ(errorText(readCrateModel(path)), path + ": config dim = 4 is not divisible by heads = 3");
+}
+
+TEST_F(CrateMalformed, MissingAttributeAndNotCrate) {
+  {
+    Edit e(path);
+    hid_t g = H5Gopen2(e.f, "metadata", H5P_DEFAULT);
+    H5Adelete(g, "depth");
+    H5Gclose(g);
+  }
+  EXPECT_EQ(errorText(readCrateModel(path)), path + ": missing attribute 'metadata/depth'");
+  std::string other = tempPath("not_crate.h5");
+  ASSERT_EQ(errorText(writeCrateImages(other, std::vector<float>(12, 0.0f), 1, 3, 2)), "<success>");
+  EXPECT_EQ(errorText(readCrateModel(other)), other + ": missing group 'metadata'");
+}
+
+TEST_F(CrateMalformed, WrongInputImageSize) {
+  std::string images = tempPath("images_4x4.h5");
+  ASSERT_EQ(errorText(writeCrateImages(images, std::vector<float>(2 * 3 * 16, 0.0f), 2, 3, 4)), "<success>");
+  EXPECT_EQ(errorText(readCrateImages(images, m.cfg)),
+            images + ": dataset 'images' has shape [2, 3, 4, 4], expected [B, 3, 2, 2] with B >= 1 (the model's "
+                     "channels and image size)");
+  std::vector<float> bad(12, 0.0f);
+  bad[5] = INFINITY;
+  ASSERT_EQ(errorText(writeCrateImages(images, bad, 1, 3, 2)), "<success>");
+  EXPECT_EQ(errorText(readCrateImages(images, m.cfg)),
+            images + ": dataset 'images' has a non-finite value (inf) at [0, 1, 0, 1]");
+}
+
+// ------------------------------------------------------------------------------------
+// Command line
+
+std::vector<std::string> lines(const std::string &s) {
+  std::vector<std::string> v;
+  std::istringstream in(s);
+  for (std::string l; std::getline(in, l);) v.push_back(l);
+  return v;
+}
+
+TEST(CrateCli, SynthWritesAModelAndPrintsFallingRc) {
+  std::string path = tempPath("synth_cli.h5");
+  std::remove(path.c_str());
+  auto r = run(raspcBinary() + " crate synth --dim 16 --heads 4 --depth 3 --tokens 64 --seed 2 -o " + path);
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  auto ls = lines(r.out);
+  ASSERT_EQ(ls.size(), 5u) << r.out;
+  EXPECT_EQ(ls[0], "wrote " + path + ": dim 16, 4 heads of width 4, depth 3, 64 tokens, seed 2");
+  EXPECT_EQ(ls[1].substr(0, 5), "layer");
+  double prev = 1e300;
+  for (int l = 0; l < 3; ++l) {
+    std::istringstream in(ls[size_t(2 + l)]);
+    int layer;
+    double R, Rc, sp;
+    in >> layer >> R >> Rc >> sp;
+    EXPECT_EQ(layer, l);
+    EXPECT_LT(Rc, prev);
+    prev = Rc;
+  }
+  // Not overwritten without --force; `crate run` on it prints the same table.
+  auto again = run(raspcBinary() + " crate synth --dim 16 --heads 4 --depth 3 --tokens 64 --seed 2 -o " + path);
+  EXPECT_EQ(again.exitCode, 1);
+  EXPECT_EQ(again.out, "raspc: error: '" + path + "' exists; pass --force to overwrite it\n");
+  auto rerun = run(raspcBinary() + " crate run " + path);
+  EXPECT_EQ(rerun.exitCode, 0);
+  EXPECT_EQ(rerun.out, r.out.substr(ls[0].size() + 1));
+  auto json = run(raspcBinary() + " crate run " + path + " --json");
+  EXPECT_EQ(lines(json.out).size(), 3u);
+  EXPECT_EQ(json.out.substr(0, 18), "{\"layer\": 0, \"R\": ");
+  auto bad = run(raspcBinary() + " crate synth --dim 10 --heads 4 --force -o " + path);
+  EXPECT_EQ(bad.exitCode, 1);
+  EXPECT_EQ(bad.out, "raspc: error: crate synth: --dim 10 is not divisible by --heads 4\n");
+}
+
+TEST(CrateCli, RunPrintsTopClasses) {
+  CrateConfig c = tinyConfig();
+  c.num_classes = 7;
+  CrateModel m = randomCrateModel(c, 31);
+  std::string model = tempPath("cli_model.h5"), images = tempPath("cli_images.h5"), out = tempPath("cli_logits.h5");
+  ASSERT_EQ(errorText(writeCrateModel(m, model)), "<success>");
+  std::vector<float> im = randomImages(2, c, 3);
+  ASSERT_EQ(errorText(writeCrateImages(images, im, 2, 3, 2)), "<success>");
+  auto exec = expectOk(CrateExecutor::create(m));
+  Eigen::MatrixXf logits = exec.run(im.data(), 2);
+
+  auto r = run(raspcBinary() + " crate run " + model + " --input " + images + " --json --logits " + out);
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  auto ls = lines(r.out);
+  ASSERT_EQ(ls.size(), 2u);
+  for (int b = 0; b < 2; ++b) {
+    Eigen::Index best;
+    logits.row(b).maxCoeff(&best);
+    std::string prefix = "{\"image\": " + std::to_string(b) + ", \"top\": [[" + std::to_string(best) + ", ";
+    EXPECT_EQ(ls[size_t(b)].substr(0, prefix.size()), prefix);
+    size_t pairs = 0;
+    for (char ch : ls[size_t(b)]) pairs += ch == '[';
+    EXPECT_EQ(pairs, 6u); // the list and 5 pairs
+  }
+  {
+    auto f = h5::openForReading(out);
+    ASSERT_TRUE(bool(f)) << llvm::toString(f.takeError());
+    Tensor t;
+    ASSERT_EQ(errorText(h5::readTensor(f->get(), out, "logits", t, std::vector<int64_t>{2, 7})), "<success>");
+    for (int b = 0; b < 2; ++b)
+      for (int j = 0; j < 7; ++j) EXPECT_EQ(t.at(b, j), logits(b, j));
+  }
+
+  auto text = run(raspcBinary() + " crate run " + model + " --input " + images + " --top 2 --metrics");
+  ASSERT_EQ(text.exitCode, 0) << text.out;
+  ls = lines(text.out);
+  ASSERT_EQ(ls.size(), 4u) << text.out; // 2 images, header, 1 layer
+  EXPECT_EQ(ls[0].substr(0, 9), "image 0: ");
+  EXPECT_EQ(ls[2].substr(0, 5), "layer");
+  EXPECT_EQ(ls[3].substr(0, 2), "0 ");
+
+  auto wrong = run(raspcBinary() + " crate run " + model + " --input " + model);
+  EXPECT_EQ(wrong.exitCode, 1);
+  EXPECT_EQ(wrong.out, "raspc: error: " + model + ": missing dataset 'images'\n");
+  auto noInput = run(raspcBinary() + " crate run " + model);
+  EXPECT_EQ(noInput.exitCode, 2);
+  EXPECT_EQ(noInput.out, "raspc crate run: give --input IMAGES.h5 (" + model + " has no synthesised tokens)\n");
+}
+
+} // namespace

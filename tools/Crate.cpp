@@ -1,0 +1,165 @@
+// raspc crate run | synth: CRATE models on the CPU (docs/crate.md).
+#include "backend/Hdf5.h"
+#include "runtime/Crate.h"
+#include "tools/Commands.h"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <llvm/Support/FileSystem.h>
+
+#include <algorithm>
+#include <iostream>
+#include <memory>
+#include <numeric>
+
+namespace raspc::tools {
+
+namespace {
+
+struct CrateFlags {
+  // run
+  std::string model;
+  std::optional<std::string> input, logitsOut;
+  bool json = false, metrics = false;
+  int top = 5;
+  double eps = 0.5;
+  // synth
+  CrateSynthOptions synth;
+  std::string synthOut;
+  bool synthJson = false, force = false;
+};
+
+void printMetrics(const std::vector<CrateLayerMetrics> &ms, bool json) {
+  if (json) {
+    for (const CrateLayerMetrics &m : ms)
+      std::cout << fmt::format("{{\"layer\": {}, \"R\": {}, \"Rc\": {}, \"sparsity\": {}}}\n", m.layer, m.R, m.Rc,
+                               m.sparsity);
+    return;
+  }
+  std::cout << fmt::format("{:<6} {:>12} {:>12} {:>9}\n", "layer", "R(Z)", "Rc(Z;U)", "sparsity");
+  for (const CrateLayerMetrics &m : ms)
+    std::cout << fmt::format("{:<6} {:>12.4f} {:>12.4f} {:>9.4f}\n", m.layer, m.R, m.Rc, m.sparsity);
+}
+
+int fail(llvm::Error e) {
+  std::cerr << "raspc: error: " << llvm::toString(std::move(e)) << "\n";
+  return 1;
+}
+
+int runCrate(const CrateFlags &f) {
+  auto model = readCrateModel(f.model);
+  if (!model) return fail(model.takeError());
+  auto exec = CrateExecutor::create(*model, f.model);
+  if (!exec) return fail(exec.takeError());
+  const CrateConfig &c = model->cfg;
+  if (!f.input) {
+    // A synthesised model: the layers on its stored tokens, with the metrics.
+    if (model->synthTokens.shape.empty()) {
+      std::cerr << "raspc crate run: give --input IMAGES.h5 (" << f.model << " has no synthesised tokens)\n";
+      return 2;
+    }
+    const Tensor &t = model->synthTokens;
+    Eigen::MatrixXf X(t.shape[0], t.shape[1]);
+    for (int64_t i = 0; i < t.shape[0]; ++i)
+      for (int64_t j = 0; j < t.shape[1]; ++j) X(i, j) = t.data[size_t(i * t.shape[1] + j)];
+    std::vector<CrateLayerMetrics> ms;
+    exec->runLayers(X, 1, int(X.rows()), &ms, f.eps);
+    printMetrics(ms, f.json);
+    return 0;
+  }
+  auto images = readCrateImages(*f.input, c);
+  if (!images) return fail(images.takeError());
+  std::vector<CrateLayerMetrics> ms;
+  Eigen::MatrixXf logits = exec->run(images->data.data(), images->batch, f.metrics ? &ms : nullptr, f.eps);
+  int k = std::min(f.top, c.num_classes);
+  for (int b = 0; b < images->batch; ++b) {
+    std::vector<int> order(size_t(c.num_classes));
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int x, int y) { return logits(b, x) > logits(b, y); });
+    std::string line = f.json ? fmt::format("{{\"image\": {}, \"top\": [", b) : fmt::format("image {}:", b);
+    for (int i = 0; i < k; ++i) {
+      int cls = order[size_t(i)];
+      line += f.json ? fmt::format("{}[{}, {}]", i ? ", " : "", cls, logits(b, cls))
+                     : fmt::format(" {} ({:.4f})", cls, logits(b, cls));
+    }
+    std::cout << line << (f.json ? "]}\n" : "\n");
+  }
+  if (f.metrics) printMetrics(ms, f.json);
+  if (f.logitsOut) {
+    Tensor t({int64_t(logits.rows()), int64_t(logits.cols())});
+    for (int64_t b = 0; b < t.shape[0]; ++b)
+      for (int64_t j = 0; j < t.shape[1]; ++j) t.at(b, j) = logits(b, j);
+    if (auto e = writeTensorFile(*f.logitsOut, "logits", t)) return fail(std::move(e));
+  }
+  return 0;
+}
+
+int runSynth(const CrateFlags &f) {
+  if (!f.force && llvm::sys::fs::exists(f.synthOut)) {
+    std::cerr << "raspc: error: '" << f.synthOut << "' exists; pass --force to overwrite it\n";
+    return 1;
+  }
+  auto model = synthCrateModel(f.synth);
+  if (!model) return fail(model.takeError());
+  if (auto e = writeCrateModel(*model, f.synthOut)) return fail(std::move(e));
+  auto exec = CrateExecutor::create(*model, f.synthOut);
+  if (!exec) return fail(exec.takeError());
+  const Tensor &t = model->synthTokens;
+  Eigen::MatrixXf X(t.shape[0], t.shape[1]);
+  for (int64_t i = 0; i < t.shape[0]; ++i)
+    for (int64_t j = 0; j < t.shape[1]; ++j) X(i, j) = t.data[size_t(i * t.shape[1] + j)];
+  std::vector<CrateLayerMetrics> ms;
+  exec->runLayers(X, 1, int(X.rows()), &ms, f.eps);
+  const CrateSynthOptions &o = f.synth;
+  if (!f.synthJson)
+    std::cout << fmt::format("wrote {}: dim {}, {} heads of width {}, depth {}, {} tokens, seed {}\n", f.synthOut,
+                             o.dim, o.heads, o.dim / o.heads, o.depth, o.tokens, o.seed);
+  printMetrics(ms, f.synthJson);
+  return 0;
+}
+
+} // namespace
+
+std::function<std::optional<int>()> addCrateCommands(CLI::App &app) {
+  auto f = std::make_shared<CrateFlags>();
+  auto *crate = app.add_subcommand("crate", "CRATE white-box transformers: run a model, or synthesise one");
+  crate->require_subcommand(1);
+
+  auto *run = crate->add_subcommand("run", "run a CRATE model on a batch of images (CPU)");
+  run->add_option("MODEL", f->model, "CRATE model (.h5)")->required();
+  run->add_option("--input", f->input, "HDF5 file with dataset 'images' [B, C, H, W] float32");
+  run->add_flag("--json", f->json, "print {\"image\": i, \"top\": [[class, logit], ...]} (one object per line)");
+  run->add_flag("--metrics", f->metrics, "print per layer R(Z), Rc(Z;U) and the sparsity after ISTA");
+  run->add_option("--top", f->top, "classes shown per image (default 5)")->check(CLI::Range(1, 1 << 20));
+  run->add_option("--eps", f->eps, "the distortion eps of the coding rates (default 0.5)")
+      ->check(CLI::Range(1e-6, 1e6));
+  run->add_option("--logits", f->logitsOut, "write the logits to this HDF5 file (dataset 'logits' [B, classes])");
+
+  auto *synth = crate->add_subcommand("synth", "build CRATE layers from random subspaces, run them on sampled tokens");
+  CrateSynthOptions &o = f->synth;
+  synth->add_option("--dim", o.dim, "token dimension d (default 32)");
+  synth->add_option("--heads", o.heads, "subspaces K, each of width d/K (default 4)");
+  synth->add_option("--depth", o.depth, "layers (default 4)");
+  synth->add_option("--tokens", o.tokens, "sampled tokens N (default 128)");
+  synth->add_option("--seed", o.seed, "random seed (default 1)");
+  synth->add_option("--noise", o.noise, "noise per coordinate, standard deviation (default 0.1)");
+  synth->add_option("--step", o.step, "MSSA step: to_out.0.weight = step * U (default 1)");
+  synth->add_option("--eta", o.eta, "ISTA step size (default 0.1)");
+  synth->add_option("--lambda", o.lambda, "ISTA sparsity weight (default 0.1)");
+  synth->add_option("--dictionary", o.dictionary, "identity (default) or orthogonal");
+  synth->add_option("--basis", o.basis, "coordinates (default: subspaces spanned by coordinate axes) or random");
+  synth->add_option("-o,--out", f->synthOut, "the model file to write")->required();
+  synth->add_option("--eps", f->eps, "the distortion eps of the coding rates (default 0.5)")
+      ->check(CLI::Range(1e-6, 1e6));
+  synth->add_flag("--force", f->force, "overwrite an existing file");
+  synth->add_flag("--json", f->synthJson, "print the metrics as JSON, one object per layer");
+
+  return [f, crate, run, synth]() -> std::optional<int> {
+    if (!crate->parsed()) return std::nullopt;
+    if (run->parsed()) return runCrate(*f);
+    if (synth->parsed()) return runSynth(*f);
+    return 2;
+  };
+}
+
+} // namespace raspc::tools
