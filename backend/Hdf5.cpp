@@ -452,22 +452,7 @@ llvm::Error validateModel(const Model &m, const std::string &what) {
       return fail(what, fmt::format("config {} is {}, expected a value in [{}, {}]", r.name, r.v, r.lo, r.hi));
 
   // Tensors: exactly the expected ones, with their shapes, finite.
-  auto expected = expectedTensors(c);
-  std::set<std::string> names;
-  for (auto &[name, shape] : expected) {
-    names.insert(name);
-    auto it = m.tensors.find(name);
-    if (it == m.tensors.end()) return fail(what, "missing tensor '" + name + "'");
-    const Tensor &t = it->second;
-    if (t.shape != shape)
-      return fail(what, fmt::format("tensor '{}' has shape {}, expected {}", name, formatShape(t.shape),
-                                    formatShape(shape)));
-    if (t.data.size() != t.numel())
-      return fail(what, fmt::format("tensor '{}' has {} values for shape {}", name, t.data.size(), formatShape(shape)));
-    if (auto e = h5::checkFinite(what, name, t)) return e;
-  }
-  for (auto &[name, t] : m.tensors)
-    if (!names.count(name)) return fail(what, "unexpected tensor '" + name + "'");
+  if (auto e = h5::checkTensors(what, m.tensors, expectedTensors(c))) return e;
 
   // Vocabulary.
   if (int64_t(m.vocab.size()) != c.d_vocab)

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <fcntl.h>
+#include <set>
 #include <unistd.h>
 
 namespace raspc::h5 {
@@ -115,6 +116,26 @@ llvm::Error checkFinite(const std::string &what, const std::string &name, const 
                                   std::isnan(t.data[i]) ? "nan" : t.data[i] > 0 ? "inf" : "-inf",
                                   elementIndex(t.shape, i)));
   }
+  return llvm::Error::success();
+}
+
+llvm::Error checkTensors(const std::string &what, const std::map<std::string, Tensor> &tensors,
+                         const std::vector<std::pair<std::string, std::vector<int64_t>>> &expected) {
+  std::set<std::string> names;
+  for (auto &[name, shape] : expected) {
+    names.insert(name);
+    auto it = tensors.find(name);
+    if (it == tensors.end()) return fail(what, "missing tensor '" + name + "'");
+    const Tensor &t = it->second;
+    if (t.shape != shape)
+      return fail(what, fmt::format("tensor '{}' has shape {}, expected {}", name, formatShape(t.shape),
+                                    formatShape(shape)));
+    if (t.data.size() != t.numel())
+      return fail(what, fmt::format("tensor '{}' has {} values for shape {}", name, t.data.size(), formatShape(shape)));
+    if (auto e = checkFinite(what, name, t)) return e;
+  }
+  for (auto &[name, t] : tensors)
+    if (!names.count(name)) return fail(what, "unexpected tensor '" + name + "'");
   return llvm::Error::success();
 }
 

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -98,6 +99,11 @@ std::string elementIndex(const std::vector<int64_t> &shape, size_t i);
 
 // Fails ("tensor 'NAME' has a non-finite value (nan) at [0, 3]") unless every value is finite.
 llvm::Error checkFinite(const std::string &what, const std::string &name, const Tensor &t);
+
+// Checks that `tensors` holds exactly the `expected` names, each with its shape, a
+// matching number of values, and finite values.
+llvm::Error checkTensors(const std::string &what, const std::map<std::string, Tensor> &tensors,
+                         const std::vector<std::pair<std::string, std::vector<int64_t>>> &expected);
 
 // Writing. `where` is the group's path as errors name it ("metadata"; "" for the root).
 llvm::Error writeTensor(hid_t loc, const std::string &what, const std::string &name, const Tensor &t);

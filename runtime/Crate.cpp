@@ -187,21 +187,7 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> crateTensorShapes(cons
 
 llvm::Error validateCrateModel(const CrateModel &m, const std::string &what) {
   if (auto e = validateConfig(m.cfg, what)) return e;
-  std::set<std::string> names;
-  for (auto &[name, shape] : crateTensorShapes(m.cfg)) {
-    names.insert(name);
-    auto it = m.tensors.find(name);
-    if (it == m.tensors.end()) return fail(what, "missing tensor '" + name + "'");
-    const Tensor &t = it->second;
-    if (t.shape != shape)
-      return fail(what, fmt::format("tensor '{}' has shape {}, expected {}", name, formatShape(t.shape),
-                                    formatShape(shape)));
-    if (t.data.size() != t.numel())
-      return fail(what, fmt::format("tensor '{}' has {} values for shape {}", name, t.data.size(), formatShape(shape)));
-    if (auto e = h5::checkFinite(what, name, t)) return e;
-  }
-  for (auto &[name, t] : m.tensors)
-    if (!names.count(name)) return fail(what, "unexpected tensor '" + name + "'");
+  if (auto e = h5::checkTensors(what, m.tensors, crateTensorShapes(m.cfg))) return e;
   return validateSynth(m, what);
 }
 
