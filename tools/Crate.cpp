@@ -41,6 +41,17 @@ void printMetrics(const std::vector<CrateLayerMetrics> &ms, bool json) {
     std::cout << fmt::format("{:<6} {:>12.4f} {:>12.4f} {:>9.4f}\n", m.layer, m.R, m.Rc, m.sparsity);
 }
 
+// The layers of a synthesised model run on its stored tokens, with the per-layer metrics.
+std::vector<CrateLayerMetrics> synthMetrics(CrateExecutor &exec, const CrateModel &model, double eps) {
+  const Tensor &t = model.synthTokens;
+  Eigen::MatrixXf X(t.shape[0], t.shape[1]);
+  for (int64_t i = 0; i < t.shape[0]; ++i)
+    for (int64_t j = 0; j < t.shape[1]; ++j) X(i, j) = t.data[size_t(i * t.shape[1] + j)];
+  std::vector<CrateLayerMetrics> ms;
+  exec.runLayers(X, 1, int(X.rows()), &ms, eps);
+  return ms;
+}
+
 int fail(llvm::Error e) {
   std::cerr << "raspc: error: " << llvm::toString(std::move(e)) << "\n";
   return 1;
@@ -58,13 +69,7 @@ int runCrate(const CrateFlags &f) {
       std::cerr << "raspc crate run: give --input IMAGES.h5 (" << f.model << " has no synthesised tokens)\n";
       return 2;
     }
-    const Tensor &t = model->synthTokens;
-    Eigen::MatrixXf X(t.shape[0], t.shape[1]);
-    for (int64_t i = 0; i < t.shape[0]; ++i)
-      for (int64_t j = 0; j < t.shape[1]; ++j) X(i, j) = t.data[size_t(i * t.shape[1] + j)];
-    std::vector<CrateLayerMetrics> ms;
-    exec->runLayers(X, 1, int(X.rows()), &ms, f.eps);
-    printMetrics(ms, f.json);
+    printMetrics(synthMetrics(*exec, *model, f.eps), f.json);
     return 0;
   }
   auto images = readCrateImages(*f.input, c);
@@ -104,12 +109,7 @@ int runSynth(const CrateFlags &f) {
   if (auto e = writeCrateModel(*model, f.synthOut)) return fail(std::move(e));
   auto exec = CrateExecutor::create(*model, f.synthOut);
   if (!exec) return fail(exec.takeError());
-  const Tensor &t = model->synthTokens;
-  Eigen::MatrixXf X(t.shape[0], t.shape[1]);
-  for (int64_t i = 0; i < t.shape[0]; ++i)
-    for (int64_t j = 0; j < t.shape[1]; ++j) X(i, j) = t.data[size_t(i * t.shape[1] + j)];
-  std::vector<CrateLayerMetrics> ms;
-  exec->runLayers(X, 1, int(X.rows()), &ms, f.eps);
+  std::vector<CrateLayerMetrics> ms = synthMetrics(*exec, *model, f.eps);
   const CrateSynthOptions &o = f.synth;
   if (!f.synthJson)
     std::cout << fmt::format("wrote {}: dim {}, {} heads of width {}, depth {}, {} tokens, seed {}\n", f.synthOut,
