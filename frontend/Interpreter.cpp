@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 
 namespace raspc {
@@ -18,6 +19,22 @@ bool isIntToken(const std::string &t) {
   for (; i < t.size(); ++i)
     if (t[i] < '0' || t[i] > '9') return false;
   return true;
+}
+
+std::vector<std::vector<std::string>> allInputs(const std::vector<std::string> &vocab, int maxLen, size_t limit) {
+  std::vector<std::vector<std::string>> out, level = {{}};
+  for (int len = 1; len <= maxLen && !vocab.empty(); ++len) {
+    if (level.size() * vocab.size() > limit - std::min(limit, out.size())) break;
+    std::vector<std::vector<std::string>> next;
+    for (auto &s : level)
+      for (auto &t : vocab) {
+        next.push_back(s);
+        next.back().push_back(t);
+      }
+    level = std::move(next);
+    out.insert(out.end(), level.begin(), level.end());
+  }
+  return out;
 }
 
 static bool compareScalars(ir::Comparison c, const Scalar &key, const Scalar &query, std::string &error) {

@@ -7,6 +7,7 @@
 
 #include <llvm/ADT/ArrayRef.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -54,5 +55,10 @@ private:
 
 // Whether a token spells an integer ("12", "-3").
 bool isIntToken(const std::string &t);
+
+// Every input over `vocab` of length 1, 2, ... up to `maxLen`, shortest first, stopping
+// before the length whose inputs would bring the total over `limit`.
+std::vector<std::vector<std::string>> allInputs(const std::vector<std::string> &vocab, int maxLen,
+                                                size_t limit = SIZE_MAX);
 
 } // namespace raspc

@@ -39,19 +39,7 @@ llvm::Error checkCategoricalAggregates(const Analysis &a) {
   const auto &vocab = a.opts.vocab;
   const int N = a.opts.maxLen;
   // Every input while there are few, then random ones up to the maximum length.
-  std::vector<std::vector<std::string>> inputs;
-  std::vector<std::vector<std::string>> level = {{}};
-  for (int len = 1; len <= N; ++len) {
-    if (level.size() * vocab.size() + inputs.size() > 256) break;
-    std::vector<std::vector<std::string>> next;
-    for (auto &s : level)
-      for (auto &t : vocab) {
-        next.push_back(s);
-        next.back().push_back(t);
-      }
-    level = std::move(next);
-    inputs.insert(inputs.end(), level.begin(), level.end());
-  }
+  std::vector<std::vector<std::string>> inputs = allInputs(vocab, N, 256);
   std::mt19937 rng(12345);
   for (int i = 0; i < 32; ++i) {
     std::vector<std::string> s(size_t(N / 2 + 1 + int(rng() % unsigned(N - N / 2))));

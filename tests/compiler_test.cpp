@@ -80,22 +80,6 @@ std::string compare(Built &b, const std::vector<std::vector<std::string>> &input
   return "";
 }
 
-std::vector<std::vector<std::string>> allInputs(const std::vector<std::string> &vocab, int maxLen) {
-  std::vector<std::vector<std::string>> out;
-  std::vector<std::vector<std::string>> level = {{}};
-  for (int len = 1; len <= maxLen; ++len) {
-    std::vector<std::vector<std::string>> next;
-    for (auto &s : level)
-      for (auto &t : vocab) {
-        auto x = s;
-        x.push_back(t);
-        next.push_back(x);
-      }
-    level = std::move(next);
-    out.insert(out.end(), level.begin(), level.end());
-  }
-  return out;
-}
 
 std::vector<std::vector<std::string>> randomInputs(const std::vector<std::string> &vocab, int maxLen, int count) {
   std::mt19937 rng(7);

@@ -70,20 +70,6 @@ private:
   }
 };
 
-std::vector<std::vector<std::string>> allInputs(const std::vector<std::string> &vocab, int maxLen) {
-  std::vector<std::vector<std::string>> out, level = {{}};
-  for (int len = 1; len <= maxLen; ++len) {
-    std::vector<std::vector<std::string>> next;
-    for (auto &s : level)
-      for (auto &t : vocab) {
-        next.push_back(s);
-        next.back().push_back(t);
-      }
-    level = std::move(next);
-    out.insert(out.end(), level.begin(), level.end());
-  }
-  return out;
-}
 
 bool same(const Scalar &a, const Scalar &b) {
   if (isNone(a) || isNone(b)) return isNone(a) && isNone(b);
