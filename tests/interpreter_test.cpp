@@ -161,7 +161,7 @@ TEST(AllInputs, ShortestFirstWithinTheLimit) {
   ASSERT_EQ(all.size(), 14u); // 2 + 4 + 8
   EXPECT_EQ(all[0], (std::vector<std::string>{"a"}));
   EXPECT_EQ(all[2], (std::vector<std::string>{"a", "a"}));
-  EXPECT_EQ(all[3], (std::vector<std::string>{"b", "a"}));
+  EXPECT_EQ(all[3], (std::vector<std::string>{"a", "b"}));
   EXPECT_EQ(raspc::allInputs({"a", "b"}, 3, 13).size(), 6u); // length 3 would pass the limit
   EXPECT_TRUE(raspc::allInputs({}, 3).empty());
 }
