@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
@@ -37,31 +39,43 @@ std::vector<std::vector<std::string>> allInputs(const std::vector<std::string> &
   return out;
 }
 
-static bool compareScalars(ir::Comparison c, const Scalar &key, const Scalar &query, std::string &error) {
-  ir::MapOp op;
-  switch (c) {
-  case ir::Comparison::Eq: op = ir::MapOp::Eq; break;
-  case ir::Comparison::Lt: op = ir::MapOp::Lt; break;
-  case ir::Comparison::Gt: op = ir::MapOp::Gt; break;
-  case ir::Comparison::Ge: op = ir::MapOp::Ge; break;
-  case ir::Comparison::Le: op = ir::MapOp::Le; break;
-  default: op = ir::MapOp::Ne; break;
+bool allIntTokens(llvm::ArrayRef<std::string> tokens) {
+  return !tokens.empty() && std::all_of(tokens.begin(), tokens.end(), isIntToken);
+}
+
+std::optional<Scalar> parseToken(const std::string &s, ir::TokenType type) {
+  switch (type) {
+  case ir::TokenType::Int:
+    if (!isIntToken(s)) return std::nullopt;
+    return Scalar(int64_t(std::strtoll(s.c_str(), nullptr, 10)));
+  case ir::TokenType::Float: {
+    char *end = nullptr;
+    errno = 0;
+    double d = std::strtod(s.c_str(), &end);
+    if (s.empty() || *end || errno) return std::nullopt;
+    return Scalar(d);
   }
-  Scalar args[2] = {key, query};
-  OpResult r = applyOp(op, args, 2);
-  if (!r.ok) {
-    error = r.error;
-    return false;
+  case ir::TokenType::Bool:
+    if (s == "True" || s == "true" || s == "1") return Scalar(true);
+    if (s == "False" || s == "false" || s == "0") return Scalar(false);
+    return std::nullopt;
+  default: return Scalar(s);
   }
-  return !isNone(r.value) && scalarTruthy(r.value); // None compares as not selected
+}
+
+const char *typeWord(ir::TokenType type) {
+  switch (type) {
+  case ir::TokenType::Int: return "an integer";
+  case ir::TokenType::Float: return "a number";
+  case ir::TokenType::Bool: return "a bool";
+  default: return "a string";
+  }
 }
 
 llvm::Error Interpreter::run(llvm::ArrayRef<std::string> tokens, llvm::ArrayRef<NodeId> roots) {
   sops_.assign(g_.size(), {});
   sels_.assign(g_.size(), {});
-  bool intTokens = opts_.intTokens.value_or(!tokens.empty());
-  if (!opts_.intTokens)
-    for (auto &t : tokens) intTokens = intTokens && isIntToken(t);
+  bool intTokens = opts_.intTokens ? *opts_.intTokens : allIntTokens(tokens);
   for (NodeId id : g_.reachable(std::vector<NodeId>(roots.begin(), roots.end())))
     if (auto err = evalNode(id, tokens, intTokens)) return err;
   return llvm::Error::success();
@@ -77,30 +91,11 @@ llvm::Error Interpreter::evalNode(NodeId id, llvm::ArrayRef<std::string> tokens,
     ir::TokenType t = node.tokenType;
     if (t == ir::TokenType::Auto) t = intTokens ? ir::TokenType::Int : ir::TokenType::Str;
     for (size_t i = 0; i < n; ++i) {
-      const std::string &s = tokens[i];
-      switch (t) {
-      case ir::TokenType::Int:
-        if (!isIntToken(s))
-          return fail(fmt::format("input token '{}' at position {} is not an integer ({})", s, i,
-                                  ir::tokenTypeName(node.tokenType)));
-        out[i] = int64_t(std::strtoll(s.c_str(), nullptr, 10));
-        break;
-      case ir::TokenType::Float: {
-        char *end = nullptr;
-        errno = 0;
-        double d = std::strtod(s.c_str(), &end);
-        if (s.empty() || *end || errno)
-          return fail(fmt::format("input token '{}' at position {} is not a number (tokens_float)", s, i));
-        out[i] = d;
-        break;
-      }
-      case ir::TokenType::Bool:
-        if (s == "True" || s == "true" || s == "1") out[i] = true;
-        else if (s == "False" || s == "false" || s == "0") out[i] = false;
-        else return fail(fmt::format("input token '{}' at position {} is not a bool (tokens_bool)", s, i));
-        break;
-      default: out[i] = s;
-      }
+      auto v = parseToken(tokens[i], t);
+      if (!v)
+        return fail(fmt::format("input token '{}' at position {} is not {} ({})", tokens[i], i, typeWord(t),
+                                ir::tokenTypeName(node.tokenType)));
+      out[i] = std::move(*v);
     }
     break;
   }
@@ -132,7 +127,7 @@ llvm::Error Interpreter::evalNode(NodeId id, llvm::ArrayRef<std::string> tokens,
     for (size_t q = 0; q < n; ++q)
       for (size_t k = 0; k < n; ++k) {
         if (opts_.causal && k > q) continue;
-        s.m[q * n + k] = compareScalars(node.cmp, keys[k], queries[q], error);
+        s.m[q * n + k] = selects(node.cmp, keys[k], queries[q], &error);
         if (!error.empty())
           return fail(fmt::format("{} (key position {}, query position {})", error, k, q));
       }

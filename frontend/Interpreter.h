@@ -55,6 +55,12 @@ private:
 
 // Whether a token spells an integer ("12", "-3").
 bool isIntToken(const std::string &t);
+// Whether there are tokens and every one spells an integer: then `tokens` holds ints.
+bool allIntTokens(llvm::ArrayRef<std::string> tokens);
+// A token read as the given view (Auto reads as a string); nullopt when it does not
+// spell a value of that type. `typeWord` names the type for messages ("an integer").
+std::optional<Scalar> parseToken(const std::string &t, ir::TokenType type);
+const char *typeWord(ir::TokenType type);
 
 // Every input over `vocab` of length 1, 2, ... up to `maxLen`, shortest first, stopping
 // before the length whose inputs would bring the total over `limit`.

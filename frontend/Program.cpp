@@ -180,7 +180,7 @@ InterpreterOptions Program::interpreterOptions(const ProgramOptions &opts) const
   InterpreterOptions io;
   io.causal = opts.causal;
   if (opts.vocab && !opts.vocab->empty())
-    io.intTokens = std::all_of(opts.vocab->begin(), opts.vocab->end(), isIntToken);
+    io.intTokens = allIntTokens(*opts.vocab);
   return io;
 }
 

@@ -19,6 +19,17 @@ bool scalarTruthy(const Scalar &s) {
   }
 }
 
+bool selects(ir::Comparison c, const Scalar &key, const Scalar &query, std::string *error) {
+  static const MapOp ops[] = {MapOp::Eq, MapOp::Lt, MapOp::Gt, MapOp::Ge, MapOp::Le, MapOp::Ne};
+  Scalar args[2] = {key, query};
+  OpResult r = applyOp(ops[int(c)], args, 2);
+  if (!r.ok) {
+    if (error) *error = r.error;
+    return false;
+  }
+  return !isNone(r.value) && scalarTruthy(r.value);
+}
+
 namespace {
 
 OpResult err(std::string msg) { return OpResult{false, {}, std::move(msg)}; }

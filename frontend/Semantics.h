@@ -20,4 +20,9 @@ OpResult applyOp(ir::MapOp op, const Scalar *args, size_t nargs, const ir::Table
 
 bool scalarTruthy(const Scalar &s);
 
+// Whether a select with comparison `c` picks `key` for `query`: keys[k] c queries[q].
+// None compares as not selected; a type error (ordering a string against a number) is
+// also not selected, and its text goes to `error` when given.
+bool selects(ir::Comparison c, const Scalar &key, const Scalar &query, std::string *error = nullptr);
+
 } // namespace raspc

@@ -23,9 +23,7 @@ static bool atMostOne(const Analysis &a, ir::NodeId sel) {
 llvm::Error checkCategoricalAggregates(const Analysis &a) {
   InterpreterOptions io;
   io.causal = a.opts.causal;
-  bool ints = true;
-  for (auto &v : a.opts.vocab) ints = ints && isIntToken(v);
-  io.intTokens = ints;
+  io.intTokens = allIntTokens(a.opts.vocab);
   io.singleValued.assign(a.g.size(), 0);
   std::vector<ir::NodeId> roots;
   for (ir::NodeId id : a.order) {

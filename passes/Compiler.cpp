@@ -4,6 +4,7 @@
 
 #include "backend/Assemble.h"
 #include "frontend/Diagnostics.h"
+#include "frontend/Interpreter.h"
 #include "passes/Passes.h"
 
 #include <algorithm>
@@ -82,15 +83,7 @@ llvm::Expected<Model> compileProgram(const ir::Graph &g, ir::NodeId output, cons
   m.outputName = opts.outputName;
   m.source = opts.source;
   m.sourceName = opts.sourceName;
-  bool ints = true;
-  for (auto &v : opts.vocab) {
-    bool digit = !v.empty();
-    size_t i = (v[0] == '-' || v[0] == '+') ? 1 : 0;
-    if (i >= v.size()) digit = false;
-    for (; i < v.size(); ++i) digit = digit && v[i] >= '0' && v[i] <= '9';
-    ints = ints && digit;
-  }
-  m.intTokens = ints;
+  m.intTokens = allIntTokens(opts.vocab);
   if (stats) {
     stats->layers = m.cfg.n_layers;
     stats->residual = m.cfg.d_model;

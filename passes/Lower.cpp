@@ -588,14 +588,6 @@ private:
     }
   }
 
-  static bool compare(ir::Comparison c, const Scalar &key, const Scalar &query) {
-    static const ir::MapOp ops[] = {ir::MapOp::Eq, ir::MapOp::Lt, ir::MapOp::Gt, ir::MapOp::Ge, ir::MapOp::Le,
-                                    ir::MapOp::Ne};
-    Scalar args[2] = {key, query};
-    OpResult r = applyOp(ops[int(c)], args, 2);
-    return r.ok && !isNone(r.value) && scalarTruthy(r.value);
-  }
-
   // The top-level `and` factors of a selector.
   void andFactors(NodeId sel, std::vector<NodeId> &out) {
     const ir::Node &n = a_.g[sel];
@@ -631,7 +623,7 @@ private:
         const ir::Node &s = a_.g[at];
         size_t ki = size_t(std::find(keys.begin(), keys.end(), s.args[0]) - keys.begin());
         size_t qi = size_t(std::find(queries.begin(), queries.end(), s.args[1]) - queries.begin());
-        return compare(s.cmp, kc[ki], qc[qi]);
+        return selects(s.cmp, kc[ki], qc[qi]);
       });
     };
     return g;
@@ -737,7 +729,7 @@ private:
       g.q = *qf;
       g.pred = [this, fs](const Scalar &kv, const Scalar &qv) {
         for (NodeId f : fs)
-          if (!evalSelector(f, [&](NodeId at) { return compare(a_.g[at].cmp, kv, qv); })) return false;
+          if (!evalSelector(f, [&](NodeId at) { return selects(a_.g[at].cmp, kv, qv); })) return false;
         return true;
       };
       groups.push_back(std::move(g));
@@ -899,7 +891,7 @@ private:
       bool later = false;
       for (int q = 0; q < N && !later; ++q)
         for (int k = q + 1; k < N && !later; ++k)
-          later = evalSelector(f, [&](NodeId at) { return compare(a_.g[at].cmp, int64_t(k), int64_t(q)); });
+          later = evalSelector(f, [&](NodeId at) { return selects(a_.g[at].cmp, int64_t(k), int64_t(q)); });
       if (!later) return;
     }
     a_.opts.warn(a_.g[sel].loc, "under --causal this selector cannot see later positions, which it may select "

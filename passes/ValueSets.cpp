@@ -24,35 +24,15 @@ static llvm::Error tooMany(const ir::Node &n, size_t count) {
 }
 
 static llvm::Expected<std::vector<Scalar>> tokenValues(const Analysis &a, const ir::Node &n) {
-  const auto &vocab = a.opts.vocab;
   ir::TokenType t = n.tokenType;
-  if (t == ir::TokenType::Auto) {
-    bool ints = !vocab.empty();
-    for (auto &v : vocab) ints = ints && isIntToken(v);
-    t = ints ? ir::TokenType::Int : ir::TokenType::Str;
-  }
+  if (t == ir::TokenType::Auto) t = allIntTokens(a.opts.vocab) ? ir::TokenType::Int : ir::TokenType::Str;
   std::vector<Scalar> out;
-  for (auto &v : vocab) {
-    switch (t) {
-    case ir::TokenType::Int:
-      if (!isIntToken(v))
-        return locatedError(n.loc, "vocabulary item '" + v + "' is not an integer (" + ir::tokenTypeName(n.tokenType) + ")");
-      out.push_back(int64_t(std::strtoll(v.c_str(), nullptr, 10)));
-      break;
-    case ir::TokenType::Float: {
-      char *end = nullptr;
-      double d = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end) return locatedError(n.loc, "vocabulary item '" + v + "' is not a number (tokens_float)");
-      out.push_back(d);
-      break;
-    }
-    case ir::TokenType::Bool:
-      if (v == "True" || v == "true" || v == "1") out.push_back(true);
-      else if (v == "False" || v == "false" || v == "0") out.push_back(false);
-      else return locatedError(n.loc, "vocabulary item '" + v + "' is not a bool (tokens_bool)");
-      break;
-    default: out.push_back(v);
-    }
+  for (auto &v : a.opts.vocab) {
+    auto x = parseToken(v, t);
+    if (!x)
+      return locatedError(n.loc, "vocabulary item '" + v + "' is not " + typeWord(t) + " (" +
+                                     ir::tokenTypeName(n.tokenType) + ")");
+    out.push_back(std::move(*x));
   }
   return sortedUnique(std::move(out));
 }

@@ -106,8 +106,7 @@ public:
   }
 
   static std::vector<Scalar> toScalars(const std::vector<std::string> &toks) {
-    bool ints = !toks.empty();
-    for (auto &t : toks) ints = ints && isIntToken(t);
+    bool ints = allIntTokens(toks);
     std::vector<Scalar> out;
     for (auto &t : toks) out.push_back(ints ? Scalar(int64_t(std::stoll(t))) : Scalar(t));
     return out;
