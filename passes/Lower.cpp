@@ -226,6 +226,9 @@ private:
     return go(id);
   }
 
+  // The width w a selector width head's output 1/(w+1) stands for.
+  static Scalar widthOf(const Scalar &frac) { return int64_t(std::llround(1.0 / toDouble(frac) - 1.0)); }
+
   // A map of one selector width reads the head's 1/(w+1) directly: it runs in the
   // same MLP sublayer as the width itself would, saving a layer.
   bool readsFrac(NodeId map) const {
@@ -240,7 +243,7 @@ private:
       Feature out = makeFeature(base(id), a_.values[id], a_.isNumerical(id));
       feat_[id] = out;
       Fn g = [f](const std::vector<Scalar> &v) {
-        return f({Scalar(int64_t(std::llround(1.0 / toDouble(v[0]) - 1.0)))});
+        return f({widthOf(v[0])});
       };
       return mlp(id, "map", {fracs_.at(leaves[0])}, g, out);
     }
@@ -867,7 +870,7 @@ private:
     Feature out = makeFeature(b0, a_.values[id], a_.isNumerical(id));
     feat_[id] = out;
     Fn inv = [](const std::vector<Scalar> &v) -> std::optional<Scalar> {
-      return Scalar(int64_t(std::llround(1.0 / toDouble(v[0]) - 1.0)));
+      return widthOf(v[0]);
     };
     return mlp(id, "selector width", {frac}, inv, out);
   }

@@ -54,6 +54,20 @@ Scalar decodeOutput(const Model &m, const double *logits, int n) {
   return decodeRow(m.outputEncoding == "categorical", m.outputValues, logits, n);
 }
 
+bool matchesInterpreter(const Scalar &got, const Scalar &want) {
+  if (isNone(got) || isNone(want)) return isNone(got) && isNone(want);
+  if (isNumber(got) && isNumber(want))
+    return std::fabs(toDouble(got) - toDouble(want)) <= 1e-6 * std::max(1.0, std::fabs(toDouble(want)));
+  return scalarEquals(got, want);
+}
+
+bool matchesInterpreter(const std::vector<Scalar> &got, const std::vector<Scalar> &want) {
+  if (got.size() != want.size()) return false;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (!matchesInterpreter(got[i], want[i])) return false;
+  return true;
+}
+
 std::string nodeLabel(const NodeInfo &n) {
   if (!n.name.empty()) return n.name;
   if (n.kind == "tokens") return n.op.empty() ? "tokens" : n.op; // the view: tokens, tokens_int, ...

@@ -97,6 +97,11 @@ Scalar snapNumber(double x, const std::vector<Scalar> &values);
 // the i-th non-None value of valueSet), None when all are below 0.5; numerical: its
 // direction, snapped to its value set as the output is. Named by the node's name, or
 // "<kind>_<id>" if unnamed.
+// Whether a decoded model output matches the interpreter's value: None only with None,
+// numbers within 1e-6 relative to max(1, |want|), anything else equal.
+bool matchesInterpreter(const Scalar &got, const Scalar &want);
+bool matchesInterpreter(const std::vector<Scalar> &got, const std::vector<Scalar> &want);
+
 // How traces and listings name a node: its RASP name, else "tokens", "indices",
 // "length", else "<kind>_<id>".
 std::string nodeLabel(const NodeInfo &n);

@@ -64,14 +64,7 @@ std::string compare(Built &b, const std::vector<std::vector<std::string>> &input
     }
     const auto &want = interp.sop(b.output);
     const auto &got = (*outs)[i];
-    bool same = want.size() == got.size();
-    for (size_t k = 0; same && k < want.size(); ++k) {
-      if (isNone(want[k]) || isNone(got[k])) same = isNone(want[k]) && isNone(got[k]);
-      else if (isNumber(want[k]) && isNumber(got[k]))
-        same = std::fabs(toDouble(want[k]) - toDouble(got[k])) <= 1e-6 * std::max(1.0, std::fabs(toDouble(want[k])));
-      else same = scalarEquals(want[k], got[k]);
-    }
-    if (!same) {
+    if (!matchesInterpreter(got, want)) {
       std::string in;
       for (auto &t : inputs[i]) in += t + " ";
       return "input [" + in + "]: interpreter " + formatSequence(want, false) + ", model " + formatSequence(got, false);

@@ -168,22 +168,6 @@ int runModel(const std::string &path, const std::optional<std::string> &input,
 
 namespace {
 
-bool sameValue(const Scalar &a, const Scalar &b) {
-  if (isNone(a) || isNone(b)) return isNone(a) && isNone(b);
-  if (isNumber(a) && isNumber(b)) {
-    double x = toDouble(a), y = toDouble(b);
-    return std::fabs(x - y) <= 1e-6 * std::max(1.0, std::fabs(y));
-  }
-  return scalarEquals(a, b);
-}
-
-bool sameSeq(const std::vector<Scalar> &a, const std::vector<Scalar> &b) {
-  if (a.size() != b.size()) return false;
-  for (size_t i = 0; i < a.size(); ++i)
-    if (!sameValue(a[i], b[i])) return false;
-  return true;
-}
-
 class Progress {
 public:
   Progress(uint64_t total, bool enabled) : total_(total), enabled_(enabled && isatty(2)) {}
@@ -279,7 +263,7 @@ int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json) {
         continue;
       }
       const auto &want = interp.sop(c->output);
-      if (sameSeq((*outs)[b], want)) continue;
+      if (matchesInterpreter((*outs)[b], want)) continue;
       if (++mismatches > 1) continue;
       std::string in;
       for (auto &t : batch[b]) in += (in.empty() ? "" : " ") + t;
@@ -298,7 +282,7 @@ int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json) {
               llvm::consumeError(std::move(err));
               continue;
             }
-            if (!sameSeq(vals, interp.sop(ir::NodeId(info.id))))
+            if (!matchesInterpreter(vals, interp.sop(ir::NodeId(info.id))))
               first = fmt::format("  first difference: '{}' ({}, layer {} {}) at {}: interpreter {}, model {}", name,
                                   info.kind, info.layer, info.sublayer, info.location.empty() ? "?" : info.location,
                                   formatSequence(interp.sop(ir::NodeId(info.id)), false), formatSequence(vals, false));
