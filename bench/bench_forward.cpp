@@ -2,7 +2,7 @@
 // random full-length inputs, for a compiled model file. bench/run.sh runs it beside
 // the numpy forward of examples/python/forward.py on the same file.
 #include "backend/Hdf5.h"
-#include "runtime/Cpu.h"
+#include "runtime/Executor.h"
 
 #include <fmt/format.h>
 
@@ -28,7 +28,7 @@ int main(int argc, char **argv) {
   int len = m->cfg.n_ctx - 1;
   std::mt19937 rng(1);
   for (Precision p : {Precision::F32, Precision::F64}) {
-    auto exec = CpuExecutor::create(*m, p);
+    auto exec = Executor::create(*m, p);
     if (!exec) {
       fmt::print(stderr, "{}\n", llvm::toString(exec.takeError()));
       return 1;

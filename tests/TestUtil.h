@@ -2,6 +2,7 @@
 // capture diagnostics, evaluate s-ops on inputs, and run the raspc binary.
 #pragma once
 #include "frontend/Program.h"
+#include "runtime/Device.h"
 
 #include <gtest/gtest.h>
 
@@ -15,6 +16,11 @@
 #include <vector>
 
 namespace raspc::test {
+
+// GPU tests run where a CUDA device is usable and otherwise skip, saying why.
+#define RASPC_SKIP_WITHOUT_CUDA()                                                                                    \
+  if (auto cudaError_ = ::raspc::deviceError(::raspc::Device::Cuda))                                                  \
+  GTEST_SKIP() << "no GPU to test on: " << llvm::toString(std::move(cudaError_))
 
 // A program loaded from source text, with its diagnostics captured as text.
 struct Loaded {

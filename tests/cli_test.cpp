@@ -199,6 +199,24 @@ TEST(CliCompile, CompileRunInspectVerify) {
   EXPECT_EQ(r.out.rfind("{\"inputs\": 300, \"exhaustive\": false, \"mismatches\": 0, ", 0), 0u) << r.out;
 }
 
+// --device cuda: the same outputs on a GPU; where there is none, the reason and exit 1.
+TEST(CliCompile, RunOnCudaOrSayWhyNot) {
+  std::string out = raspc::test::tempPath("cli_sort_cuda.h5");
+  auto r = run(raspcBinary() + " compile " + example("sort") + " -o " + out + " --force");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  r = run(raspcBinary() + " run " + out + " --input \"3 1 2 2\" --device cuda");
+  if (llvm::Error e = raspc::deviceError(raspc::Device::Cuda)) {
+    EXPECT_EQ(r.exitCode, 1);
+    EXPECT_EQ(r.out, "raspc: error: --device cuda: " + llvm::toString(std::move(e)) + "\n");
+  } else {
+    EXPECT_EQ(r.exitCode, 0);
+    EXPECT_EQ(r.out, "[1, 2, 2, 3]\n");
+  }
+  r = run(raspcBinary() + " run " + out + " --input \"3 1 2 2\" --device tpu");
+  EXPECT_EQ(r.exitCode, 2);
+  EXPECT_EQ(r.out.substr(0, r.out.find('\n')), "--device: tpu not in {cpu,cuda}");
+}
+
 TEST(CliCompile, NeedsVocabularyAndLength) {
   std::string f = tempFile("novocab.rasp", "x = tokens;\n");
   auto r = run(raspcBinary() + " compile " + f + " -o /tmp/never.h5");

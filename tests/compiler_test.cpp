@@ -3,10 +3,12 @@
 #include "TestUtil.h"
 
 #include "passes/Compiler.h"
-#include "runtime/Cpu.h"
+#include "runtime/Executor.h"
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <iostream>
 #include <random>
 
 using namespace raspc;
@@ -51,8 +53,8 @@ std::unique_ptr<Built> build(const std::string &path, std::optional<std::vector<
 }
 
 // Runs the model and the interpreter on `inputs`; returns the first mismatch or "".
-std::string compare(Built &b, const std::vector<std::vector<std::string>> &inputs) {
-  auto exec = CpuExecutor::create(*b.model);
+std::string compare(Built &b, const std::vector<std::vector<std::string>> &inputs, Device d = Device::Cpu) {
+  auto exec = Executor::create(*b.model, Precision::F32, d);
   if (!exec) return llvm::toString(exec.takeError());
   auto outs = exec->run(inputs);
   if (!outs) return llvm::toString(outs.takeError());
@@ -115,6 +117,48 @@ TEST_P(LongInputs, ExactOnRandomInputsAtLength32) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Compiler, LongInputs, ::testing::Values("length", "hist", "reverse", "sort", "sort_freq"));
+
+// The GPU executor: exact against the interpreter like the CPU one, and its logits
+// within 1e-4 (relative to the largest) of the CPU's in float32.
+double maxRelativeError(const Eigen::MatrixXd &got, const Eigen::MatrixXd &want) {
+  if (got.rows() != want.rows() || got.cols() != want.cols()) return INFINITY;
+  return (got - want).cwiseAbs().maxCoeff() / std::max(want.cwiseAbs().maxCoeff(), 1e-30);
+}
+
+class CudaExamples : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CudaExamples, ExactAndWithin1e4OfTheCpu) {
+  RASPC_SKIP_WITHOUT_CUDA();
+  for (bool causal : {false, true}) {
+    auto b = build(test::sourceDir() + "/examples/" + GetParam() + ".rasp", std::nullopt, std::nullopt, causal);
+    ASSERT_TRUE(b->model) << b->diags;
+    auto inputs = allInputs(*b->opts.vocab, std::min(*b->opts.maxLen, 5));
+    EXPECT_EQ(compare(*b, inputs, Device::Cuda), "") << "causal " << causal;
+    auto cpu = Executor::create(*b->model), gpu = Executor::create(*b->model, Precision::F32, Device::Cuda);
+    ASSERT_TRUE(cpu && gpu);
+    ASSERT_TRUE(cpu->run(inputs) && gpu->run(inputs));
+    double worst = 0;
+    for (int i = 0; i < int(inputs.size()); ++i) worst = std::max(worst, maxRelativeError(gpu->logits(i), cpu->logits(i)));
+    EXPECT_LT(worst, 1e-4) << "causal " << causal;
+    std::cout << "[ cuda     ] " << GetParam() << (causal ? " (causal)" : "") << ": " << inputs.size()
+              << " inputs, max relative logit error vs CPU " << worst << "\n";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Compiler, CudaExamples,
+                         ::testing::Values("length", "reverse", "hist", "double_hist", "sort_unique", "sort",
+                                           "sort_freq", "frac_prevs", "pair_balance", "dyck1", "dyck2",
+                                           "shuffle_dyck2", "shift", "detect_pattern", "count", "most_freq", "max",
+                                           "min"));
+
+TEST(CudaLongInputs, ExactOnRandomInputsAtLength32) {
+  RASPC_SKIP_WITHOUT_CUDA();
+  for (const char *ex : {"length", "hist", "reverse", "sort", "sort_freq"}) {
+    auto b = build(test::sourceDir() + "/examples/" + ex + ".rasp", std::nullopt, 32);
+    ASSERT_TRUE(b->model) << b->diags;
+    EXPECT_EQ(compare(*b, randomInputs(*b->opts.vocab, 32, 2000), Device::Cuda), "") << ex;
+  }
+}
 
 } // namespace
 

@@ -6,7 +6,7 @@
 #include "TestUtil.h"
 
 #include "passes/Compiler.h"
-#include "runtime/Cpu.h"
+#include "runtime/Executor.h"
 
 #include <gtest/gtest.h>
 
@@ -105,7 +105,7 @@ TEST(RandomPrograms, CompiledModelsMatchTheInterpreter) {
       continue;
     }
     ++compiled;
-    auto exec = CpuExecutor::create(*m);
+    auto exec = Executor::create(*m);
     ASSERT_TRUE(bool(exec)) << llvm::toString(exec.takeError());
     auto outs = exec->run(inputs);
     ASSERT_TRUE(bool(outs)) << llvm::toString(outs.takeError());

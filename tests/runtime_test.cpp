@@ -4,7 +4,7 @@
 #include "TestModels.h"
 #include "TestUtil.h"
 #include "backend/Hdf5.h"
-#include "runtime/Cpu.h"
+#include "runtime/Executor.h"
 
 #include <gtest/gtest.h>
 
@@ -24,8 +24,8 @@ template <class T> std::string errorOf(llvm::Expected<T> v) {
   return llvm::toString(v.takeError());
 }
 
-CpuExecutor executor(const Model &m, Precision p = Precision::F32) {
-  auto e = CpuExecutor::create(m, p);
+Executor executor(const Model &m, Precision p = Precision::F32) {
+  auto e = Executor::create(m, p);
   if (!e) {
     ADD_FAILURE() << llvm::toString(e.takeError());
     std::abort();
@@ -34,7 +34,7 @@ CpuExecutor executor(const Model &m, Precision p = Precision::F32) {
 }
 
 // The outputs of a batch rendered as "[..]" lines (Python-like).
-std::string runText(CpuExecutor &ex, const Batch &batch) {
+std::string runText(Executor &ex, const Batch &batch) {
   auto out = ex.run(batch);
   if (!out) return llvm::toString(out.takeError());
   std::string s;
@@ -43,7 +43,7 @@ std::string runText(CpuExecutor &ex, const Batch &batch) {
 }
 
 std::string run1(const Model &m, const std::string &input, Precision p = Precision::F32) {
-  CpuExecutor ex = executor(m, p);
+  Executor ex = executor(m, p);
   std::string s = runText(ex, {toks(input)});
   if (!s.empty() && s.back() == '\n') s.pop_back();
   return s;
@@ -95,7 +95,7 @@ TEST(Cpu, PaddedBatchEqualsEachSequenceAlone) {
   };
   for (auto &[m, batch] : cases) {
     for (Precision p : {Precision::F32, Precision::F64}) {
-      CpuExecutor ex = executor(m, p);
+      Executor ex = executor(m, p);
       auto together = ex.run(batch);
       ASSERT_TRUE(bool(together));
       ASSERT_EQ(together->size(), batch.size());
@@ -108,7 +108,7 @@ TEST(Cpu, PaddedBatchEqualsEachSequenceAlone) {
     }
   }
   // The masking matters: "a" alone is 1/2; unmasked PAD keys would make it 1/5.
-  CpuExecutor ex = executor(test::meanModel(false));
+  Executor ex = executor(test::meanModel(false));
   auto out = ex.run({toks("a"), toks("b b b b")});
   ASSERT_TRUE(bool(out));
   EXPECT_EQ(formatSequence((*out)[0], false), "[0.5]");
@@ -116,7 +116,7 @@ TEST(Cpu, PaddedBatchEqualsEachSequenceAlone) {
 }
 
 TEST(Cpu, BuffersAreReusedAcrossBatchSizes) {
-  CpuExecutor ex = executor(test::mapModel());
+  Executor ex = executor(test::mapModel());
   Batch big(20, toks("3 1 2 2 1"));
   std::string first = runText(ex, {toks("1 2 3")});
   std::string bigOut = runText(ex, big);
@@ -130,7 +130,7 @@ TEST(Cpu, BuffersAreReusedAcrossBatchSizes) {
 
 TEST(Cpu, F32AndF64Agree) {
   for (const Model &m : {test::mapModel(), test::meanModel(true), test::prevTokenModel()}) {
-    CpuExecutor a = executor(m, Precision::F32), b = executor(m, Precision::F64);
+    Executor a = executor(m, Precision::F32), b = executor(m, Precision::F64);
     EXPECT_EQ(a.precision(), Precision::F32);
     EXPECT_EQ(b.precision(), Precision::F64);
     Batch batch = m.intTokens ? Batch{toks("3 1 2 2"), toks("1")} : Batch{toks("a b b a"), toks("b")};
@@ -149,7 +149,7 @@ TEST(Cpu, F32AndF64Agree) {
 }
 
 TEST(Cpu, InputErrors) {
-  CpuExecutor ex = executor(test::prevTokenModel());
+  Executor ex = executor(test::prevTokenModel());
   EXPECT_EQ(ex.maxLength(), 5);
   EXPECT_EQ(errorOf(ex.run({toks("1 2"), toks("1 4 2")})),
             "sequence 1, position 1: token '4' is not in the model's vocabulary {1, 2, 3}");
@@ -169,7 +169,7 @@ TEST(Cpu, InputErrors) {
   });
   EXPECT_TRUE(seen);
   // String tokens are not matched by value.
-  CpuExecutor s = executor(test::meanModel());
+  Executor s = executor(test::meanModel());
   EXPECT_EQ(errorOf(s.run({toks("a A")})), "sequence 0, position 1: token 'A' is not in the model's vocabulary {a, b}");
   // The executor is usable after an error.
   EXPECT_EQ(runText(ex, {toks("1 2")}), "[None, 1]\n");
@@ -178,12 +178,12 @@ TEST(Cpu, InputErrors) {
 TEST(Cpu, CreateValidatesTheModel) {
   Model m = test::mapModel();
   m.tensors.erase("blocks.1.mlp.b_in");
-  EXPECT_EQ(errorOf(CpuExecutor::create(m)), "map.rasp: missing tensor 'blocks.1.mlp.b_in'");
+  EXPECT_EQ(errorOf(Executor::create(m)), "map.rasp: missing tensor 'blocks.1.mlp.b_in'");
 }
 
 TEST(Cpu, TraceAndDecodeNodes) {
   Model m = test::mapModel();
-  CpuExecutor ex = executor(m, Precision::F64);
+  Executor ex = executor(m, Precision::F64);
   std::vector<std::string> calls;
   std::vector<std::string> decoded;
   TraceFn trace = [&](int layer, const std::string &sub, const Eigen::MatrixXd &res, int seq) {
@@ -285,7 +285,7 @@ TEST(PythonForward, MatchesTheCppRuntime) {
     ASSERT_EQ(llvm::toString(writeModel(c.m, path)), "");
     auto read = readModel(path);
     ASSERT_TRUE(bool(read));
-    CpuExecutor ex = executor(*read);
+    Executor ex = executor(*read);
     Batch batch;
     std::string lines;
     for (auto &in : c.inputs) {
@@ -328,6 +328,61 @@ TEST(PythonForward, ExactOutputsAndErrors) {
   py = test::run("/usr/bin/python3 " + script + " " + test::sourceDir() + "/examples/python " + path);
   EXPECT_EQ(py.exitCode, 0) << py.out;
   EXPECT_EQ(py.out, "[None, 'x', 'x', 'y'] [[None], []]\n");
+}
+
+} // namespace
+
+namespace {
+
+// The CUDA executor where no GPU can be used: a clear error, never a crash.
+TEST(Cuda, UnavailableDeviceSaysWhy) {
+  llvm::Error err = deviceError(Device::Cuda);
+  if (!err) GTEST_SKIP() << "a GPU is usable here; the no-GPU error cannot be reached";
+  const std::string why = llvm::toString(std::move(err));
+  EXPECT_TRUE(why.rfind("no usable CUDA device (", 0) == 0 || why == "no CUDA device found" ||
+              why.rfind("this raspc was built without CUDA (", 0) == 0)
+      << why;
+  EXPECT_EQ(errorOf(Executor::create(test::mapModel(), Precision::F32, Device::Cuda)), "cannot run on cuda: " + why);
+}
+
+TEST(Cuda, F64RunsOnTheCpuOnly) {
+  EXPECT_EQ(errorOf(Executor::create(test::mapModel(), Precision::F64, Device::Cuda)),
+            "the CUDA executor runs float32 only");
+}
+
+// On a GPU: the hand-made models give the CPU's outputs, padded batches included, and
+// the traces the CPU's residual streams (float32 on both sides).
+TEST(Cuda, HandModelsPaddingAndTracesMatchTheCpu) {
+  RASPC_SKIP_WITHOUT_CUDA();
+  std::vector<std::pair<Model, Batch>> cases = {
+      {test::meanModel(false), {toks("a b a"), toks("a"), toks(""), toks("b b b a"), toks("b a")}},
+      {test::meanModel(true), {toks("a b a"), toks("a"), toks(""), toks("b b b a"), toks("b a")}},
+      {test::mapModel(), {toks("3 1 2 2 1"), toks("2"), toks("1 3"), toks("")}},
+      {test::prevTokenModel(true), {toks("3"), toks("3 1 2 2 1"), toks("1 3")}},
+      {test::prevTokenModel(false), {toks("3 1 2 2"), toks("1 2 3 1 2"), toks("2")}},
+  };
+  for (auto &[m, batch] : cases) {
+    auto gpu = Executor::create(m, Precision::F32, Device::Cuda);
+    ASSERT_TRUE(bool(gpu)) << llvm::toString(gpu.takeError());
+    EXPECT_EQ(gpu->device(), Device::Cuda);
+    Executor cpu = executor(m);
+    std::vector<std::pair<std::string, Eigen::MatrixXd>> traces[2];
+    auto collect = [&](int which) {
+      return TraceFn([&traces, which](int layer, const std::string &sub, const Eigen::MatrixXd &r, int seq) {
+        traces[which].emplace_back(std::to_string(layer) + sub + std::to_string(seq), r);
+      });
+    };
+    TraceFn tc = collect(0), tg = collect(1);
+    EXPECT_EQ(runText(*gpu, batch), runText(cpu, batch));
+    ASSERT_TRUE(cpu.run(batch, &tc) && gpu->run(batch, &tg));
+    ASSERT_EQ(traces[0].size(), traces[1].size());
+    for (size_t i = 0; i < traces[0].size(); ++i) {
+      EXPECT_EQ(traces[0][i].first, traces[1][i].first);
+      const Eigen::MatrixXd &a = traces[0][i].second, &b = traces[1][i].second;
+      ASSERT_EQ(a.rows(), b.rows());
+      EXPECT_LE((a - b).cwiseAbs().maxCoeff(), 1e-4 * std::max(1.0, a.cwiseAbs().maxCoeff())) << traces[0][i].first;
+    }
+  }
 }
 
 } // namespace

@@ -30,7 +30,8 @@ std::optional<ProgramOptions> loadProgram(Program &p, const ProgramFlags &f);
 
 int runCompile(const ProgramFlags &f, const std::string &out, bool force, bool json);
 int runModel(const std::string &model, const std::optional<std::string> &input,
-             const std::optional<std::string> &inputsFile, bool json, bool trace, const std::string &precision);
+             const std::optional<std::string> &inputsFile, bool json, bool trace, const std::string &precision,
+             const std::string &device);
 int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json);
 int runInspect(const std::string &model, bool json);
 

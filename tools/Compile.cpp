@@ -2,7 +2,7 @@
 #include "backend/Hdf5.h"
 #include "frontend/Program.h"
 #include "passes/Compiler.h"
-#include "runtime/Cpu.h"
+#include "runtime/Executor.h"
 #include "tools/Commands.h"
 
 #include <fmt/format.h>
@@ -113,13 +113,23 @@ static std::vector<std::vector<std::string>> readInputs(const std::string &path,
 }
 
 int runModel(const std::string &path, const std::optional<std::string> &input,
-             const std::optional<std::string> &inputsFile, bool json, bool trace, const std::string &precision) {
+             const std::optional<std::string> &inputsFile, bool json, bool trace, const std::string &precision,
+             const std::string &device) {
+  Device dev = *parseDevice(device);
+  if (auto e = deviceError(dev)) {
+    error("--device " + device + ": " + llvm::toString(std::move(e)));
+    return 1;
+  }
+  if (dev == Device::Cuda && precision == "f64") {
+    error("--precision f64 runs on the CPU only (the CUDA executor is float32)");
+    return 2;
+  }
   auto m = readModel(path);
   if (!m) {
     error(llvm::toString(m.takeError()));
     return 1;
   }
-  auto exec = CpuExecutor::create(*m, precision == "f64" ? Precision::F64 : Precision::F32);
+  auto exec = Executor::create(*m, precision == "f64" ? Precision::F64 : Precision::F32, dev);
   if (!exec) {
     error(llvm::toString(exec.takeError()));
     return 1;
@@ -194,7 +204,7 @@ int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json) {
   Program p;
   auto c = compileFile(p, f);
   if (!c) return 1;
-  auto exec = CpuExecutor::create(c->model);
+  auto exec = Executor::create(c->model);
   if (!exec) {
     error(llvm::toString(exec.takeError()));
     return 1;

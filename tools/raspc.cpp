@@ -107,16 +107,17 @@ int main(int argc, char **argv) {
   compile->add_flag("--force", force, "overwrite an existing file");
   compile->add_flag("--json", compileJson, "print the summary as JSON");
 
-  std::string modelFile, precision = "f32";
+  std::string modelFile, precision = "f32", device = "cpu";
   std::optional<std::string> runInput, runInputs;
   bool runJson = false, runTrace = false;
-  auto *run = app.add_subcommand("run", "run a compiled model on inputs (CPU)");
+  auto *run = app.add_subcommand("run", "run a compiled model on inputs (CPU or CUDA GPU)");
   run->add_option("MODEL", modelFile, "compiled model (.h5)")->required();
   auto *inOpt = run->add_option("--input", runInput, "input tokens separated by spaces");
   run->add_option("--inputs", runInputs, "a file with one input sequence per line")->excludes(inOpt);
   run->add_flag("--json", runJson, "print {\"value\": [...]} (one object per line)");
   run->add_flag("--trace", runTrace, "print every s-op decoded from the residual stream after each sublayer");
-  run->add_option("--precision", precision, "f32 (default) or f64")->check(CLI::IsMember({"f32", "f64"}));
+  run->add_option("--precision", precision, "f32 (default) or f64 (CPU only)")->check(CLI::IsMember({"f32", "f64"}));
+  run->add_option("--device", device, "cpu (default) or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
 
   CommonFlags verifyFlags;
   int samples = 2000;
@@ -162,7 +163,7 @@ int main(int argc, char **argv) {
       std::cerr << "raspc run: give --input \"...\" or --inputs FILE\n";
       return 2;
     }
-    return tools::runModel(modelFile, runInput, runInputs, runJson, runTrace, precision);
+    return tools::runModel(modelFile, runInput, runInputs, runJson, runTrace, precision, device);
   }
   if (verify->parsed()) return tools::runVerify(verifyFlags, samples, seed, verifyJson);
   if (inspect->parsed()) return tools::runInspect(inspectFile, inspectJson);

@@ -1,7 +1,9 @@
-// The forward pass of a compiled Model on the CPU (Eigen), with output decoding.
+// The forward pass of a compiled Model, on the CPU (Eigen; runtime/Cpu.cpp) or on a
+// CUDA GPU (cuBLAS and our kernels; runtime/cuda/), with output decoding.
 //
-//   auto exec = CpuExecutor::create(model);            // converts the weights once
-//   auto out = exec->run({{"3", "1", "2", "2"}});      // [[1, 2, 2, 3]]
+//   auto exec = Executor::create(model);                 // converts the weights once
+//   auto out = exec->run({{"3", "1", "2", "2"}});        // [[1, 2, 2, 3]]
+//   auto gpu = Executor::create(model, Precision::F32, Device::Cuda);
 //
 // Input sequences never contain BOS: it is prepended at position 0, and a batch of
 // sequences of unequal lengths is right-padded with PAD, whose keys every head masks.
@@ -16,10 +18,13 @@
 //
 // An executor owns its weights (converted to the working precision, with heads and MLP
 // neurons that contribute nothing dropped) and its activation buffers, which grow to
-// the largest batch seen and are reused; it does not reference the Model after
-// create(). run() is not thread-safe; use one executor per thread.
+// the largest batch seen and are reused (on the GPU: device memory); it does not
+// reference the Model after create(). Both devices share encoding, padding, masks and
+// decoding; only the forward pass differs. run() is not thread-safe; use one executor
+// per thread.
 #pragma once
 #include "backend/Model.h"
+#include "runtime/Device.h"
 
 #include <Eigen/Dense>
 #include <llvm/Support/Error.h>
@@ -52,18 +57,19 @@ public:
   std::string token, msg;
 };
 
-class CpuExecutor {
+class Executor {
 public:
-  // Validates the model (validateModel) and converts its weights.
-  static llvm::Expected<CpuExecutor> create(const Model &m, Precision p = Precision::F32);
+  // Validates the model (validateModel) and converts its weights. Device::Cuda runs
+  // float32 only, and fails with the reason when no GPU can be used (deviceError).
+  static llvm::Expected<Executor> create(const Model &m, Precision p = Precision::F32, Device d = Device::Cpu);
 
-  CpuExecutor(CpuExecutor &&) noexcept;
-  CpuExecutor &operator=(CpuExecutor &&) noexcept;
-  ~CpuExecutor();
+  Executor(Executor &&) noexcept;
+  Executor &operator=(Executor &&) noexcept;
+  ~Executor();
 
   // Encodes, runs and decodes a batch: one output value per input token.
   // Errors: a token not in the vocabulary (InputError), a sequence longer than
-  // n_ctx - 1 (its number and length).
+  // n_ctx - 1 (its number and length), a failing GPU call (which one).
   llvm::Expected<std::vector<std::vector<Scalar>>> run(const std::vector<std::vector<std::string>> &batch,
                                                        const TraceFn *trace = nullptr);
 
@@ -75,12 +81,13 @@ public:
   Eigen::MatrixXd logits(int seq) const;
 
   Precision precision() const;
+  Device device() const;
   int maxLength() const; // n_ctx - 1
 
-  struct Impl; // implementation (public only so that Cpu.cpp can derive from it)
+  struct Impl; // runtime/ExecutorImpl.h
 
 private:
-  explicit CpuExecutor(std::unique_ptr<Impl> impl);
+  explicit Executor(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
 
