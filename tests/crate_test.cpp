@@ -4,11 +4,13 @@
 #include "TestUtil.h"
 #include "backend/Hdf5Util.h"
 #include "runtime/Crate.h"
+#include "tools/Plot.h"
 
 #include <gtest/gtest.h>
 #include <hdf5.h>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -629,6 +631,372 @@ TEST(CrateCli, RunPrintsTopClasses) {
   auto noInput = run(raspcBinary() + " crate run " + model);
   EXPECT_EQ(noInput.exitCode, 2);
   EXPECT_EQ(noInput.out, "raspc crate run: give --input IMAGES.h5 (" + model + " has no synthesised tokens)\n");
+}
+
+} // namespace
+
+// ------------------------------------------------------------------------------------
+// The plot of the metrics (--plot; tools/Plot.h)
+
+namespace {
+
+using raspc::tools::metricsSvg;
+using raspc::tools::writeFileAtomically;
+
+// Pixels of the plot areas (tools/Plot.cpp): panel k spans x in [340 k + 72, 340 k + 320],
+// y in [72, 270]; the middle is y = 171.
+constexpr double kPanel = 340, kPlotLeft = 72, kPlotRight = 320, kPlotTop = 72, kPlotBottom = 270;
+constexpr double kMiddleY = (kPlotTop + kPlotBottom) / 2;
+
+std::string readFile(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+bool fileExists(const std::string &path) { return std::filesystem::exists(path); }
+
+size_t occurrences(const std::string &s, const std::string &what) {
+  size_t n = 0;
+  for (size_t pos = s.find(what); pos != std::string::npos; pos = s.find(what, pos + 1)) ++n;
+  return n;
+}
+
+using Points = std::vector<std::pair<double, double>>;
+
+// The points of every <polyline>, in document order.
+std::vector<Points> polylines(const std::string &svg) {
+  std::vector<Points> all;
+  for (size_t pos = svg.find("<polyline "); pos != std::string::npos; pos = svg.find("<polyline ", pos + 1)) {
+    size_t start = svg.find("points=\"", pos) + 8, end = svg.find('"', start);
+    std::istringstream in(svg.substr(start, end - start));
+    Points ps;
+    for (std::string xy; in >> xy;) {
+      size_t comma = xy.find(',');
+      ps.emplace_back(std::stod(xy.substr(0, comma)), std::stod(xy.substr(comma + 1)));
+    }
+    all.push_back(ps);
+  }
+  return all;
+}
+
+// The values in the markers' tooltips ("layer 2: 52.2259"), in document order.
+std::vector<double> tooltipValues(const std::string &svg) {
+  std::vector<double> vs;
+  for (size_t pos = svg.find("<title>layer "); pos != std::string::npos; pos = svg.find("<title>layer ", pos + 1))
+    vs.push_back(std::stod(svg.substr(svg.find(": ", pos) + 2)));
+  return vs;
+}
+
+// No "nan" or "inf" anywhere, in any case.
+void expectOnlyFiniteText(const std::string &svg) {
+  std::string l = svg;
+  for (char &ch : l) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  EXPECT_EQ(l.find("nan"), std::string::npos) << svg;
+  EXPECT_EQ(l.find("inf"), std::string::npos) << svg;
+}
+
+bool havePython() { return run("/usr/bin/python3 -c pass").exitCode == 0; }
+
+// The file read by Python's XML parser: the root element and its size, then per panel
+// (<g id="panel-...">) its title and how many polylines and markers it holds.
+std::string xmlSummary(const std::string &svgPath) {
+  std::string script = tempPath("svg_summary.py");
+  std::ofstream(script) << "import sys, xml.etree.ElementTree as E\n"
+                           "ns = '{http://www.w3.org/2000/svg}'\n"
+                           "r = E.parse(sys.argv[1]).getroot()\n"
+                           "print(r.tag, r.get('version'), r.get('width'), r.get('height'), r.get('viewBox'))\n"
+                           "for g in r.findall(ns + 'g'):\n"
+                           "    print(g.get('id'), '|', g.find(ns + 'text').text, '|',\n"
+                           "          len(g.findall('.//' + ns + 'polyline')), len(g.findall('.//' + ns + 'circle')))\n";
+  return run("/usr/bin/python3 " + script + " " + svgPath).out;
+}
+
+std::string expectedSummary(int markersPerPanel) {
+  std::string n = std::to_string(markersPerPanel);
+  return "{http://www.w3.org/2000/svg}svg 1.1 1020 330 0 0 1020 330\n"
+         "panel-R | coding rate R(Z) | 1 " + n + "\n"
+         "panel-Rc | compression term R^c(Z; U) | 1 " + n + "\n"
+         "panel-sparsity | sparsity after ISTA | 1 " + n + "\n";
+}
+
+// One polyline per panel with a point per layer, layers left to right at the same x in
+// every panel, each inside its plot area, and the y pixels an affine, decreasing function
+// of the values (SVG's y grows downwards).
+void expectPlotsMetrics(const std::string &svg, const std::vector<CrateLayerMetrics> &ms, double tolerance) {
+  auto lines = polylines(svg);
+  ASSERT_EQ(lines.size(), 3u) << svg;
+  double CrateLayerMetrics::*fields[] = {&CrateLayerMetrics::R, &CrateLayerMetrics::Rc, &CrateLayerMetrics::sparsity};
+  for (size_t k = 0; k < 3; ++k) {
+    const Points &ps = lines[k];
+    ASSERT_EQ(ps.size(), ms.size()) << "panel " << k;
+    for (size_t i = 0; i < ps.size(); ++i) {
+      EXPECT_NEAR(ps[i].first - double(k) * kPanel, lines[0][i].first, 1e-9);
+      EXPECT_GT(ps[i].first, double(k) * kPanel + kPlotLeft);
+      EXPECT_LT(ps[i].first, double(k) * kPanel + kPlotRight);
+      EXPECT_GE(ps[i].second, kPlotTop);
+      EXPECT_LE(ps[i].second, kPlotBottom);
+      if (i == 0) continue;
+      EXPECT_GT(ps[i].first, ps[i - 1].first);
+      double dv = ms[i].*fields[k] - ms[0].*fields[k], dy = ps[i].second - ps[0].second;
+      if (std::fabs(dv) <= tolerance) continue;
+      double slope = dy / dv, first = (ps[1].second - ps[0].second) / (ms[1].*fields[k] - ms[0].*fields[k]);
+      EXPECT_LT(slope, 0) << "panel " << k << " layer " << i;
+      EXPECT_NEAR(slope, first, 0.02 * std::fabs(first)) << "panel " << k << " layer " << i;
+    }
+  }
+  std::vector<double> tips = tooltipValues(svg);
+  ASSERT_EQ(tips.size(), 3 * ms.size());
+  for (size_t k = 0; k < 3; ++k)
+    for (size_t i = 0; i < ms.size(); ++i)
+      EXPECT_NEAR(tips[k * ms.size() + i], ms[i].*fields[k], tolerance + 1e-5 * std::fabs(ms[i].*fields[k]))
+          << "panel " << k << " layer " << i;
+  expectOnlyFiniteText(svg);
+}
+
+TEST(CratePlot, SynthWritesAnSvgPlot) {
+  std::string model = tempPath("plot.h5"), model2 = tempPath("plot2.h5"), plot = tempPath("plot.svg"),
+              plot2 = tempPath("plot_run.svg");
+  for (const std::string &p : {model, model2, plot, plot2}) std::remove(p.c_str());
+  std::string synth =
+      raspcBinary() + " crate synth --dim 16 --heads 4 --depth 4 --tokens 64 --seed 2 --plot " + plot + " -o ";
+  // stdout: the summary and the table, as without --plot.
+  auto r = run("(" + synth + model + " 2>/dev/null)");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  auto ls = lines(r.out);
+  ASSERT_EQ(ls.size(), 6u) << r.out;
+  EXPECT_EQ(ls[0], "wrote " + model + ": dim 16, 4 heads of width 4, depth 4, 64 tokens, seed 2");
+  std::vector<CrateLayerMetrics> ms(4);
+  for (int l = 0; l < 4; ++l) {
+    std::istringstream in(ls[size_t(2 + l)]);
+    CrateLayerMetrics &m = ms[size_t(l)];
+    in >> m.layer >> m.R >> m.Rc >> m.sparsity;
+    ASSERT_EQ(m.layer, l);
+  }
+  std::string svg = readFile(plot);
+  ASSERT_EQ(svg.substr(0, 38), "<?xml version=\"1.0\" encoding=\"UTF-8\"?>");
+  EXPECT_NE(svg.find("<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"1020\" height=\"330\" "
+                     "viewBox=\"0 0 1020 330\""),
+            std::string::npos);
+  EXPECT_NE(svg.find("<title>" + model +
+                     ": per-layer metrics on its synthesised tokens (dim 16, 4 heads, depth 4, 64 tokens, seed 2; "
+                     "eps 0.5)</title>"),
+            std::string::npos);
+  for (const char *title : {">coding rate R(Z)</text>", ">compression term R^c(Z; U)</text>",
+                            ">sparsity after ISTA</text>"})
+    EXPECT_EQ(occurrences(svg, title), 1u) << title;
+  EXPECT_EQ(occurrences(svg, "<circle "), 12u);
+  expectPlotsMetrics(svg, ms, 1e-4);
+  // R^c falls at every layer, so its line goes down the page: y grows.
+  Points rc = polylines(svg)[1];
+  for (size_t i = 1; i < rc.size(); ++i) {
+    EXPECT_LT(ms[i].Rc, ms[i - 1].Rc);
+    EXPECT_GT(rc[i].second, rc[i - 1].second);
+  }
+  if (havePython()) {
+    EXPECT_EQ(xmlSummary(plot), expectedSummary(4));
+  }
+
+  // Not overwritten without --force: nothing is written, the plot is unchanged.
+  auto again = run(synth + model2);
+  EXPECT_EQ(again.exitCode, 1);
+  EXPECT_EQ(again.out, "raspc: error: '" + plot + "' exists; pass --force to overwrite it\n");
+  EXPECT_EQ(readFile(plot), svg);
+  EXPECT_FALSE(fileExists(model2));
+  // --force covers both files; "wrote PLOT" goes to stderr.
+  auto forced = run("(" + synth + model + " --force >/dev/null)");
+  EXPECT_EQ(forced.exitCode, 0);
+  EXPECT_EQ(forced.out, "wrote " + plot + "\n");
+  EXPECT_EQ(readFile(plot), svg);
+  // With --json, the output is the JSON lines alone.
+  auto json = run(synth + model + " --force --json");
+  EXPECT_EQ(json.exitCode, 0);
+  ls = lines(json.out);
+  ASSERT_EQ(ls.size(), 4u) << json.out;
+  for (const std::string &l : ls) EXPECT_EQ(l.substr(0, 10), "{\"layer\": ") << json.out;
+  // No temporary file is left beside the plot.
+  for (const auto &e : std::filesystem::directory_iterator(std::filesystem::path(plot).parent_path())) {
+    std::string name = e.path().filename().string();
+    EXPECT_NE(name.rfind(std::filesystem::path(plot).filename().string() + ".", 0), 0u) << name;
+  }
+
+  // `crate run` on the synthesised model, without --input: the same points.
+  auto rerun = run(raspcBinary() + " crate run " + model + " --plot " + plot2);
+  EXPECT_EQ(rerun.exitCode, 0) << rerun.out;
+  EXPECT_NE(rerun.out.find("wrote " + plot2 + "\n"), std::string::npos) << rerun.out;
+  std::string svg2 = readFile(plot2);
+  EXPECT_EQ(polylines(svg2), polylines(svg));
+  EXPECT_NE(svg2.find("<title>" + model + ": per-layer metrics on its synthesised tokens (eps 0.5)</title>"),
+            std::string::npos);
+
+  // Command-line errors: not an .svg name, the model's own file, a missing directory.
+  auto png = run(raspcBinary() + " crate run " + model + " --plot " + tempPath("plot.png"));
+  EXPECT_EQ(png.exitCode, 2);
+  EXPECT_NE(png.out.find("--plot: the plot is SVG: give a file name ending in .svg"), std::string::npos) << png.out;
+  EXPECT_FALSE(fileExists(tempPath("plot.png")));
+  std::string svgModel = tempPath("model_named.svg");
+  auto same = run(raspcBinary() + " crate synth --depth 1 -o " + svgModel + " --plot " + svgModel);
+  EXPECT_EQ(same.exitCode, 2);
+  EXPECT_EQ(same.out, "raspc: error: --plot '" + svgModel + "' is the same file as '" + svgModel + "'\n");
+  std::string dir = tempPath("no_such_dir");
+  auto missing = run(raspcBinary() + " crate run " + model + " --plot " + dir + "/p.svg");
+  EXPECT_EQ(missing.exitCode, 1);
+  EXPECT_EQ(missing.out, "raspc: error: " + dir + "/p.svg: cannot write: no directory '" + dir + "'\n");
+}
+
+TEST(CratePlot, RunOnImages) {
+  CrateConfig c = tinyConfig();
+  c.depth = 3;
+  CrateModel m = randomCrateModel(c, 41);
+  std::string model = tempPath("model.h5"), images = tempPath("images.h5"), plot = tempPath("run.svg");
+  std::remove(plot.c_str());
+  ASSERT_EQ(errorText(writeCrateModel(m, model)), "<success>");
+  std::vector<float> im = randomImages(2, c, 43);
+  ASSERT_EQ(errorText(writeCrateImages(images, im, 2, 3, 2)), "<success>");
+  auto exec = expectOk(CrateExecutor::create(m));
+  std::vector<CrateLayerMetrics> ms;
+  exec.run(im.data(), 2, &ms);
+  ASSERT_EQ(ms.size(), 3u);
+
+  // Without --metrics the table is not printed, but the plot is drawn.
+  std::string cmd = raspcBinary() + " crate run " + model + " --input " + images + " --top 2 --plot " + plot;
+  auto r = run("(" + cmd + " 2>/dev/null)");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  auto ls = lines(r.out);
+  ASSERT_EQ(ls.size(), 2u) << r.out;
+  EXPECT_EQ(ls[0].substr(0, 9), "image 0: ");
+  std::string svg = readFile(plot);
+  expectPlotsMetrics(svg, ms, 1e-9);
+  EXPECT_NE(svg.find("<title>" + model + ": per-layer metrics on " + images + ", 2 images (eps 0.5)</title>"),
+            std::string::npos);
+  if (havePython()) {
+    EXPECT_EQ(xmlSummary(plot), expectedSummary(3));
+  }
+
+  // --metrics --json with --plot: only JSON on the output (images, then layers).
+  auto json = run(cmd + " --metrics --json --force");
+  ASSERT_EQ(json.exitCode, 0) << json.out;
+  ls = lines(json.out);
+  ASSERT_EQ(ls.size(), 5u) << json.out;
+  for (size_t i = 0; i < 5; ++i) EXPECT_EQ(ls[i].substr(0, 10), i < 2 ? "{\"image\": " : "{\"layer\": ");
+  EXPECT_EQ(readFile(plot), svg);
+  // Exists, without --force.
+  auto again = run(cmd);
+  EXPECT_EQ(again.exitCode, 1);
+  EXPECT_EQ(again.out, "raspc: error: '" + plot + "' exists; pass --force to overwrite it\n");
+}
+
+TEST(CratePlot, SingleLayerIsOneMarkerInTheMiddle) {
+  std::string svg = metricsSvg({{0, 5.0, 3.0, 0.5}}, "one layer");
+  auto ls = polylines(svg);
+  ASSERT_EQ(ls.size(), 3u) << svg;
+  for (size_t k = 0; k < 3; ++k) {
+    ASSERT_EQ(ls[k].size(), 1u);
+    EXPECT_EQ(ls[k][0].first, double(k) * kPanel + (kPlotLeft + kPlotRight) / 2);
+    EXPECT_EQ(ls[k][0].second, kMiddleY); // a constant series sits in the middle
+  }
+  EXPECT_EQ(occurrences(svg, "<circle "), 3u);
+  EXPECT_EQ(occurrences(svg, ">0</text>"), 3u); // the one layer tick, per panel
+  EXPECT_EQ(occurrences(svg, ">1</text>"), 0u);
+  // Padded ranges with rounded ticks: 4.5 .. 5.5, 2.6 .. 3.4, 0.45 .. 0.55.
+  for (const char *label : {">4.5</text>", ">5.0</text>", ">5.5</text>", ">2.6</text>", ">3.4</text>",
+                            ">0.45</text>", ">0.55</text>"})
+    EXPECT_EQ(occurrences(svg, label), 1u) << label;
+  EXPECT_EQ(tooltipValues(svg), (std::vector<double>{5.0, 3.0, 0.5}));
+  expectOnlyFiniteText(svg);
+  std::string path = tempPath("one.svg");
+  ASSERT_EQ(errorText(writeFileAtomically(path, svg, true)), "<success>");
+  if (havePython()) {
+    EXPECT_EQ(xmlSummary(path), expectedSummary(1));
+  }
+}
+
+TEST(CratePlot, ConstantSeriesAndTicks) {
+  std::vector<CrateLayerMetrics> ms;
+  const double R[] = {73.7791, 72.0172, 71.2707, 70.0642};
+  for (int l = 0; l < 4; ++l) ms.push_back({l, R[l], 0.0, 0.25});
+  std::string svg = metricsSvg(ms, "constant");
+  auto ls = polylines(svg);
+  ASSERT_EQ(ls.size(), 3u);
+  for (size_t k = 1; k < 3; ++k)
+    for (const auto &p : ls[k]) EXPECT_EQ(p.second, kMiddleY) << "panel " << k;
+  // R: whole numbers 70 .. 74 (the range widened to whole steps); R^c = 0: -1 .. 1 by
+  // 0.5, with no "-0.0"; sparsity 0.25: 0.225 .. 0.275 rounded out to steps of 0.02.
+  for (const char *label : {">70</text>", ">71</text>", ">72</text>", ">73</text>", ">74</text>", ">-1.0</text>",
+                            ">-0.5</text>", ">0.0</text>", ">0.5</text>", ">1.0</text>", ">0.22</text>",
+                            ">0.24</text>", ">0.26</text>", ">0.28</text>"})
+    EXPECT_EQ(occurrences(svg, label), 1u) << label;
+  for (const char *label : {">69</text>", ">75</text>", ">-0.0</text>"}) EXPECT_EQ(occurrences(svg, label), 0u) << label;
+  // The ends of the R axis are 70 and 74: 70.0642 sits just above the bottom.
+  EXPECT_NEAR(ls[0][3].second, kPlotBottom - 0.0642 / 4 * (kPlotBottom - kPlotTop), 0.01);
+  EXPECT_NEAR(ls[0][0].second, kPlotBottom - 3.7791 / 4 * (kPlotBottom - kPlotTop), 0.01);
+  expectOnlyFiniteText(svg);
+}
+
+TEST(CratePlot, NonFiniteValuesAreLeftOut) {
+  const double nan = std::nan(""), inf = INFINITY;
+  std::vector<CrateLayerMetrics> ms = {{0, 4, 10, inf}, {1, 3, 9, 0.5}, {2, 2, nan, 0.6}, {3, 1, 7, 0.7}};
+  std::string svg = metricsSvg(ms, "gaps");
+  expectOnlyFiniteText(svg);
+  auto ls = polylines(svg);
+  // R whole; R^c broken at layer 2 (layers 0-1, then 3); sparsity from layer 1.
+  ASSERT_EQ(ls.size(), 4u) << svg;
+  EXPECT_EQ(ls[0].size(), 4u);
+  EXPECT_EQ(ls[1].size(), 2u);
+  EXPECT_EQ(ls[2].size(), 1u);
+  EXPECT_EQ(ls[3].size(), 3u);
+  EXPECT_EQ(ls[2][0].first - kPanel, ls[0][3].first); // R^c's last piece is layer 3
+  EXPECT_GT(ls[2][0].second, ls[1][1].second);        // 7 < 9: lower on the page
+  EXPECT_EQ(ls[3][0].first - 2 * kPanel, ls[0][1].first);
+  EXPECT_EQ(occurrences(svg, "<circle "), 10u);
+  EXPECT_EQ(occurrences(svg, "not finite, left out: layer 2<"), 1u);
+  EXPECT_EQ(occurrences(svg, "not finite, left out: layer 0<"), 1u);
+  EXPECT_EQ(tooltipValues(svg), (std::vector<double>{4, 3, 2, 1, 10, 9, 7, 0.5, 0.6, 0.7}));
+  // A panel with no finite value at all: axes, no line.
+  for (CrateLayerMetrics &m : ms) m.R = nan;
+  svg = metricsSvg(ms, "no R");
+  expectOnlyFiniteText(svg);
+  EXPECT_EQ(polylines(svg).size(), 3u);
+  EXPECT_EQ(occurrences(svg, "not finite, left out: layers 0, 1, 2, 3<"), 1u);
+  EXPECT_EQ(occurrences(svg, "<circle "), 6u);
+  std::string path = tempPath("gaps.svg");
+  ASSERT_EQ(errorText(writeFileAtomically(path, svg, true)), "<success>");
+  if (havePython()) {
+    EXPECT_EQ(run("/usr/bin/python3 -c \"import xml.etree.ElementTree as E; E.parse('" + path + "')\"").out, "");
+  }
+}
+
+TEST(CratePlot, TitleIsEscaped) {
+  std::string svg = metricsSvg({{0, 1, 2, 0.5}}, "a<b & \"c\" 'd'\t\xff caf\xc3\xa9");
+  EXPECT_EQ(occurrences(svg, "a&lt;b &amp; &quot;c&quot; &apos;d&apos; ? caf\xc3\xa9"), 2u) << svg;
+  std::string path = tempPath("escaped.svg");
+  ASSERT_EQ(errorText(writeFileAtomically(path, svg, true)), "<success>");
+  if (havePython()) {
+    EXPECT_EQ(run("/usr/bin/python3 -c \"import xml.etree.ElementTree as E; "
+                  "print(E.parse('" + path + "').getroot().find('{http://www.w3.org/2000/svg}title').text)\"")
+                  .out,
+              "a<b & \"c\" 'd' ? caf\xc3\xa9\n");
+  }
+}
+
+TEST(CratePlot, WriteFileAtomically) {
+  std::string path = tempPath("atomic.svg");
+  std::remove(path.c_str());
+  ASSERT_EQ(errorText(writeFileAtomically(path, "one", false)), "<success>");
+  EXPECT_EQ(readFile(path), "one");
+  EXPECT_EQ(errorText(writeFileAtomically(path, "two", false)), "'" + path + "' exists; pass --force to overwrite it");
+  EXPECT_EQ(readFile(path), "one");
+  ASSERT_EQ(errorText(writeFileAtomically(path, "two", true)), "<success>");
+  EXPECT_EQ(readFile(path), "two");
+  std::string missing = tempPath("missing_dir") + "/x.svg";
+  EXPECT_EQ(errorText(writeFileAtomically(missing, "x", true)), missing + ": cannot write: No such file or directory");
+  std::string dir = tempPath("a_dir");
+  std::filesystem::create_directories(dir);
+  EXPECT_EQ(errorText(writeFileAtomically(dir, "x", true)), dir + ": is a directory");
+  std::string prefix = std::filesystem::path(path).filename().string() + ".";
+  for (const auto &e : std::filesystem::directory_iterator(std::filesystem::path(path).parent_path()))
+    EXPECT_NE(e.path().filename().string().rfind(prefix, 0), 0u) << e.path();
 }
 
 } // namespace

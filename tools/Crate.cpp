@@ -2,10 +2,12 @@
 #include "backend/Hdf5.h"
 #include "runtime/Crate.h"
 #include "tools/Commands.h"
+#include "tools/Plot.h"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <llvm/Support/FileSystem.h>
+#include <llvm/Support/Path.h>
 
 #include <algorithm>
 #include <iostream>
@@ -27,6 +29,8 @@ struct CrateFlags {
   CrateSynthOptions synth;
   std::string synthOut;
   bool synthJson = false, force = false;
+  // run and synth: the metrics as an SVG plot (--force also covers it)
+  std::optional<std::string> plot;
 };
 
 void printMetrics(const std::vector<CrateLayerMetrics> &ms, bool json) {
@@ -57,7 +61,38 @@ int fail(llvm::Error e) {
   return 1;
 }
 
+// --plot, checked before any work: not an existing file without --force (exit 1), nor
+// one of the command's other files (exit 2). 0 when the plot can be written.
+int checkPlotPath(const CrateFlags &f, const std::vector<std::optional<std::string>> &others) {
+  if (!f.plot) return 0;
+  for (const std::optional<std::string> &o : others) {
+    bool same = false;
+    if (o && (*o == *f.plot || (!llvm::sys::fs::equivalent(*o, *f.plot, same) && same))) {
+      std::cerr << "raspc: error: --plot '" << *f.plot << "' is the same file as '" << *o << "'\n";
+      return 2;
+    }
+  }
+  if (!f.force && llvm::sys::fs::exists(*f.plot)) {
+    std::cerr << "raspc: error: '" << *f.plot << "' exists; pass --force to overwrite it\n";
+    return 1;
+  }
+  llvm::StringRef dir = llvm::sys::path::parent_path(*f.plot);
+  if (!llvm::sys::fs::is_directory(dir.empty() ? "." : dir)) {
+    std::cerr << "raspc: error: " << *f.plot << ": cannot write: no directory '" << dir.str() << "'\n";
+    return 1;
+  }
+  return 0;
+}
+
+// Writes the plot of `ms` to --plot (atomically) and says so on stderr, except with --json.
+int writePlot(const CrateFlags &f, const std::vector<CrateLayerMetrics> &ms, const std::string &title, bool json) {
+  if (auto e = writeFileAtomically(*f.plot, metricsSvg(ms, title), f.force)) return fail(std::move(e));
+  if (!json) std::cerr << "wrote " << *f.plot << "\n";
+  return 0;
+}
+
 int runCrate(const CrateFlags &f) {
+  if (int rc = checkPlotPath(f, {f.model, f.input, f.logitsOut})) return rc;
   auto model = readCrateModel(f.model);
   if (!model) return fail(model.takeError());
   auto exec = CrateExecutor::create(*model, f.model);
@@ -69,13 +104,15 @@ int runCrate(const CrateFlags &f) {
       std::cerr << "raspc crate run: give --input IMAGES.h5 (" << f.model << " has no synthesised tokens)\n";
       return 2;
     }
-    printMetrics(synthMetrics(*exec, *model, f.eps), f.json);
-    return 0;
+    std::vector<CrateLayerMetrics> ms = synthMetrics(*exec, *model, f.eps);
+    printMetrics(ms, f.json);
+    std::string title = fmt::format("{}: per-layer metrics on its synthesised tokens (eps {})", f.model, f.eps);
+    return f.plot ? writePlot(f, ms, title, f.json) : 0;
   }
   auto images = readCrateImages(*f.input, c);
   if (!images) return fail(images.takeError());
   std::vector<CrateLayerMetrics> ms;
-  Eigen::MatrixXf logits = exec->run(images->data.data(), images->batch, f.metrics ? &ms : nullptr, f.eps);
+  Eigen::MatrixXf logits = exec->run(images->data.data(), images->batch, f.metrics || f.plot ? &ms : nullptr, f.eps);
   int k = std::min(f.top, c.num_classes);
   for (int b = 0; b < images->batch; ++b) {
     std::vector<int> order(size_t(c.num_classes));
@@ -96,6 +133,11 @@ int runCrate(const CrateFlags &f) {
       for (int64_t j = 0; j < t.shape[1]; ++j) t.at(b, j) = logits(b, j);
     if (auto e = writeTensorFile(*f.logitsOut, "logits", t)) return fail(std::move(e));
   }
+  if (f.plot)
+    return writePlot(f, ms,
+                     fmt::format("{}: per-layer metrics on {}, {} image{} (eps {})", f.model, *f.input, images->batch,
+                                 images->batch == 1 ? "" : "s", f.eps),
+                     f.json);
   return 0;
 }
 
@@ -104,6 +146,7 @@ int runSynth(const CrateFlags &f) {
     std::cerr << "raspc: error: '" << f.synthOut << "' exists; pass --force to overwrite it\n";
     return 1;
   }
+  if (int rc = checkPlotPath(f, {f.synthOut})) return rc;
   auto model = synthCrateModel(f.synth);
   if (!model) return fail(model.takeError());
   if (auto e = writeCrateModel(*model, f.synthOut)) return fail(std::move(e));
@@ -115,6 +158,12 @@ int runSynth(const CrateFlags &f) {
     std::cout << fmt::format("wrote {}: dim {}, {} heads of width {}, depth {}, {} tokens, seed {}\n", f.synthOut,
                              o.dim, o.heads, o.dim / o.heads, o.depth, o.tokens, o.seed);
   printMetrics(ms, f.synthJson);
+  if (f.plot)
+    return writePlot(f, ms,
+                     fmt::format("{}: per-layer metrics on its synthesised tokens (dim {}, {} heads, depth {}, {} "
+                                 "tokens, seed {}; eps {})",
+                                 f.synthOut, o.dim, o.heads, o.depth, o.tokens, o.seed, f.eps),
+                     f.synthJson);
   return 0;
 }
 
@@ -122,6 +171,13 @@ int runSynth(const CrateFlags &f) {
 
 std::function<std::optional<int>()> addCrateCommands(CLI::App &app) {
   auto f = std::make_shared<CrateFlags>();
+  // --plot writes SVG: a name that says otherwise (plot.png) is refused.
+  CLI::Validator svgName(
+      [](std::string &name) -> std::string {
+        std::string ext = llvm::sys::path::extension(name).lower();
+        return ext == ".svg" ? "" : "the plot is SVG: give a file name ending in .svg";
+      },
+      "FILE.svg");
   auto *crate = app.add_subcommand("crate", "CRATE white-box transformers: run a model, or synthesise one");
   crate->require_subcommand(1);
 
@@ -134,6 +190,9 @@ std::function<std::optional<int>()> addCrateCommands(CLI::App &app) {
   run->add_option("--eps", f->eps, "the distortion eps of the coding rates (default 0.5)")
       ->check(CLI::Range(1e-6, 1e6));
   run->add_option("--logits", f->logitsOut, "write the logits to this HDF5 file (dataset 'logits' [B, classes])");
+  run->add_option("--plot", f->plot, "write R(Z), Rc(Z;U) and the sparsity per layer as an SVG plot to this file")
+      ->check(svgName);
+  run->add_flag("--force", f->force, "overwrite an existing --plot file");
 
   auto *synth = crate->add_subcommand("synth", "build CRATE layers from random subspaces, run them on sampled tokens");
   CrateSynthOptions &o = f->synth;
@@ -151,8 +210,10 @@ std::function<std::optional<int>()> addCrateCommands(CLI::App &app) {
   synth->add_option("-o,--out", f->synthOut, "the model file to write")->required();
   synth->add_option("--eps", f->eps, "the distortion eps of the coding rates (default 0.5)")
       ->check(CLI::Range(1e-6, 1e6));
-  synth->add_flag("--force", f->force, "overwrite an existing file");
+  synth->add_flag("--force", f->force, "overwrite existing files (the model and the --plot file)");
   synth->add_flag("--json", f->synthJson, "print the metrics as JSON, one object per layer");
+  synth->add_option("--plot", f->plot, "write R(Z), Rc(Z;U) and the sparsity per layer as an SVG plot to this file")
+      ->check(svgName);
 
   return [f, crate, run, synth]() -> std::optional<int> {
     if (!crate->parsed()) return std::nullopt;

@@ -1,0 +1,29 @@
+// The per-layer CRATE metrics as an SVG plot (raspc crate run | synth --plot;
+// docs/crate.md).
+#pragma once
+#include "runtime/Crate.h"
+
+#include <llvm/Support/Error.h>
+
+#include <string>
+#include <vector>
+
+namespace raspc::tools {
+
+// A standalone SVG 1.1 document: three panels side by side, the coding rate R(Z), the
+// compression term R^c(Z; U) and the sparsity after ISTA, each against the layer index
+// (axes, rounded tick labels, the values as a polyline with a marker per layer), under
+// the line `title` (XML-escaped; invalid UTF-8 becomes '?').
+//
+// A non-finite value is left out: no marker, the line breaks there, and the panel names
+// the layers left out. A constant series is drawn in the middle of a padded range; a
+// single layer is one marker. Every number written is finite.
+std::string metricsSvg(const std::vector<CrateLayerMetrics> &ms, const std::string &title);
+
+// Writes `contents` to `path` atomically: into a new temporary file beside it, then
+// renamed over it. Without `force`, an existing `path` is an error
+// ("'PATH' exists; pass --force to overwrite it"); other errors name `path` and the
+// reason. On error nothing is left behind.
+llvm::Error writeFileAtomically(const std::string &path, const std::string &contents, bool force);
+
+} // namespace raspc::tools
