@@ -1,6 +1,7 @@
 #include "runtime/Crate.h"
 #include "backend/Hdf5.h"
 #include "backend/Hdf5Util.h"
+#include "runtime/cuda/Cuda.h"
 
 #include <fmt/format.h>
 
@@ -419,6 +420,42 @@ struct CrateExecutor::Impl {
 
   // Buffers, reused across calls.
   Eigen::MatrixXf patches, patchesN, emb, embN, X, Z, W, O, S, G1, G2, T1, pooled, pooledN;
+
+  Device device = Device::Cpu;
+  std::unique_ptr<cuda::CrateForward> gpu; // Device::Cuda: the weights live there
+
+  // The GPU's per-layer copies of Z = LN1(X) and of the layer output, as metrics.
+  llvm::Expected<Eigen::MatrixXf> onGpu(const float *input, int groups, int tokens, bool images,
+                                        std::vector<CrateLayerMetrics> *metrics, double eps) {
+    cuda::CrateLayerFn hook = [&](int l, const float *Z, const float *Xout, int rows) {
+      using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+      CrateLayerMetrics lm;
+      lm.layer = l;
+      Eigen::MatrixXf z = Eigen::Map<const RowMajor>(Z, rows, cfg.dim);
+      addRates(lm, z, layers[size_t(l)].U.cast<double>(), groups, tokens, eps);
+      lm.sparsity = sparsity(Eigen::Map<const Eigen::ArrayXf>(Xout, Eigen::Index(rows) * cfg.dim));
+      metrics->push_back(lm);
+    };
+    if (metrics) metrics->clear();
+    std::string error;
+    const int outCols = images ? cfg.num_classes : cfg.dim, outRows = images ? groups : groups * tokens;
+    Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> out(outRows, outCols);
+    bool ok = images ? gpu->run(input, groups, out.data(), metrics ? &hook : nullptr, &error)
+                     : gpu->runLayers(input, groups, tokens, out.data(), metrics ? &hook : nullptr, &error);
+    if (!ok) return llvm::make_error<llvm::StringError>("cuda: " + error, llvm::inconvertibleErrorCode());
+    return Eigen::MatrixXf(out);
+  }
+
+  // R and R^c of Z = LN1(X) (rows: `groups` sequences of `tokens`), averaged over groups.
+  void addRates(CrateLayerMetrics &lm, const Eigen::MatrixXf &Z, const Eigen::MatrixXd &U, int groups, int tokens,
+                double eps) const {
+    for (int g = 0; g < groups; ++g) {
+      Eigen::MatrixXd Zg = Z.middleRows(Eigen::Index(g) * tokens, tokens).cast<double>();
+      lm.R += codingRate(Zg, eps) / groups;
+      lm.Rc += compressionRate(Zg, U, cfg.heads, eps) / groups;
+    }
+  }
+  template <class A> static double sparsity(const A &x) { return double((x == 0.0f).count()) / double(x.size()); }
 };
 
 CrateExecutor::CrateExecutor(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -428,9 +465,13 @@ CrateExecutor::~CrateExecutor() = default;
 
 const CrateConfig &CrateExecutor::config() const { return impl_->cfg; }
 
-llvm::Expected<CrateExecutor> CrateExecutor::create(const CrateModel &m, const std::string &what) {
+llvm::Expected<CrateExecutor> CrateExecutor::create(const CrateModel &m, const std::string &what, Device d) {
   if (auto e = validateCrateModel(m, what)) return e;
+  if (auto e = deviceError(d))
+    return llvm::make_error<llvm::StringError>("cannot run on cuda: " + llvm::toString(std::move(e)),
+                                               llvm::inconvertibleErrorCode());
   auto impl = std::make_unique<Impl>();
+  impl->device = d;
   const CrateConfig &c = m.cfg;
   impl->cfg = c;
   auto T = [&](const std::string &name) -> const Tensor & { return m.tensors.at(name); };
@@ -460,12 +501,54 @@ llvm::Expected<CrateExecutor> CrateExecutor::create(const CrateModel &m, const s
   impl->headLnB = row("mlp_head.0.bias");
   impl->headT = toMatrix(T("mlp_head.1.weight"), c.num_classes, c.dim).transpose();
   impl->headB = row("mlp_head.1.bias");
+  if (d == Device::Cuda) {
+    // The file's tensors as they are (PyTorch layout); the GPU keeps its own copy.
+    auto P = [&](const std::string &name) { return T(name).data.data(); };
+    cuda::CrateWeights w;
+    w.imageSize = c.image_size;
+    w.patchSize = c.patch_size;
+    w.channels = c.channels;
+    w.dim = c.dim;
+    w.heads = c.heads;
+    w.classes = c.num_classes;
+    w.eta = float(c.eta);
+    w.lambda = float(c.lambda);
+    w.meanPool = c.pool == "mean";
+    w.peLn1w = P("to_patch_embedding.1.weight");
+    w.peLn1b = P("to_patch_embedding.1.bias");
+    w.peW = P("to_patch_embedding.2.weight");
+    w.peB = P("to_patch_embedding.2.bias");
+    w.peLn2w = P("to_patch_embedding.3.weight");
+    w.peLn2b = P("to_patch_embedding.3.bias");
+    w.pos = P("pos_embedding");
+    w.cls = P("cls_token");
+    for (int l = 0; l < c.depth; ++l)
+      w.layers.push_back({P(layerKey(l, "0.norm.weight")), P(layerKey(l, "0.norm.bias")),
+                          P(layerKey(l, "0.fn.qkv.weight")), P(layerKey(l, "0.fn.to_out.0.weight")),
+                          P(layerKey(l, "0.fn.to_out.0.bias")), P(layerKey(l, "1.norm.weight")),
+                          P(layerKey(l, "1.norm.bias")), P(layerKey(l, "1.fn.weight"))});
+    w.headLnW = P("mlp_head.0.weight");
+    w.headLnB = P("mlp_head.0.bias");
+    w.headW = P("mlp_head.1.weight");
+    w.headB = P("mlp_head.1.bias");
+    std::string error;
+    impl->gpu = cuda::CrateForward::create(w, &error);
+    if (!impl->gpu)
+      return llvm::make_error<llvm::StringError>("cannot run on cuda: " + error, llvm::inconvertibleErrorCode());
+  }
   return CrateExecutor(std::move(impl));
 }
 
-Eigen::MatrixXf CrateExecutor::runLayers(const Eigen::MatrixXf &input, int groups, int tokensPerGroup,
-                                         std::vector<CrateLayerMetrics> *metrics, double eps) {
+Device CrateExecutor::device() const { return impl_->device; }
+
+llvm::Expected<Eigen::MatrixXf> CrateExecutor::runLayers(const Eigen::MatrixXf &input, int groups,
+                                                         int tokensPerGroup, std::vector<CrateLayerMetrics> *metrics,
+                                                         double eps) {
   Impl &I = *impl_;
+  if (I.gpu) {
+    const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> rows = input;
+    return I.onGpu(rows.data(), groups, tokensPerGroup, false, metrics, eps);
+  }
   const CrateConfig &c = I.cfg;
   const int T = tokensPerGroup, p = c.headDim();
   const float scale = 1.0f / std::sqrt(float(p));
@@ -478,14 +561,7 @@ Eigen::MatrixXf CrateExecutor::runLayers(const Eigen::MatrixXf &input, int group
     layerNorm(I.X, I.Z, L.ln1w, L.ln1b);
     CrateLayerMetrics lm;
     lm.layer = int(l);
-    if (metrics) {
-      Eigen::MatrixXd U = L.U.cast<double>();
-      for (int g = 0; g < groups; ++g) {
-        Eigen::MatrixXd Zg = I.Z.middleRows(Eigen::Index(g) * T, T).cast<double>();
-        lm.R += codingRate(Zg, eps) / groups;
-        lm.Rc += compressionRate(Zg, U, c.heads, eps) / groups;
-      }
-    }
+    if (metrics) I.addRates(lm, I.Z, L.U.cast<double>(), groups, T, eps);
     I.W.noalias() = I.Z * L.U;
     I.O.resize(I.W.rows(), I.W.cols());
     for (int g = 0; g < groups; ++g)
@@ -506,16 +582,17 @@ Eigen::MatrixXf CrateExecutor::runLayers(const Eigen::MatrixXf &input, int group
     I.G2.noalias() = I.Z * L.D;
     I.X = (I.Z.array() + eta * (I.G2 - I.G1).array() - etaLambda).max(0.0f);
     if (metrics) {
-      lm.sparsity = double((I.X.array() == 0.0f).count()) / double(I.X.size());
+      lm.sparsity = Impl::sparsity(I.X.array());
       metrics->push_back(lm);
     }
   }
   return I.X;
 }
 
-Eigen::MatrixXf CrateExecutor::run(const float *images, int batch, std::vector<CrateLayerMetrics> *metrics,
-                                   double eps) {
+llvm::Expected<Eigen::MatrixXf> CrateExecutor::run(const float *images, int batch,
+                                                   std::vector<CrateLayerMetrics> *metrics, double eps) {
   Impl &I = *impl_;
+  if (I.gpu) return I.onGpu(images, batch, 0, true, metrics, eps);
   const CrateConfig &c = I.cfg;
   const int P = c.patch_size, C = c.channels, S = c.image_size, side = S / P, np = c.numPatches();
   const int T = c.tokens();
@@ -540,7 +617,9 @@ Eigen::MatrixXf CrateExecutor::run(const float *images, int batch, std::vector<C
     X.row(Eigen::Index(b) * T) = I.cls + I.pos.row(0);
     X.middleRows(Eigen::Index(b) * T + 1, np) = I.embN.middleRows(Eigen::Index(b) * np, np) + I.pos.bottomRows(np);
   }
-  Eigen::MatrixXf out = runLayers(X, batch, T, metrics, eps);
+  auto layersOut = runLayers(X, batch, T, metrics, eps);
+  if (!layersOut) return layersOut.takeError();
+  const Eigen::MatrixXf &out = *layersOut;
   I.pooled.resize(batch, c.dim);
   for (int b = 0; b < batch; ++b)
     I.pooled.row(b) = c.pool == "mean" ? Eigen::RowVectorXf(out.middleRows(Eigen::Index(b) * T, T).colwise().mean())

@@ -12,6 +12,7 @@
 // PyTorch checkpoint keys without the `module.` prefix.
 #pragma once
 #include "backend/Model.h"
+#include "runtime/Device.h"
 
 #include <Eigen/Dense>
 #include <llvm/Support/Error.h>
@@ -112,28 +113,34 @@ struct CrateLayerMetrics {
 };
 
 // ------------------------------------------------------------------------------------
-// CPU executor (float32). Owns converted weights and activation buffers (grown to the
-// largest batch and reused); run() is not thread-safe.
+// Executor (float32) on the CPU (Eigen) or a CUDA GPU (runtime/cuda/). Owns converted
+// weights and activation buffers (grown to the largest batch and reused); run() is not
+// thread-safe. With metrics on the GPU, each layer's Z and output come back to the host
+// and the metrics are computed there, as on the CPU.
 class CrateExecutor {
 public:
-  // Validates the model (validateCrateModel) and converts its weights.
-  static llvm::Expected<CrateExecutor> create(const CrateModel &m, const std::string &what = "model");
+  // Validates the model (validateCrateModel) and converts its weights; on Device::Cuda
+  // fails with the reason when no GPU can be used (deviceError).
+  static llvm::Expected<CrateExecutor> create(const CrateModel &m, const std::string &what = "model",
+                                              Device d = Device::Cpu);
 
   CrateExecutor(CrateExecutor &&) noexcept;
   CrateExecutor &operator=(CrateExecutor &&) noexcept;
   ~CrateExecutor();
 
   // images: batch * channels * image_size^2 floats ([B, C, H, W]); returns logits
-  // [B, num_classes]. With `metrics`, fills one entry per layer.
-  Eigen::MatrixXf run(const float *images, int batch, std::vector<CrateLayerMetrics> *metrics = nullptr,
-                      double eps = 0.5);
+  // [B, num_classes]. With `metrics`, fills one entry per layer. Fails only on the GPU
+  // (the CUDA call that failed).
+  llvm::Expected<Eigen::MatrixXf> run(const float *images, int batch,
+                                      std::vector<CrateLayerMetrics> *metrics = nullptr, double eps = 0.5);
 
   // The transformer layers alone on `groups` sequences of `tokensPerGroup` tokens each,
   // stacked as rows of X ([groups * tokensPerGroup, dim]); returns the output tokens.
-  Eigen::MatrixXf runLayers(const Eigen::MatrixXf &X, int groups, int tokensPerGroup,
-                            std::vector<CrateLayerMetrics> *metrics = nullptr, double eps = 0.5);
+  llvm::Expected<Eigen::MatrixXf> runLayers(const Eigen::MatrixXf &X, int groups, int tokensPerGroup,
+                                            std::vector<CrateLayerMetrics> *metrics = nullptr, double eps = 0.5);
 
   const CrateConfig &config() const;
+  Device device() const;
 
   struct Impl;
 

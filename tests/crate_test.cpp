@@ -162,7 +162,7 @@ void expectMatchesReference(const CrateConfig &c, int batch, uint64_t seed) {
   CrateModel m = randomCrateModel(c, seed);
   auto exec = expectOk(CrateExecutor::create(m));
   std::vector<float> images = randomImages(batch, c, seed + 100);
-  Eigen::MatrixXf logits = exec.run(images.data(), batch);
+  Eigen::MatrixXf logits = expectOk(exec.run(images.data(), batch));
   ASSERT_EQ(logits.rows(), batch);
   ASSERT_EQ(logits.cols(), c.num_classes);
   const size_t per = size_t(c.channels) * size_t(c.image_size) * size_t(c.image_size);
@@ -196,10 +196,10 @@ TEST(CrateExecutor, BuffersAreReusedAcrossBatchSizes) {
   CrateModel m = randomCrateModel(c, 3);
   auto exec = expectOk(CrateExecutor::create(m));
   std::vector<float> images = randomImages(4, c, 5);
-  Eigen::MatrixXf all = exec.run(images.data(), 4);
-  Eigen::MatrixXf one = exec.run(images.data() + 12, 1); // image 1 alone
+  Eigen::MatrixXf all = expectOk(exec.run(images.data(), 4));
+  Eigen::MatrixXf one = expectOk(exec.run(images.data() + 12, 1)); // image 1 alone
   EXPECT_LT((all.row(1) - one.row(0)).cwiseAbs().maxCoeff(), 1e-5);
-  Eigen::MatrixXf again = exec.run(images.data(), 4);
+  Eigen::MatrixXf again = expectOk(exec.run(images.data(), 4));
   EXPECT_EQ(all, again);
 }
 
@@ -221,7 +221,7 @@ TEST(CrateExecutor, HandCheckedSingleToken) {
   auto exec = expectOk(CrateExecutor::create(m));
   Eigen::MatrixXf x(1, 4);
   x << 1, 2, 3, 6; // mean 3, variance 3.5: LN(x) = (x - 3) / sqrt(3.5 + 1e-5)
-  Eigen::MatrixXf y = exec.runLayers(x, 1, 1);
+  Eigen::MatrixXf y = expectOk(exec.runLayers(x, 1, 1));
   double sd = std::sqrt(3.5 + 1e-5);
   double half[4], mean = 0, var = 0;
   for (int i = 0; i < 4; ++i) mean += half[i] = x(0, i) + (x(0, i) - 3) / sd;
@@ -343,7 +343,7 @@ TEST(CrateWhiteBox, LayerIstaIsIstaStepFromZ) {
   for (int i = 0; i < 6; ++i)
     for (int j = 0; j < 6; ++j) D(i, j) = dt.at(i, j);
   Eigen::MatrixXd want = istaStep(Z, Z, D, c.eta, c.lambda);
-  Eigen::MatrixXf got = exec.runLayers(X.cast<float>(), 1, 5);
+  Eigen::MatrixXf got = expectOk(exec.runLayers(X.cast<float>(), 1, 5));
   EXPECT_LT((got.cast<double>() - want).cwiseAbs().maxCoeff(), 1e-5);
 }
 
@@ -357,7 +357,7 @@ std::vector<CrateLayerMetrics> synthMetrics(const CrateSynthOptions &o) {
   for (int64_t i = 0; i < X.rows(); ++i)
     for (int64_t j = 0; j < X.cols(); ++j) X(i, j) = m.synthTokens.at(i, j);
   std::vector<CrateLayerMetrics> ms;
-  exec.runLayers(X, 1, int(X.rows()), &ms);
+  expectOk(exec.runLayers(X, 1, int(X.rows()), &ms));
   return ms;
 }
 
@@ -387,7 +387,7 @@ TEST(CrateSynth, CompressionFallsAcrossLayers) {
     for (int64_t i = 0; i < t.shape[0]; ++i)
       for (int64_t j = 0; j < t.shape[1]; ++j) X(i, j) = t.at(i, j);
     std::vector<CrateLayerMetrics> ms;
-    exec.runLayers(X, 1, o.tokens, &ms);
+    expectOk(exec.runLayers(X, 1, o.tokens, &ms));
     ASSERT_EQ(ms.size(), 6u);
     for (size_t l = 1; l < ms.size(); ++l) EXPECT_LT(ms[l].Rc, ms[l - 1].Rc) << "seed " << seed << " layer " << l;
     for (const CrateLayerMetrics &x : ms) {
@@ -593,7 +593,7 @@ TEST(CrateCli, RunPrintsTopClasses) {
   std::vector<float> im = randomImages(2, c, 3);
   ASSERT_EQ(errorText(writeCrateImages(images, im, 2, 3, 2)), "<success>");
   auto exec = expectOk(CrateExecutor::create(m));
-  Eigen::MatrixXf logits = exec.run(im.data(), 2);
+  Eigen::MatrixXf logits = expectOk(exec.run(im.data(), 2));
 
   auto r = run(raspcBinary() + " crate run " + model + " --input " + images + " --json --logits " + out);
   ASSERT_EQ(r.exitCode, 0) << r.out;
@@ -856,7 +856,7 @@ TEST(CratePlot, RunOnImages) {
   ASSERT_EQ(errorText(writeCrateImages(images, im, 2, 3, 2)), "<success>");
   auto exec = expectOk(CrateExecutor::create(m));
   std::vector<CrateLayerMetrics> ms;
-  exec.run(im.data(), 2, &ms);
+  expectOk(exec.run(im.data(), 2, &ms));
   ASSERT_EQ(ms.size(), 3u);
 
   // Without --metrics the table is not printed, but the plot is drawn.
@@ -997,6 +997,106 @@ TEST(CratePlot, WriteFileAtomically) {
   std::string prefix = std::filesystem::path(path).filename().string() + ".";
   for (const auto &e : std::filesystem::directory_iterator(std::filesystem::path(path).parent_path()))
     EXPECT_NE(e.path().filename().string().rfind(prefix, 0), 0u) << e.path();
+}
+
+} // namespace
+
+// ------------------------------------------------------------------------------------
+// The GPU executor: logits within 1e-4 (relative to the largest) of the CPU's in float32,
+// the same metrics, and a clear error where no GPU can be used.
+
+namespace {
+
+double maxRelativeError(const Eigen::MatrixXf &got, const Eigen::MatrixXf &want) {
+  if (got.rows() != want.rows() || got.cols() != want.cols()) return INFINITY;
+  return double((got - want).cwiseAbs().maxCoeff()) / std::max(double(want.cwiseAbs().maxCoeff()), 1e-30);
+}
+
+CrateConfig fullSize(int dim, int depth, int heads) {
+  CrateConfig c;
+  c.image_size = 224;
+  c.patch_size = 16;
+  c.dim = dim;
+  c.depth = depth;
+  c.heads = heads;
+  c.num_classes = 1000;
+  return c;
+}
+
+TEST(CrateCuda, UnavailableDeviceSaysWhy) {
+  llvm::Error err = deviceError(Device::Cuda);
+  if (!err) GTEST_SKIP() << "a GPU is usable here; the no-GPU error cannot be reached";
+  const std::string why = llvm::toString(std::move(err));
+  EXPECT_EQ(errorText(CrateExecutor::create(randomCrateModel(tinyConfig(), 1), "m.h5", Device::Cuda)),
+            "cannot run on cuda: " + why);
+  // The command line names the flag, before reading the model.
+  auto r = run(raspcBinary() + " crate run /nonexistent.h5 --input /nonexistent.h5 --device cuda");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: --device cuda: " + why + "\n");
+}
+
+TEST(CrateCuda, LogitsAndMetricsMatchTheCpu) {
+  RASPC_SKIP_WITHOUT_CUDA();
+  CrateConfig patches = tinyConfig();
+  patches.image_size = 4;
+  patches.patch_size = 2;
+  patches.depth = 3;
+  patches.dim = 8;
+  patches.heads = 4;
+  CrateConfig mean = patches;
+  mean.pool = "mean";
+  struct Case {
+    const char *name;
+    CrateConfig cfg;
+    int batch;
+  } cases[] = {{"tiny test config", tinyConfig(), 3},
+               {"patches", patches, 5},
+               {"mean pool", mean, 4},
+               {"CRATE-tiny", fullSize(384, 12, 6), 8},
+               {"CRATE-base", fullSize(768, 12, 12), 2}};
+  for (const Case &k : cases) {
+    CrateModel m = randomCrateModel(k.cfg, 11);
+    auto cpu = expectOk(CrateExecutor::create(m));
+    auto gpu = expectOk(CrateExecutor::create(m, "model", Device::Cuda));
+    EXPECT_EQ(gpu.device(), Device::Cuda);
+    std::vector<float> images = randomImages(k.batch, k.cfg, 12);
+    std::vector<CrateLayerMetrics> mc, mg;
+    Eigen::MatrixXf a = expectOk(cpu.run(images.data(), k.batch, &mc));
+    Eigen::MatrixXf b = expectOk(gpu.run(images.data(), k.batch, &mg));
+    const double err = maxRelativeError(b, a);
+    EXPECT_LT(err, 1e-4) << k.name;
+    std::cout << "[ cuda     ] " << k.name << ", batch " << k.batch << ": max relative logit error vs CPU " << err
+              << "\n";
+    ASSERT_EQ(mc.size(), mg.size()) << k.name;
+    for (size_t l = 0; l < mc.size(); ++l) {
+      EXPECT_NEAR(mg[l].R, mc[l].R, 1e-3 * std::max(1.0, std::abs(mc[l].R))) << k.name << " layer " << l;
+      EXPECT_NEAR(mg[l].Rc, mc[l].Rc, 1e-3 * std::max(1.0, std::abs(mc[l].Rc))) << k.name << " layer " << l;
+      EXPECT_NEAR(mg[l].sparsity, mc[l].sparsity, 1e-3) << k.name << " layer " << l;
+    }
+    // A smaller batch after a larger one reuses the device buffers.
+    Eigen::MatrixXf one = expectOk(gpu.run(images.data(), 1));
+    EXPECT_LT(maxRelativeError(one, a.topRows(1)), 1e-4) << k.name;
+  }
+}
+
+TEST(CrateCuda, SynthesisedLayersMatchTheCpu) {
+  RASPC_SKIP_WITHOUT_CUDA();
+  CrateSynthOptions o;
+  o.depth = 6;
+  CrateModel m = expectOk(synthCrateModel(o));
+  const Tensor &t = m.synthTokens;
+  Eigen::MatrixXf X(t.shape[0], t.shape[1]);
+  for (int64_t i = 0; i < t.shape[0]; ++i)
+    for (int64_t j = 0; j < t.shape[1]; ++j) X(i, j) = t.data[size_t(i * t.shape[1] + j)];
+  auto cpu = expectOk(CrateExecutor::create(m));
+  auto gpu = expectOk(CrateExecutor::create(m, "synth", Device::Cuda));
+  std::vector<CrateLayerMetrics> mc, mg;
+  Eigen::MatrixXf a = expectOk(cpu.runLayers(X, 1, int(X.rows()), &mc));
+  Eigen::MatrixXf b = expectOk(gpu.runLayers(X, 1, int(X.rows()), &mg));
+  EXPECT_LT(maxRelativeError(b, a), 1e-4);
+  ASSERT_EQ(mg.size(), 6u);
+  for (size_t l = 0; l < mc.size(); ++l) EXPECT_NEAR(mg[l].Rc, mc[l].Rc, 1e-3 * std::max(1.0, std::abs(mc[l].Rc)));
+  EXPECT_LT(mg.back().Rc, mg.front().Rc); // the compression still falls on the GPU
 }
 
 } // namespace

@@ -23,6 +23,7 @@ struct CrateFlags {
   std::string model;
   std::optional<std::string> input, logitsOut;
   bool json = false, metrics = false;
+  std::string device = "cpu";
   int top = 5;
   double eps = 0.5;
   // synth
@@ -46,13 +47,13 @@ void printMetrics(const std::vector<CrateLayerMetrics> &ms, bool json) {
 }
 
 // The layers of a synthesised model run on its stored tokens, with the per-layer metrics.
-std::vector<CrateLayerMetrics> synthMetrics(CrateExecutor &exec, const CrateModel &model, double eps) {
+llvm::Expected<std::vector<CrateLayerMetrics>> synthMetrics(CrateExecutor &exec, const CrateModel &model, double eps) {
   const Tensor &t = model.synthTokens;
   Eigen::MatrixXf X(t.shape[0], t.shape[1]);
   for (int64_t i = 0; i < t.shape[0]; ++i)
     for (int64_t j = 0; j < t.shape[1]; ++j) X(i, j) = t.data[size_t(i * t.shape[1] + j)];
   std::vector<CrateLayerMetrics> ms;
-  exec.runLayers(X, 1, int(X.rows()), &ms, eps);
+  if (auto out = exec.runLayers(X, 1, int(X.rows()), &ms, eps); !out) return out.takeError();
   return ms;
 }
 
@@ -93,9 +94,14 @@ int writePlot(const CrateFlags &f, const std::vector<CrateLayerMetrics> &ms, con
 
 int runCrate(const CrateFlags &f) {
   if (int rc = checkPlotPath(f, {f.model, f.input, f.logitsOut})) return rc;
+  Device dev = *parseDevice(f.device);
+  if (auto e = deviceError(dev)) {
+    std::cerr << "raspc: error: --device " << f.device << ": " << llvm::toString(std::move(e)) << "\n";
+    return 1;
+  }
   auto model = readCrateModel(f.model);
   if (!model) return fail(model.takeError());
-  auto exec = CrateExecutor::create(*model, f.model);
+  auto exec = CrateExecutor::create(*model, f.model, dev);
   if (!exec) return fail(exec.takeError());
   const CrateConfig &c = model->cfg;
   if (!f.input) {
@@ -104,15 +110,18 @@ int runCrate(const CrateFlags &f) {
       std::cerr << "raspc crate run: give --input IMAGES.h5 (" << f.model << " has no synthesised tokens)\n";
       return 2;
     }
-    std::vector<CrateLayerMetrics> ms = synthMetrics(*exec, *model, f.eps);
-    printMetrics(ms, f.json);
+    auto ms = synthMetrics(*exec, *model, f.eps);
+    if (!ms) return fail(ms.takeError());
+    printMetrics(*ms, f.json);
     std::string title = fmt::format("{}: per-layer metrics on its synthesised tokens (eps {})", f.model, f.eps);
-    return f.plot ? writePlot(f, ms, title, f.json) : 0;
+    return f.plot ? writePlot(f, *ms, title, f.json) : 0;
   }
   auto images = readCrateImages(*f.input, c);
   if (!images) return fail(images.takeError());
   std::vector<CrateLayerMetrics> ms;
-  Eigen::MatrixXf logits = exec->run(images->data.data(), images->batch, f.metrics || f.plot ? &ms : nullptr, f.eps);
+  auto ran = exec->run(images->data.data(), images->batch, f.metrics || f.plot ? &ms : nullptr, f.eps);
+  if (!ran) return fail(ran.takeError());
+  const Eigen::MatrixXf &logits = *ran;
   int k = std::min(f.top, c.num_classes);
   for (int b = 0; b < images->batch; ++b) {
     std::vector<int> order(size_t(c.num_classes));
@@ -152,7 +161,9 @@ int runSynth(const CrateFlags &f) {
   if (auto e = writeCrateModel(*model, f.synthOut)) return fail(std::move(e));
   auto exec = CrateExecutor::create(*model, f.synthOut);
   if (!exec) return fail(exec.takeError());
-  std::vector<CrateLayerMetrics> ms = synthMetrics(*exec, *model, f.eps);
+  auto metrics = synthMetrics(*exec, *model, f.eps);
+  if (!metrics) return fail(metrics.takeError());
+  const std::vector<CrateLayerMetrics> &ms = *metrics;
   const CrateSynthOptions &o = f.synth;
   if (!f.synthJson)
     std::cout << fmt::format("wrote {}: dim {}, {} heads of width {}, depth {}, {} tokens, seed {}\n", f.synthOut,
@@ -181,7 +192,7 @@ std::function<std::optional<int>()> addCrateCommands(CLI::App &app) {
   auto *crate = app.add_subcommand("crate", "CRATE white-box transformers: run a model, or synthesise one");
   crate->require_subcommand(1);
 
-  auto *run = crate->add_subcommand("run", "run a CRATE model on a batch of images (CPU)");
+  auto *run = crate->add_subcommand("run", "run a CRATE model on a batch of images (CPU or CUDA GPU)");
   run->add_option("MODEL", f->model, "CRATE model (.h5)")->required();
   run->add_option("--input", f->input, "HDF5 file with dataset 'images' [B, C, H, W] float32");
   run->add_flag("--json", f->json, "print {\"image\": i, \"top\": [[class, logit], ...]} (one object per line)");
@@ -193,6 +204,7 @@ std::function<std::optional<int>()> addCrateCommands(CLI::App &app) {
   run->add_option("--plot", f->plot, "write R(Z), Rc(Z;U) and the sparsity per layer as an SVG plot to this file")
       ->check(svgName);
   run->add_flag("--force", f->force, "overwrite an existing --plot file");
+  run->add_option("--device", f->device, "cpu (default) or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
 
   auto *synth = crate->add_subcommand("synth", "build CRATE layers from random subspaces, run them on sampled tokens");
   CrateSynthOptions &o = f->synth;
