@@ -1,6 +1,7 @@
-// Forward throughput of the CPU runtime: sequences per second at batch 1 and 256 on
-// random full-length inputs, for a compiled model file. bench/run.sh runs it beside
-// the numpy forward of examples/python/forward.py on the same file.
+// Forward throughput of the runtime: sequences per second at batch 1 and 256 on random
+// full-length inputs, for a compiled model file, on the CPU (f32, f64) and, where a GPU
+// is usable, on CUDA (else a line saying why not). bench/run.sh runs it beside the numpy
+// forward of examples/python/forward.py on the same file.
 #include "backend/Hdf5.h"
 #include "runtime/Executor.h"
 
@@ -27,8 +28,18 @@ int main(int argc, char **argv) {
     if (i != m->bosId && i != m->padId) vocab.push_back(m->vocab[size_t(i)]);
   int len = m->cfg.n_ctx - 1;
   std::mt19937 rng(1);
-  for (Precision p : {Precision::F32, Precision::F64}) {
-    auto exec = Executor::create(*m, p);
+  struct Row {
+    const char *name;
+    Precision p;
+    Device d;
+  };
+  for (Row row : {Row{"CPU (f32) ", Precision::F32, Device::Cpu}, Row{"CPU (f64) ", Precision::F64, Device::Cpu},
+                  Row{"CUDA (f32)", Precision::F32, Device::Cuda}}) {
+    if (auto e = deviceError(row.d)) {
+      fmt::print("raspc {}: skipped ({})\n", row.name, llvm::toString(std::move(e)));
+      continue;
+    }
+    auto exec = Executor::create(*m, row.p, row.d);
     if (!exec) {
       fmt::print(stderr, "{}\n", llvm::toString(exec.takeError()));
       return 1;
@@ -50,8 +61,7 @@ int main(int argc, char **argv) {
         seqs += batchSize;
         secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       }
-      fmt::print("raspc CPU ({})  batch {:>3}: {:>10.0f} sequences/s\n", p == Precision::F32 ? "f32" : "f64",
-                 batchSize, double(seqs) / secs);
+      fmt::print("raspc {} batch {:>3}: {:>10.0f} sequences/s\n", row.name, batchSize, double(seqs) / secs);
     }
   }
   return 0;
