@@ -10,12 +10,16 @@ ifneq ($(filter true 1 yes,$(CI)),)
   CMAKE_FLAGS += -DRASPC_WERROR=ON
 endif
 
-.PHONY: all deps configure build demo test test-asan fuzz bench clean
+.PHONY: all deps deps-test configure build demo test test-asan fuzz bench clean
 
 all: build
 
 deps:
 	@./scripts/install-deps.sh
+
+# Also what only the tests and the benchmarks need (python3-torch, the CRATE reference); `demo` stays light.
+deps-test:
+	@./scripts/install-deps.sh test
 
 configure: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo $(CMAKE_FLAGS) >/dev/null
@@ -34,15 +38,15 @@ demo: configure
 	@echo '$$ raspc eval examples/hist.rasp --input "a b b c a" --json'
 	@$(BUILD)/tools/raspc eval examples/hist.rasp --input "a b b c a" --json
 
-test: build
+test: deps-test build
 	@ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
-# Compile sizes and times beside Tracr's, forward throughput beside numpy.
-bench: build
+# Compile sizes and times beside Tracr's, forward throughput beside numpy, CRATE beside PyTorch.
+bench: deps-test build
 	@./bench/run.sh
 
 # ASan+UBSan build of the same tests (CI runs it after `make test`).
-test-asan: deps
+test-asan: deps-test
 	@cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRASPC_SANITIZE=ON $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(ASAN_BUILD) -j $(JOBS) -- --no-print-directory
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)

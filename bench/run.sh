@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# All benchmarks in one run: compile sizes and times beside Tracr's, then forward
-# throughput of the CPU runtime beside the numpy forward on the same model.
+# All benchmarks in one run: compile sizes and times beside Tracr's, forward throughput
+# of the CPU runtime beside the numpy forward on the same model, and CRATE's forward
+# beside PyTorch's (CRATE_CONFIGS="tiny base", CRATE_BATCHES="1 64"; several minutes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -13,3 +14,29 @@ echo
 echo "== forward throughput: sort, N = 32, vocabulary {1,2,3} ($(nproc) cores)"
 "$BUILD/bench/bench_forward" "$model" "${SECONDS_PER_ROW:-2}"
 /usr/bin/python3 bench/forward_numpy.py "$model" "${SECONDS_PER_ROW:-2}"
+
+# CRATE on the CPU: raspc's CrateExecutor beside the PyTorch reference, same random weights
+# (a checkpoint converted by tools/crate_convert.py) and images, same thread count.
+echo
+echo "== CRATE forward throughput, CPU ($(nproc) cores): raspc beside PyTorch (tools/crate_torch.py)"
+if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  echo "(skipped: /usr/bin/python3 cannot import torch; ./scripts/install-deps.sh test installs python3-torch)"
+else
+  crate=$(mktemp -d)
+  trap 'rm -f "$model"; rm -rf "$crate"' EXIT
+  batches=${CRATE_BATCHES:-1 64}
+  max=$(echo "$batches" | tr ' ' '\n' | sort -n | tail -1)
+  /usr/bin/python3 tools/crate_torch.py images --config tiny --batch "$max" --seed 1 -o "$crate/images.h5" >/dev/null
+  for cfg in ${CRATE_CONFIGS:-tiny base}; do
+    /usr/bin/python3 tools/crate_torch.py checkpoint --config "$cfg" --seed 0 --format bare \
+      -o "$crate/$cfg.pth" >/dev/null
+    /usr/bin/python3 tools/crate_convert.py "$crate/$cfg.pth" -o "$crate/$cfg.h5" --config "$cfg" >/dev/null
+    # shellcheck disable=SC2086 # the batch sizes are separate arguments
+    "$BUILD/bench/bench_crate" "$crate/$cfg.h5" "$crate/images.h5" "${SECONDS_PER_ROW:-2}" $batches >>"$crate/results"
+    threads=$(tail -1 "$crate/results" | /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["threads"])')
+    # shellcheck disable=SC2086
+    /usr/bin/python3 bench/crate_torch_bench.py "$crate/$cfg.pth" "$crate/images.h5" "${SECONDS_PER_ROW:-2}" \
+      "$threads" "$cfg" $batches >>"$crate/results"
+  done
+  /usr/bin/python3 bench/crate_torch_bench.py --table "$crate/results"
+fi

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages raspc builds and tests with. Idempotent: when every
 # package is present it only runs dpkg-query and returns.
+#   ./scripts/install-deps.sh        build and demo
+#   ./scripts/install-deps.sh test   also what only the tests and benchmarks need (PyTorch, the
+#                                    CRATE reference; large, so `make demo` skips it)
 set -euo pipefail
 PKGS=(
   make cmake g++ pkg-config git
@@ -8,6 +11,11 @@ PKGS=(
   libeigen3-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev libhdf5-dev
   python3 python3-numpy python3-h5py
 )
+case "${1:-}" in
+  "") ;;
+  test) PKGS+=(python3-torch) ;;
+  *) echo "usage: $0 [test]" >&2; exit 2 ;;
+esac
 missing=()
 for p in "${PKGS[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
