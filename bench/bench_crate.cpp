@@ -1,5 +1,6 @@
-// CRATE forward throughput of the CPU executor (CrateExecutor): images per second for a
-// model file and a batch of images, at the batch sizes given. One JSON object per line;
+// CRATE forward throughput of CrateExecutor: images per second for a model file and a
+// batch of images, at the batch sizes given, on the CPU and, where a GPU is usable, on
+// CUDA (else a JSON line {"device": "cuda", "skipped": why}). One JSON object per line;
 // bench/run.sh prints them beside PyTorch's (bench/crate_torch_bench.py) on the same files.
 //
 //   bench_crate MODEL.h5 IMAGES.h5 BUDGET_SECONDS BATCH...
@@ -43,39 +44,48 @@ int main(int argc, char **argv) {
   if (!model) return fail(llvm::toString(model.takeError()));
   auto images = readCrateImages(argv[2], model->cfg);
   if (!images) return fail(llvm::toString(images.takeError()));
-  auto exec = CrateExecutor::create(*model, argv[1]);
-  if (!exec) return fail(llvm::toString(exec.takeError()));
   const CrateConfig &c = model->cfg;
-  double perImage = 0;
-  float checksum = 0;
-  for (int i = 4; i < argc; ++i) {
-    const int batch = std::atoi(argv[i]);
-    if (batch < 1 || batch > images->batch)
-      return fail(fmt::format("batch {} is not in [1, {}] (the images in {})", batch, images->batch, argv[2]));
-    if (i == 4) {
-      auto t0 = std::chrono::steady_clock::now();
-      auto warm = exec->run(images->data.data(), batch);
-      if (!warm) return fail(llvm::toString(warm.takeError()));
-      perImage = seconds(t0) / batch;
-      checksum += warm->sum();
+  for (Device device : {Device::Cpu, Device::Cuda}) {
+    if (auto e = deviceError(device)) {
+      fmt::print("{{\"impl\": \"raspc\", \"device\": \"{}\", \"skipped\": \"{}\"}}\n", deviceName(device),
+                 llvm::toString(std::move(e)));
+      continue;
     }
-    const int repeats = std::clamp(int(budget / std::max(perImage * batch, 1e-9)), 2, 25);
-    std::vector<double> times;
-    for (int r = 0; r < repeats; ++r) {
-      auto t0 = std::chrono::steady_clock::now();
-      auto logits = exec->run(images->data.data(), batch);
-      times.push_back(seconds(t0));
-      if (!logits) return fail(llvm::toString(logits.takeError()));
-      checksum += (*logits)(0, 0); // keeps the work observable
+    auto exec = CrateExecutor::create(*model, argv[1], device);
+    if (!exec) return fail(llvm::toString(exec.takeError()));
+    double perImage = 0;
+    float checksum = 0;
+    for (int i = 4; i < argc; ++i) {
+      const int batch = std::atoi(argv[i]);
+      if (batch < 1 || batch > images->batch)
+        return fail(fmt::format("batch {} is not in [1, {}] (the images in {})", batch, images->batch, argv[2]));
+      if (i == 4) {
+        auto t0 = std::chrono::steady_clock::now();
+        auto warm = exec->run(images->data.data(), batch);
+        if (!warm) return fail(llvm::toString(warm.takeError()));
+        perImage = seconds(t0) / batch;
+        checksum += warm->sum();
+      }
+      const int repeats = std::clamp(int(budget / std::max(perImage * batch, 1e-9)), 2, 25);
+      std::vector<double> times;
+      for (int r = 0; r < repeats; ++r) {
+        auto t0 = std::chrono::steady_clock::now();
+        auto logits = exec->run(images->data.data(), batch);
+        times.push_back(seconds(t0));
+        if (!logits) return fail(llvm::toString(logits.takeError()));
+        checksum += (*logits)(0, 0); // keeps the work observable
+      }
+      perImage = times.front() / batch;
+      std::sort(times.begin(), times.end());
+      const double median = repeats % 2 ? times[size_t(repeats / 2)]
+                                        : 0.5 * (times[size_t(repeats / 2 - 1)] + times[size_t(repeats / 2)]);
+      fmt::print("{{\"impl\": \"raspc\", \"device\": \"{}\", \"dim\": {}, \"depth\": {}, \"batch\": {}, "
+                 "\"threads\": {}, \"repeats\": {}, \"median_s\": {:.6f}, \"images_per_s\": {:.3f}, "
+                 "\"checksum\": {}}}\n",
+                 deviceName(device), c.dim, c.depth, batch, Eigen::nbThreads(), repeats, median, double(batch) / median,
+                 checksum);
+      std::fflush(stdout);
     }
-    perImage = times.front() / batch;
-    std::sort(times.begin(), times.end());
-    const double median = repeats % 2 ? times[size_t(repeats / 2)]
-                                      : 0.5 * (times[size_t(repeats / 2 - 1)] + times[size_t(repeats / 2)]);
-    fmt::print("{{\"impl\": \"raspc\", \"dim\": {}, \"depth\": {}, \"batch\": {}, \"threads\": {}, "
-               "\"repeats\": {}, \"median_s\": {:.6f}, \"images_per_s\": {:.3f}, \"checksum\": {}}}\n",
-               c.dim, c.depth, batch, Eigen::nbThreads(), repeats, median, double(batch) / median, checksum);
-    std::fflush(stdout);
   }
   return 0;
 }

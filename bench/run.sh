@@ -33,7 +33,9 @@ else
     /usr/bin/python3 tools/crate_convert.py "$crate/$cfg.pth" -o "$crate/$cfg.h5" --config "$cfg" >/dev/null
     # shellcheck disable=SC2086 # the batch sizes are separate arguments
     "$BUILD/bench/bench_crate" "$crate/$cfg.h5" "$crate/images.h5" "${SECONDS_PER_ROW:-2}" $batches >>"$crate/results"
-    threads=$(tail -1 "$crate/results" | /usr/bin/python3 -c 'import json, sys; print(json.load(sys.stdin)["threads"])')
+    threads=$(/usr/bin/python3 -c 'import json, sys
+rows = [json.loads(x) for x in open(sys.argv[1]) if x.strip()]
+print([r for r in rows if r.get("device") == "cpu" and "threads" in r][-1]["threads"])' "$crate/results")
     # shellcheck disable=SC2086
     /usr/bin/python3 bench/crate_torch_bench.py "$crate/$cfg.pth" "$crate/images.h5" "${SECONDS_PER_ROW:-2}" \
       "$threads" "$cfg" $batches >>"$crate/results"
