@@ -388,6 +388,20 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> expectedTensors(const 
   return v;
 }
 
+std::string mlpRange(int begin, int end) { return begin < 0 ? "null" : fmt::format("[{}, {}]", begin, end); }
+
+std::string helpersJson(const std::vector<HelperBlock> &hs) {
+  std::string s = "[";
+  for (size_t i = 0; i < hs.size(); ++i) {
+    const HelperBlock &h = hs[i];
+    s += fmt::format("{}{{\"role\": {}, \"layer\": {}, \"sublayer\": {}, \"heads\": {}, \"mlp\": {}, "
+                     "\"reads\": {}, \"writes\": {}}}",
+                     i ? ", " : "", quoted(h.role), h.layer, quoted(h.sublayer), intArray(h.heads),
+                     mlpRange(h.mlpBegin, h.mlpEnd), intArray(h.reads), intArray(h.writes));
+  }
+  return s + "]";
+}
+
 std::string groundTruthJson(const std::vector<NodeInfo> &nodes) {
   std::string s = "[";
   for (size_t i = 0; i < nodes.size(); ++i) {
@@ -395,13 +409,13 @@ std::string groundTruthJson(const std::vector<NodeInfo> &nodes) {
     std::string values = "[";
     for (size_t k = 0; k < n.valueSet.size(); ++k) values += (k ? ", " : "") + jsonScalar(n.valueSet[k]);
     values += "]";
-    std::string mlp = n.mlpBegin < 0 ? "null" : fmt::format("[{}, {}]", n.mlpBegin, n.mlpEnd);
     s += fmt::format("{}\n{{\"id\": {}, \"name\": {}, \"kind\": {}, \"op\": {}, \"encoding\": {}, "
                      "\"value_set\": {}, \"location\": {}, \"layer\": {}, \"sublayer\": {}, \"heads\": {}, "
-                     "\"mlp\": {}, \"reads\": {}, \"writes\": {}, \"args\": {}}}",
+                     "\"mlp\": {}, \"reads\": {}, \"writes\": {}, \"args\": {}, \"helpers\": {}}}",
                      i ? "," : "", n.id, quoted(n.name), quoted(n.kind), quoted(n.op), quoted(n.encoding), values,
-                     quoted(n.location), n.layer, quoted(n.sublayer), intArray(n.heads), mlp, intArray(n.reads),
-                     intArray(n.writes), intArray(n.args));
+                     quoted(n.location), n.layer, quoted(n.sublayer), intArray(n.heads),
+                     mlpRange(n.mlpBegin, n.mlpEnd), intArray(n.reads), intArray(n.writes), intArray(n.args),
+                     helpersJson(n.helpers));
   }
   return s + (nodes.empty() ? "]" : "\n]");
 }
@@ -431,6 +445,23 @@ llvm::Expected<std::vector<NodeInfo>> parseGroundTruth(const std::string &text) 
     if (auto e = p.ints("reads", n.reads)) return e;
     if (auto e = p.ints("writes", n.writes)) return e;
     if (auto e = p.ints("args", n.args)) return e;
+    // "helpers" came after format version 1's first files: absent means none.
+    if (const json::Value *hs = o.get("helpers")) {
+      if (hs->kind != json::Value::Array) return p.bad("key 'helpers' must be an array");
+      for (const json::Value &x : hs->array) {
+        if (x.kind != json::Value::Object) return p.bad("key 'helpers' must hold objects");
+        NodeParser hp(x, i);
+        HelperBlock h;
+        if (auto e = hp.str("role", h.role)) return e;
+        if (auto e = hp.integer("layer", h.layer)) return e;
+        if (auto e = hp.str("sublayer", h.sublayer)) return e;
+        if (auto e = hp.ints("heads", h.heads)) return e;
+        if (auto e = hp.mlp(h.mlpBegin, h.mlpEnd)) return e;
+        if (auto e = hp.ints("reads", h.reads)) return e;
+        if (auto e = hp.ints("writes", h.writes)) return e;
+        n.helpers.push_back(std::move(h));
+      }
+    }
     nodes.push_back(std::move(n));
   }
   return nodes;
@@ -491,6 +522,25 @@ llvm::Error validateModel(const Model &m, const std::string &what) {
       if (!ids.count(a)) return fail(what, fmt::format("{}: argument {} is not a node", node, a));
     if (n.layer < -1 || n.layer >= c.n_layers)
       return fail(what, fmt::format("{}: layer {} is out of range (n_layers = {})", node, n.layer, c.n_layers));
+    for (const HelperBlock &h : n.helpers) {
+      std::string helper = fmt::format("{}: helper '{}'", node, h.role);
+      if (h.layer < 0 || h.layer >= c.n_layers)
+        return fail(what, fmt::format("{}: layer {} is out of range (n_layers = {})", helper, h.layer, c.n_layers));
+      if (h.sublayer != "attn" && h.sublayer != "mlp")
+        return fail(what, fmt::format("{}: sublayer '{}', expected 'attn' or 'mlp'", helper, h.sublayer));
+      for (int x : h.heads)
+        if (x < 0 || x >= c.n_heads)
+          return fail(what, fmt::format("{}: head {} is out of range (n_heads = {})", helper, x, c.n_heads));
+      if (h.mlpBegin >= 0 || h.mlpEnd >= 0)
+        if (h.mlpBegin < 0 || h.mlpEnd < h.mlpBegin || h.mlpEnd > c.d_mlp)
+          return fail(what, fmt::format("{}: MLP neuron range [{}, {}] is out of range (d_mlp = {})", helper,
+                                        h.mlpBegin, h.mlpEnd, c.d_mlp));
+      for (const std::vector<int> *dirs : {&h.reads, &h.writes})
+        for (int d : *dirs)
+          if (d < 0 || d >= c.d_model)
+            return fail(what, fmt::format("{}: residual direction {} is out of range (d_model = {})", helper, d,
+                                          c.d_model));
+    }
     if (!(n.sublayer.empty() || n.sublayer == "embed" || n.sublayer == "attn" || n.sublayer == "mlp" ||
           n.sublayer == "fused"))
       return fail(what, fmt::format("{}: unknown sublayer '{}'", node, n.sublayer));

@@ -45,6 +45,19 @@ struct ModelConfig {
 };
 
 // Ground truth for one RASP node: what it is and where in the model it lives.
+// A head or a range of MLP neurons that serves a node without computing it: a change of
+// encoding ("to categorical", "to numerical"), the tuple a selector compares ("tuple"),
+// or the neuron that removes what BOS added to an aggregate ("BOS cleanup"). With the
+// nodes' own heads and neurons, these account for every head and neuron of a model.
+struct HelperBlock {
+  std::string role;
+  int layer = -1;
+  std::string sublayer;           // "attn" | "mlp"
+  std::vector<int> heads;         // attention heads in `layer`
+  int mlpBegin = -1, mlpEnd = -1; // MLP neuron range [begin, end) in `layer`
+  std::vector<int> reads, writes; // residual directions
+};
+
 struct NodeInfo {
   int id = 0;
   std::string name;     // assigned name, or empty
@@ -60,6 +73,7 @@ struct NodeInfo {
   std::vector<int> reads;     // residual directions read
   std::vector<int> writes;    // residual directions written (its value lives here)
   std::vector<int> args;      // ids of the nodes it is computed from
+  std::vector<HelperBlock> helpers; // the heads and neurons that serve it
 };
 
 struct Model {

@@ -41,10 +41,25 @@ static void groundTruth(Model &m, const Analysis &a, const craft::Program &p, co
     if (n.kind == ir::NodeKind::Tokens || n.kind == ir::NodeKind::Indices) info.sublayer = "embed";
     else if (n.kind == ir::NodeKind::Map && !a.materialized[id]) info.sublayer = "fused";
     for (auto &b : p.blocks) {
+      if (b.node != id) continue;
       // Conversions, tuples and BOS cleanups serve the node but do not compute it.
       bool main = b.what == "map" || b.what == "aggregate" || b.what == "numerical aggregate" ||
                   b.what == "selector width";
-      if (b.node != id || !main) continue;
+      if (!main) {
+        HelperBlock h;
+        h.role = b.what;
+        h.layer = b.sublayer / 2;
+        h.sublayer = b.kind == craft::BlockKind::Attention ? "attn" : "mlp";
+        if (b.kind == craft::BlockKind::Attention) h.heads.push_back(b.index);
+        else {
+          h.mlpBegin = b.index;
+          h.mlpEnd = b.index + int(b.neurons.size());
+        }
+        h.reads = cols(b.reads());
+        h.writes = cols(b.writes());
+        info.helpers.push_back(std::move(h));
+        continue;
+      }
       info.layer = b.sublayer / 2;
       bool attn = b.kind == craft::BlockKind::Attention;
       info.sublayer = attn ? "attn" : "mlp";

@@ -169,6 +169,18 @@ void expectSameNodes(const std::vector<NodeInfo> &a, const std::vector<NodeInfo>
     EXPECT_EQ(x.reads, y.reads);
     EXPECT_EQ(x.writes, y.writes);
     EXPECT_EQ(x.args, y.args);
+    ASSERT_EQ(x.helpers.size(), y.helpers.size());
+    for (size_t k = 0; k < x.helpers.size(); ++k) {
+      const HelperBlock &p = x.helpers[k], &q = y.helpers[k];
+      EXPECT_EQ(p.role, q.role);
+      EXPECT_EQ(p.layer, q.layer);
+      EXPECT_EQ(p.sublayer, q.sublayer);
+      EXPECT_EQ(p.heads, q.heads);
+      EXPECT_EQ(p.mlpBegin, q.mlpBegin);
+      EXPECT_EQ(p.mlpEnd, q.mlpEnd);
+      EXPECT_EQ(p.reads, q.reads);
+      EXPECT_EQ(p.writes, q.writes);
+    }
   }
 }
 
@@ -176,11 +188,40 @@ TEST(GroundTruth, JsonRoundTrip) {
   Model m = test::mapModel();
   m.nodes[0].valueSet = {Scalar(), Scalar(true), Scalar(int64_t(2)), Scalar(2.0), Scalar(std::string("\"s\"\n"))};
   m.nodes[0].name = "we\\ird \"name\"";
+  HelperBlock h;
+  h.role = "BOS cleanup";
+  h.layer = 0;
+  h.sublayer = "mlp";
+  h.mlpBegin = 3;
+  h.mlpEnd = 4;
+  h.reads = {0, 2};
+  h.writes = {5};
+  m.nodes[1].helpers = {h};
   std::string text = groundTruthJson(m.nodes);
+  EXPECT_NE(text.find("\"helpers\": [{\"role\": \"BOS cleanup\", \"layer\": 0, \"sublayer\": \"mlp\", \"heads\": [], "
+                      "\"mlp\": [3, 4], \"reads\": [0, 2], \"writes\": [5]}]"),
+            std::string::npos)
+      << text;
   auto back = parseGroundTruth(text);
   ASSERT_TRUE(bool(back)) << errorOf(std::move(back));
   expectSameNodes(m.nodes, *back);
   EXPECT_EQ(groundTruthJson({}), "[]");
+  // Files written before helpers were recorded have no "helpers" key: none.
+  std::string old = groundTruthJson(test::mapModel().nodes);
+  for (size_t at; (at = old.find(", \"helpers\": []")) != std::string::npos;) old.erase(at, 15);
+  ASSERT_EQ(old.find("helpers"), std::string::npos);
+  auto fromOld = parseGroundTruth(old);
+  ASSERT_TRUE(bool(fromOld)) << errorOf(std::move(fromOld));
+  expectSameNodes(test::mapModel().nodes, *fromOld);
+  // A helper out of range is named.
+  Model bad = test::mapModel();
+  h.mlpEnd = bad.cfg.d_mlp + 1;
+  bad.nodes[1].helpers = {h};
+  std::string why = errorText(validateModel(bad, "m.h5"));
+  EXPECT_NE(why.find("helper 'BOS cleanup': MLP neuron range [3, " + std::to_string(bad.cfg.d_mlp + 1) +
+                     "] is out of range"),
+            std::string::npos)
+      << why;
 }
 
 TEST(GroundTruth, RejectsBadEntries) {

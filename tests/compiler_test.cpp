@@ -5,9 +5,11 @@
 #include "passes/Compiler.h"
 #include "runtime/Executor.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 #include <iostream>
 #include <random>
 
@@ -101,6 +103,47 @@ INSTANTIATE_TEST_SUITE_P(Compiler, Examples,
                                            "sort_freq", "frac_prevs", "pair_balance", "dyck1", "dyck2",
                                            "shuffle_dyck2", "shift", "detect_pattern", "count", "most_freq", "max",
                                            "min"));
+
+// The ground truth gives every head and MLP neuron that can change the residual stream a
+// meaning: it is a node's own (what computes the node) or one of the node's helpers
+// (conversions, tuples, BOS cleanups), and exactly one of them.
+TEST_P(Examples, GroundTruthAccountsForEveryHeadAndNeuron) {
+  auto b = build(test::sourceDir() + "/examples/" + GetParam() + ".rasp");
+  ASSERT_TRUE(b->model) << b->diags;
+  const Model &m = *b->model;
+  std::map<std::string, int> owners; // "layer L head H" / "layer L neuron N" -> how many claim it
+  auto claim = [&](int layer, const std::vector<int> &heads, int begin, int end) {
+    for (int h : heads) ++owners[fmt::format("layer {} head {}", layer, h)];
+    for (int n = begin; n >= 0 && n < end; ++n) ++owners[fmt::format("layer {} neuron {}", layer, n)];
+  };
+  for (const NodeInfo &n : m.nodes) {
+    if (n.sublayer == "attn" || n.sublayer == "mlp") claim(n.layer, n.heads, n.mlpBegin, n.mlpEnd);
+    for (const HelperBlock &h : n.helpers) claim(h.layer, h.heads, h.mlpBegin, h.mlpEnd);
+  }
+  int live = 0;
+  for (int l = 0; l < m.cfg.n_layers; ++l) {
+    const Tensor &wo = m.tensors.at(fmt::format("blocks.{}.attn.W_O", l));
+    const Tensor &wout = m.tensors.at(fmt::format("blocks.{}.mlp.W_out", l));
+    for (int h = 0; h < m.cfg.n_heads; ++h) {
+      bool writes = false;
+      for (int i = 0; i < m.cfg.d_head; ++i)
+        for (int j = 0; j < m.cfg.d_model; ++j) writes = writes || wo.at(h, i, j) != 0.0f;
+      std::string key = fmt::format("layer {} head {}", l, h);
+      live += writes;
+      if (writes) EXPECT_EQ(owners[key], 1) << key;
+      else EXPECT_LE(owners[key], 1) << key;
+    }
+    for (int n = 0; n < m.cfg.d_mlp; ++n) {
+      bool writes = false;
+      for (int j = 0; j < m.cfg.d_model; ++j) writes = writes || wout.at(n, j) != 0.0f;
+      std::string key = fmt::format("layer {} neuron {}", l, n);
+      live += writes;
+      if (writes) EXPECT_EQ(owners[key], 1) << key;
+      else EXPECT_LE(owners[key], 1) << key;
+    }
+  }
+  EXPECT_GT(live, 0);
+}
 
 class LongInputs : public ::testing::TestWithParam<std::string> {};
 

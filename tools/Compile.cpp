@@ -323,11 +323,28 @@ int runInspect(const std::string &path, bool json) {
     return 1;
   }
   const auto &c = m->cfg;
-  // Where each node lives: "attn head H" and/or "mlp neurons A-B" in its layer.
-  auto places = [](const NodeInfo &n) {
+  // Every head and MLP neuron range of layer l: "attn head H" / "mlp neurons A-B", the
+  // node it computes or serves, and what it does (the node's kind and op, or the helper's role).
+  struct Component {
+    std::string place, node, what, op, location;
+  };
+  auto places = [](const std::vector<int> &heads, int begin, int end) {
     std::vector<std::string> out;
-    for (int h : n.heads) out.push_back(fmt::format("attn head {}", h));
-    if (n.mlpBegin >= 0) out.push_back(fmt::format("mlp neurons {}-{}", n.mlpBegin, n.mlpEnd - 1));
+    for (int h : heads) out.push_back(fmt::format("attn head {}", h));
+    if (begin >= 0) out.push_back(fmt::format("mlp neurons {}-{}", begin, end - 1));
+    return out;
+  };
+  auto components = [&](int l) {
+    std::vector<Component> out;
+    for (auto &n : m->nodes) {
+      if (n.layer == l)
+        for (auto &where : places(n.heads, n.mlpBegin, n.mlpEnd))
+          out.push_back({where, nodeLabel(n), n.kind, n.op, n.location});
+      for (auto &h : n.helpers)
+        if (h.layer == l)
+          for (auto &where : places(h.heads, h.mlpBegin, h.mlpEnd))
+            out.push_back({where, nodeLabel(n), h.role, "", n.location});
+    }
     return out;
   };
   if (json) {
@@ -339,14 +356,11 @@ int runInspect(const std::string &path, bool json) {
     for (int l = 0; l < c.n_layers; ++l) {
       s += (l ? ", [" : "[");
       bool first = true;
-      for (auto &n : m->nodes) {
-        if (n.layer != l) continue;
-        for (auto &where : places(n)) {
-          s += fmt::format("{}{{\"place\": \"{}\", \"node\": \"{}\", \"kind\": \"{}\", \"op\": \"{}\", \"location\": \"{}\"}}",
-                           first ? "" : ", ", where, jsonEscape(nodeLabel(n)), n.kind, jsonEscape(n.op),
-                           jsonEscape(n.location));
-          first = false;
-        }
+      for (const Component &x : components(l)) {
+        s += fmt::format("{}{{\"place\": \"{}\", \"node\": \"{}\", \"kind\": \"{}\", \"op\": \"{}\", \"location\": \"{}\"}}",
+                         first ? "" : ", ", x.place, jsonEscape(x.node), jsonEscape(x.what), jsonEscape(x.op),
+                         jsonEscape(x.location));
+        first = false;
       }
       s += "]";
     }
@@ -364,12 +378,9 @@ int runInspect(const std::string &path, bool json) {
   std::cout << "vocabulary: " << vocab << "\noutput: " << m->outputName << " (" << m->outputEncoding << ")\n";
   for (int l = 0; l < c.n_layers; ++l) {
     std::cout << fmt::format("layer {}:\n", l);
-    for (auto &n : m->nodes) {
-      if (n.layer != l) continue;
-      for (auto &where : places(n))
-        std::cout << fmt::format("  {:<20} {:<16} {:<20} {}\n", where, nodeLabel(n),
-                                 n.kind + (n.op.empty() ? "" : " " + n.op), n.location);
-    }
+    for (const Component &x : components(l))
+      std::cout << fmt::format("  {:<20} {:<16} {:<20} {}\n", x.place, x.node, x.what + (x.op.empty() ? "" : " " + x.op),
+                               x.location);
   }
   std::cout << "residual (" << m->residualLabels.size() << "):";
   for (size_t i = 0; i < m->residualLabels.size(); ++i) std::cout << (i % 8 ? " " : "\n  ") << m->residualLabels[i];
