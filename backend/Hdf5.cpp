@@ -467,6 +467,27 @@ llvm::Expected<std::vector<NodeInfo>> parseGroundTruth(const std::string &text) 
   return nodes;
 }
 
+// Where a node or a helper sits (layer, heads, MLP neurons, residual directions) is
+// within the configuration. Errors name `who`.
+static llvm::Error checkPlace(const std::string &what, const std::string &who, const ModelConfig &c, int minLayer,
+                              int layer, const std::vector<int> &heads, int mlpBegin, int mlpEnd,
+                              const std::vector<int> &reads, const std::vector<int> &writes) {
+  if (layer < minLayer || layer >= c.n_layers)
+    return fail(what, fmt::format("{}: layer {} is out of range (n_layers = {})", who, layer, c.n_layers));
+  for (int h : heads)
+    if (h < 0 || h >= c.n_heads)
+      return fail(what, fmt::format("{}: head {} is out of range (n_heads = {})", who, h, c.n_heads));
+  if (mlpBegin >= 0 || mlpEnd >= 0)
+    if (mlpBegin < 0 || mlpEnd < mlpBegin || mlpEnd > c.d_mlp)
+      return fail(what, fmt::format("{}: MLP neuron range [{}, {}] is out of range (d_mlp = {})", who, mlpBegin, mlpEnd,
+                                    c.d_mlp));
+  for (const std::vector<int> *dirs : {&reads, &writes})
+    for (int d : *dirs)
+      if (d < 0 || d >= c.d_model)
+        return fail(what, fmt::format("{}: residual direction {} is out of range (d_model = {})", who, d, c.d_model));
+  return llvm::Error::success();
+}
+
 llvm::Error validateModel(const Model &m, const std::string &what) {
   const ModelConfig &c = m.cfg;
   struct Range {
@@ -520,43 +541,19 @@ llvm::Error validateModel(const Model &m, const std::string &what) {
                                       : fmt::format("ground truth node {} ('{}')", n.id, n.name);
     for (int a : n.args)
       if (!ids.count(a)) return fail(what, fmt::format("{}: argument {} is not a node", node, a));
-    if (n.layer < -1 || n.layer >= c.n_layers)
-      return fail(what, fmt::format("{}: layer {} is out of range (n_layers = {})", node, n.layer, c.n_layers));
+    if (auto e = checkPlace(what, node, c, -1, n.layer, n.heads, n.mlpBegin, n.mlpEnd, n.reads, n.writes)) return e;
     for (const HelperBlock &h : n.helpers) {
       std::string helper = fmt::format("{}: helper '{}'", node, h.role);
-      if (h.layer < 0 || h.layer >= c.n_layers)
-        return fail(what, fmt::format("{}: layer {} is out of range (n_layers = {})", helper, h.layer, c.n_layers));
       if (h.sublayer != "attn" && h.sublayer != "mlp")
         return fail(what, fmt::format("{}: sublayer '{}', expected 'attn' or 'mlp'", helper, h.sublayer));
-      for (int x : h.heads)
-        if (x < 0 || x >= c.n_heads)
-          return fail(what, fmt::format("{}: head {} is out of range (n_heads = {})", helper, x, c.n_heads));
-      if (h.mlpBegin >= 0 || h.mlpEnd >= 0)
-        if (h.mlpBegin < 0 || h.mlpEnd < h.mlpBegin || h.mlpEnd > c.d_mlp)
-          return fail(what, fmt::format("{}: MLP neuron range [{}, {}] is out of range (d_mlp = {})", helper,
-                                        h.mlpBegin, h.mlpEnd, c.d_mlp));
-      for (const std::vector<int> *dirs : {&h.reads, &h.writes})
-        for (int d : *dirs)
-          if (d < 0 || d >= c.d_model)
-            return fail(what, fmt::format("{}: residual direction {} is out of range (d_model = {})", helper, d,
-                                          c.d_model));
+      if (auto e = checkPlace(what, helper, c, 0, h.layer, h.heads, h.mlpBegin, h.mlpEnd, h.reads, h.writes))
+        return e;
     }
     if (!(n.sublayer.empty() || n.sublayer == "embed" || n.sublayer == "attn" || n.sublayer == "mlp" ||
           n.sublayer == "fused"))
       return fail(what, fmt::format("{}: unknown sublayer '{}'", node, n.sublayer));
     if (!(n.encoding.empty() || n.encoding == "categorical" || n.encoding == "numerical"))
       return fail(what, fmt::format("{}: unknown encoding '{}'", node, n.encoding));
-    for (int h : n.heads)
-      if (h < 0 || h >= c.n_heads)
-        return fail(what, fmt::format("{}: head {} is out of range (n_heads = {})", node, h, c.n_heads));
-    if (n.mlpBegin >= 0 || n.mlpEnd >= 0)
-      if (n.mlpBegin < 0 || n.mlpEnd < n.mlpBegin || n.mlpEnd > c.d_mlp)
-        return fail(what, fmt::format("{}: MLP neuron range [{}, {}] is out of range (d_mlp = {})", node, n.mlpBegin,
-                                      n.mlpEnd, c.d_mlp));
-    for (const std::vector<int> *dirs : {&n.reads, &n.writes})
-      for (int d : *dirs)
-        if (d < 0 || d >= c.d_model)
-          return fail(what, fmt::format("{}: residual direction {} is out of range (d_model = {})", node, d, c.d_model));
     if (!n.writes.empty()) {
       // Categorical: one direction per value other than None (None is "all off").
       size_t present = 0;
