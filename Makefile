@@ -18,7 +18,8 @@ deps:
 	@./scripts/install-deps.sh
 
 # Also what only the tests and the benchmarks need (python3-torch, the CRATE reference); `demo` stays light.
-deps-test:
+# After `deps`, never beside it: two apt-get runs at once (make -j) would fight over the lock.
+deps-test: deps
 	@./scripts/install-deps.sh test
 
 configure: deps
@@ -38,11 +39,14 @@ demo: configure
 	@echo '$$ raspc eval examples/hist.rasp --input "a b b c a" --json'
 	@$(BUILD)/tools/raspc eval examples/hist.rasp --input "a b b c a" --json
 
-test: deps-test build
+# deps-test first, then the build: its configure step looks for torch (crate_torch_test).
+test: deps-test
+	@$(MAKE) --no-print-directory build
 	@ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
 # Compile sizes and times beside Tracr's, forward throughput beside numpy, CRATE beside PyTorch.
-bench: deps-test build
+bench: deps-test
+	@$(MAKE) --no-print-directory build
 	@./bench/run.sh
 
 # ASan+UBSan build of the same tests (CI runs it after `make test`).
