@@ -388,17 +388,26 @@ std::vector<std::pair<std::string, std::vector<int64_t>>> expectedTensors(const 
   return v;
 }
 
-std::string mlpRange(int begin, int end) { return begin < 0 ? "null" : fmt::format("[{}, {}]", begin, end); }
+// Where a node or a helper sits, the keys they share: "layer" to "writes".
+template <class T> std::string placeJson(const T &x) {
+  std::string mlp = x.mlpBegin < 0 ? "null" : fmt::format("[{}, {}]", x.mlpBegin, x.mlpEnd);
+  return fmt::format("\"layer\": {}, \"sublayer\": {}, \"heads\": {}, \"mlp\": {}, \"reads\": {}, \"writes\": {}",
+                     x.layer, quoted(x.sublayer), intArray(x.heads), mlp, intArray(x.reads), intArray(x.writes));
+}
+
+template <class T> llvm::Error parsePlace(NodeParser &p, T &x) {
+  if (auto e = p.integer("layer", x.layer)) return e;
+  if (auto e = p.str("sublayer", x.sublayer)) return e;
+  if (auto e = p.ints("heads", x.heads)) return e;
+  if (auto e = p.mlp(x.mlpBegin, x.mlpEnd)) return e;
+  if (auto e = p.ints("reads", x.reads)) return e;
+  return p.ints("writes", x.writes);
+}
 
 std::string helpersJson(const std::vector<HelperBlock> &hs) {
   std::string s = "[";
-  for (size_t i = 0; i < hs.size(); ++i) {
-    const HelperBlock &h = hs[i];
-    s += fmt::format("{}{{\"role\": {}, \"layer\": {}, \"sublayer\": {}, \"heads\": {}, \"mlp\": {}, "
-                     "\"reads\": {}, \"writes\": {}}}",
-                     i ? ", " : "", quoted(h.role), h.layer, quoted(h.sublayer), intArray(h.heads),
-                     mlpRange(h.mlpBegin, h.mlpEnd), intArray(h.reads), intArray(h.writes));
-  }
+  for (size_t i = 0; i < hs.size(); ++i)
+    s += fmt::format("{}{{\"role\": {}, {}}}", i ? ", " : "", quoted(hs[i].role), placeJson(hs[i]));
   return s + "]";
 }
 
@@ -410,12 +419,9 @@ std::string groundTruthJson(const std::vector<NodeInfo> &nodes) {
     for (size_t k = 0; k < n.valueSet.size(); ++k) values += (k ? ", " : "") + jsonScalar(n.valueSet[k]);
     values += "]";
     s += fmt::format("{}\n{{\"id\": {}, \"name\": {}, \"kind\": {}, \"op\": {}, \"encoding\": {}, "
-                     "\"value_set\": {}, \"location\": {}, \"layer\": {}, \"sublayer\": {}, \"heads\": {}, "
-                     "\"mlp\": {}, \"reads\": {}, \"writes\": {}, \"args\": {}, \"helpers\": {}}}",
+                     "\"value_set\": {}, \"location\": {}, {}, \"args\": {}, \"helpers\": {}}}",
                      i ? "," : "", n.id, quoted(n.name), quoted(n.kind), quoted(n.op), quoted(n.encoding), values,
-                     quoted(n.location), n.layer, quoted(n.sublayer), intArray(n.heads),
-                     mlpRange(n.mlpBegin, n.mlpEnd), intArray(n.reads), intArray(n.writes), intArray(n.args),
-                     helpersJson(n.helpers));
+                     quoted(n.location), placeJson(n), intArray(n.args), helpersJson(n.helpers));
   }
   return s + (nodes.empty() ? "]" : "\n]");
 }
@@ -438,12 +444,7 @@ llvm::Expected<std::vector<NodeInfo>> parseGroundTruth(const std::string &text) 
     if (auto e = p.str("encoding", n.encoding)) return e;
     if (auto e = p.scalars("value_set", n.valueSet)) return e;
     if (auto e = p.str("location", n.location)) return e;
-    if (auto e = p.integer("layer", n.layer)) return e;
-    if (auto e = p.str("sublayer", n.sublayer)) return e;
-    if (auto e = p.ints("heads", n.heads)) return e;
-    if (auto e = p.mlp(n.mlpBegin, n.mlpEnd)) return e;
-    if (auto e = p.ints("reads", n.reads)) return e;
-    if (auto e = p.ints("writes", n.writes)) return e;
+    if (auto e = parsePlace(p, n)) return e;
     if (auto e = p.ints("args", n.args)) return e;
     // "helpers" came after format version 1's first files: absent means none.
     if (const json::Value *hs = o.get("helpers")) {
@@ -453,12 +454,7 @@ llvm::Expected<std::vector<NodeInfo>> parseGroundTruth(const std::string &text) 
         NodeParser hp(x, i);
         HelperBlock h;
         if (auto e = hp.str("role", h.role)) return e;
-        if (auto e = hp.integer("layer", h.layer)) return e;
-        if (auto e = hp.str("sublayer", h.sublayer)) return e;
-        if (auto e = hp.ints("heads", h.heads)) return e;
-        if (auto e = hp.mlp(h.mlpBegin, h.mlpEnd)) return e;
-        if (auto e = hp.ints("reads", h.reads)) return e;
-        if (auto e = hp.ints("writes", h.writes)) return e;
+        if (auto e = parsePlace(hp, h)) return e;
         n.helpers.push_back(std::move(h));
       }
     }
@@ -469,19 +465,19 @@ llvm::Expected<std::vector<NodeInfo>> parseGroundTruth(const std::string &text) 
 
 // Where a node or a helper sits (layer, heads, MLP neurons, residual directions) is
 // within the configuration. Errors name `who`.
+template <class T>
 static llvm::Error checkPlace(const std::string &what, const std::string &who, const ModelConfig &c, int minLayer,
-                              int layer, const std::vector<int> &heads, int mlpBegin, int mlpEnd,
-                              const std::vector<int> &reads, const std::vector<int> &writes) {
-  if (layer < minLayer || layer >= c.n_layers)
-    return fail(what, fmt::format("{}: layer {} is out of range (n_layers = {})", who, layer, c.n_layers));
-  for (int h : heads)
+                              const T &x) {
+  if (x.layer < minLayer || x.layer >= c.n_layers)
+    return fail(what, fmt::format("{}: layer {} is out of range (n_layers = {})", who, x.layer, c.n_layers));
+  for (int h : x.heads)
     if (h < 0 || h >= c.n_heads)
       return fail(what, fmt::format("{}: head {} is out of range (n_heads = {})", who, h, c.n_heads));
-  if (mlpBegin >= 0 || mlpEnd >= 0)
-    if (mlpBegin < 0 || mlpEnd < mlpBegin || mlpEnd > c.d_mlp)
-      return fail(what, fmt::format("{}: MLP neuron range [{}, {}] is out of range (d_mlp = {})", who, mlpBegin, mlpEnd,
-                                    c.d_mlp));
-  for (const std::vector<int> *dirs : {&reads, &writes})
+  if (x.mlpBegin >= 0 || x.mlpEnd >= 0)
+    if (x.mlpBegin < 0 || x.mlpEnd < x.mlpBegin || x.mlpEnd > c.d_mlp)
+      return fail(what, fmt::format("{}: MLP neuron range [{}, {}] is out of range (d_mlp = {})", who, x.mlpBegin,
+                                    x.mlpEnd, c.d_mlp));
+  for (const std::vector<int> *dirs : {&x.reads, &x.writes})
     for (int d : *dirs)
       if (d < 0 || d >= c.d_model)
         return fail(what, fmt::format("{}: residual direction {} is out of range (d_model = {})", who, d, c.d_model));
@@ -541,13 +537,12 @@ llvm::Error validateModel(const Model &m, const std::string &what) {
                                       : fmt::format("ground truth node {} ('{}')", n.id, n.name);
     for (int a : n.args)
       if (!ids.count(a)) return fail(what, fmt::format("{}: argument {} is not a node", node, a));
-    if (auto e = checkPlace(what, node, c, -1, n.layer, n.heads, n.mlpBegin, n.mlpEnd, n.reads, n.writes)) return e;
+    if (auto e = checkPlace(what, node, c, -1, n)) return e;
     for (const HelperBlock &h : n.helpers) {
       std::string helper = fmt::format("{}: helper '{}'", node, h.role);
       if (h.sublayer != "attn" && h.sublayer != "mlp")
         return fail(what, fmt::format("{}: sublayer '{}', expected 'attn' or 'mlp'", helper, h.sublayer));
-      if (auto e = checkPlace(what, helper, c, 0, h.layer, h.heads, h.mlpBegin, h.mlpEnd, h.reads, h.writes))
-        return e;
+      if (auto e = checkPlace(what, helper, c, 0, h)) return e;
     }
     if (!(n.sublayer.empty() || n.sublayer == "embed" || n.sublayer == "attn" || n.sublayer == "mlp" ||
           n.sublayer == "fused"))
