@@ -100,7 +100,6 @@ template <class T> struct CpuImpl final : HostLogitsImpl<T> {
     lg.rowwise() += w.bU;
     return llvm::Error::success();
   }
-
 };
 
 } // namespace

@@ -468,40 +468,45 @@ const CrateConfig &CrateExecutor::config() const { return impl_->cfg; }
 llvm::Expected<CrateExecutor> CrateExecutor::create(const CrateModel &m, const std::string &what, Device d) {
   if (auto e = validateCrateModel(m, what)) return e;
   if (auto e = deviceError(d))
-    return llvm::make_error<llvm::StringError>("cannot run on cuda: " + llvm::toString(std::move(e)),
-                                               llvm::inconvertibleErrorCode());
+    return cannotRunOnCuda(llvm::toString(std::move(e)));
   auto impl = std::make_unique<Impl>();
   impl->device = d;
   const CrateConfig &c = m.cfg;
   impl->cfg = c;
   auto T = [&](const std::string &name) -> const Tensor & { return m.tensors.at(name); };
   auto row = [&](const std::string &name) { return toRow(T(name)); };
-  impl->pe1w = row("to_patch_embedding.1.weight");
-  impl->pe1b = row("to_patch_embedding.1.bias");
-  impl->pe2T = toMatrix(T("to_patch_embedding.2.weight"), c.dim, c.patchDim()).transpose();
-  impl->pe2b = row("to_patch_embedding.2.bias");
-  impl->pe3w = row("to_patch_embedding.3.weight");
-  impl->pe3b = row("to_patch_embedding.3.bias");
-  impl->pos = toMatrix(T("pos_embedding"), c.tokens(), c.dim);
-  impl->cls = row("cls_token");
+  // On the GPU the host keeps only each layer's U, which the metrics read.
+  const bool cpu = d == Device::Cpu;
+  if (cpu) {
+    impl->pe1w = row("to_patch_embedding.1.weight");
+    impl->pe1b = row("to_patch_embedding.1.bias");
+    impl->pe2T = toMatrix(T("to_patch_embedding.2.weight"), c.dim, c.patchDim()).transpose();
+    impl->pe2b = row("to_patch_embedding.2.bias");
+    impl->pe3w = row("to_patch_embedding.3.weight");
+    impl->pe3b = row("to_patch_embedding.3.bias");
+    impl->pos = toMatrix(T("pos_embedding"), c.tokens(), c.dim);
+    impl->cls = row("cls_token");
+    impl->headLnW = row("mlp_head.0.weight");
+    impl->headLnB = row("mlp_head.0.bias");
+    impl->headT = toMatrix(T("mlp_head.1.weight"), c.num_classes, c.dim).transpose();
+    impl->headB = row("mlp_head.1.bias");
+  }
   for (int l = 0; l < c.depth; ++l) {
     Impl::Layer L;
-    L.ln1w = row(layerKey(l, "0.norm.weight"));
-    L.ln1b = row(layerKey(l, "0.norm.bias"));
     L.U = toMatrix(T(layerKey(l, "0.fn.qkv.weight")), c.dim, c.dim).transpose();
-    L.WoT = toMatrix(T(layerKey(l, "0.fn.to_out.0.weight")), c.dim, c.dim).transpose();
-    L.bo = row(layerKey(l, "0.fn.to_out.0.bias"));
-    L.ln2w = row(layerKey(l, "1.norm.weight"));
-    L.ln2b = row(layerKey(l, "1.norm.bias"));
-    L.D = toMatrix(T(layerKey(l, "1.fn.weight")), c.dim, c.dim);
-    L.Dt = L.D.transpose();
+    if (cpu) {
+      L.ln1w = row(layerKey(l, "0.norm.weight"));
+      L.ln1b = row(layerKey(l, "0.norm.bias"));
+      L.WoT = toMatrix(T(layerKey(l, "0.fn.to_out.0.weight")), c.dim, c.dim).transpose();
+      L.bo = row(layerKey(l, "0.fn.to_out.0.bias"));
+      L.ln2w = row(layerKey(l, "1.norm.weight"));
+      L.ln2b = row(layerKey(l, "1.norm.bias"));
+      L.D = toMatrix(T(layerKey(l, "1.fn.weight")), c.dim, c.dim);
+      L.Dt = L.D.transpose();
+    }
     impl->layers.push_back(std::move(L));
   }
-  impl->headLnW = row("mlp_head.0.weight");
-  impl->headLnB = row("mlp_head.0.bias");
-  impl->headT = toMatrix(T("mlp_head.1.weight"), c.num_classes, c.dim).transpose();
-  impl->headB = row("mlp_head.1.bias");
-  if (d == Device::Cuda) {
+  if (!cpu) {
     // The file's tensors as they are (PyTorch layout); the GPU keeps its own copy.
     auto P = [&](const std::string &name) { return T(name).data.data(); };
     cuda::CrateWeights w;
@@ -534,7 +539,7 @@ llvm::Expected<CrateExecutor> CrateExecutor::create(const CrateModel &m, const s
     std::string error;
     impl->gpu = cuda::CrateForward::create(w, &error);
     if (!impl->gpu)
-      return llvm::make_error<llvm::StringError>("cannot run on cuda: " + error, llvm::inconvertibleErrorCode());
+      return cannotRunOnCuda(error);
   }
   return CrateExecutor(std::move(impl));
 }

@@ -18,6 +18,10 @@ llvm::Error deviceError(Device d) {
   return llvm::make_error<llvm::StringError>(why, llvm::inconvertibleErrorCode());
 }
 
+llvm::Error cannotRunOnCuda(const std::string &why) {
+  return llvm::make_error<llvm::StringError>("cannot run on cuda: " + why, llvm::inconvertibleErrorCode());
+}
+
 std::string describeDevice(Device d) {
   if (d == Device::Cpu) return "cpu";
   return std::string("cuda: ") + cuda::deviceName();

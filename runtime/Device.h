@@ -20,6 +20,9 @@ std::optional<Device> parseDevice(llvm::StringRef s);
 // before it; the command line puts "--device cuda: ".
 llvm::Error deviceError(Device d);
 
+// "cannot run on cuda: <why>": how the executors' create() fail on the GPU.
+llvm::Error cannotRunOnCuda(const std::string &why);
+
 // What runs on `d`, e.g. "cpu" or "cuda: NVIDIA H100 80GB HBM3 (sm_90)".
 std::string describeDevice(Device d);
 

@@ -25,7 +25,6 @@ Scalar decodeRow(bool categorical, const std::vector<Scalar> &values, const T *r
   return values[size_t(best)];
 }
 
-
 struct Executor::Impl {
   virtual ~Impl() = default;
 
@@ -52,7 +51,6 @@ struct Executor::Impl {
   // The ids of one sequence, BOS first (Executor::encode).
   llvm::Expected<std::vector<int>> encode(const std::vector<std::string> &tokens, int seq) const;
 };
-
 
 // The weights of a compiled model in the working precision T, row-major, with the heads
 // and MLP neurons that add nothing dropped (the forward pass is then smaller and still
@@ -166,7 +164,6 @@ template <class T> struct RaspWeights {
       layers.push_back(std::move(L));
     }
   }
-
 };
 
 // Host logits [nSeq * seqRows, d_vocab_out] and their decoding, for every device.

@@ -28,8 +28,7 @@ struct CudaImpl final : HostLogitsImpl<float> {
 
 llvm::Expected<std::unique_ptr<Executor::Impl>> makeCudaImpl(const Model &m) {
   if (auto e = deviceError(Device::Cuda))
-    return llvm::make_error<llvm::StringError>("cannot run on cuda: " + llvm::toString(std::move(e)),
-                                               llvm::inconvertibleErrorCode());
+    return cannotRunOnCuda(llvm::toString(std::move(e)));
   RaspWeights<float> w;
   w.load(m);
   cuda::RaspWeights cw;
@@ -52,7 +51,7 @@ llvm::Expected<std::unique_ptr<Executor::Impl>> makeCudaImpl(const Model &m) {
   impl->cfg = m.cfg;
   impl->gpu = cuda::RaspForward::create(cw, &error);
   if (!impl->gpu)
-    return llvm::make_error<llvm::StringError>("cannot run on cuda: " + error, llvm::inconvertibleErrorCode());
+    return cannotRunOnCuda(error);
   return std::unique_ptr<Executor::Impl>(std::move(impl));
 }
 
