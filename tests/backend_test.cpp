@@ -222,6 +222,11 @@ TEST(GroundTruth, JsonRoundTrip) {
                      "] is out of range"),
             std::string::npos)
       << why;
+  h.mlpEnd = 4;
+  h.sublayer = "embed";
+  bad.nodes[1].helpers = {h};
+  why = errorText(validateModel(bad, "m.h5"));
+  EXPECT_NE(why.find("helper 'BOS cleanup': sublayer 'embed', expected 'attn' or 'mlp'"), std::string::npos) << why;
 }
 
 TEST(GroundTruth, RejectsBadEntries) {
@@ -248,6 +253,12 @@ TEST(GroundTruth, RejectsBadEntries) {
             "entry 0: key 'mlp' must be null or [begin, end]");
   EXPECT_EQ(errorOf(parseGroundTruth(replace("\"value_set\": [1, 2, 3]", "\"value_set\": [[1], 2, 3]"))),
             "entry 0: key 'value_set' holds an array, expected scalars");
+  EXPECT_EQ(errorOf(parseGroundTruth(replace("\"helpers\": []", "\"helpers\": {}"))),
+            "entry 0: key 'helpers' must be an array");
+  EXPECT_EQ(errorOf(parseGroundTruth(replace("\"helpers\": []", "\"helpers\": [3]"))),
+            "entry 0: key 'helpers' must hold objects");
+  EXPECT_EQ(errorOf(parseGroundTruth(replace("\"helpers\": []", "\"helpers\": [{\"role\": \"tuple\", \"layer\": 0}]"))),
+            "entry 0: missing key 'sublayer'");
 }
 
 // ----------------------------------------------------------------------------------

@@ -212,6 +212,9 @@ TEST(CliCompile, RunOnCudaOrSayWhyNot) {
     EXPECT_EQ(r.exitCode, 0);
     EXPECT_EQ(r.out, "[1, 2, 2, 3]\n");
   }
+  r = run(raspcBinary() + " run " + out + " --input \"3 1 2 2\" --device cuda --precision f64");
+  EXPECT_EQ(r.exitCode, 2);
+  EXPECT_EQ(r.out, "raspc: error: --precision f64 runs on the CPU only (the CUDA executor is float32)\n");
   r = run(raspcBinary() + " run " + out + " --input \"3 1 2 2\" --device tpu");
   EXPECT_EQ(r.exitCode, 2);
   EXPECT_EQ(r.out.substr(0, r.out.find('\n')), "--device: tpu not in {cpu,cuda}");

@@ -116,13 +116,13 @@ int runModel(const std::string &path, const std::optional<std::string> &input,
              const std::optional<std::string> &inputsFile, bool json, bool trace, const std::string &precision,
              const std::string &device) {
   Device dev = *parseDevice(device);
+  if (dev == Device::Cuda && precision == "f64") { // a usage error, whether or not a GPU is here
+    error("--precision f64 runs on the CPU only (the CUDA executor is float32)");
+    return 2;
+  }
   if (auto e = deviceError(dev)) {
     error("--device " + device + ": " + llvm::toString(std::move(e)));
     return 1;
-  }
-  if (dev == Device::Cuda && precision == "f64") {
-    error("--precision f64 runs on the CPU only (the CUDA executor is float32)");
-    return 2;
   }
   auto m = readModel(path);
   if (!m) {
