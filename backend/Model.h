@@ -76,6 +76,12 @@ struct NodeInfo {
   std::vector<HelperBlock> helpers; // the heads and neurons that serve it
 };
 
+// The most parameters (float32 values, biases and unembedding included) in one compiled
+// model: one limit for the compiler (which refuses a larger model before building it)
+// and the reader (which refuses a file declaring more before allocating), so that what
+// raspc writes raspc reads. `--max-params` raises it on both sides.
+constexpr int64_t kDefaultMaxParams = int64_t(1) << 28; // 1 GiB of float32
+
 struct Model {
   static constexpr int kFormatVersion = 1;
   ModelConfig cfg;
