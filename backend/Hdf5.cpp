@@ -563,10 +563,10 @@ llvm::Error validateModel(const Model &m, const std::string &what) {
   return llvm::Error::success();
 }
 
-llvm::Error writeModel(const Model &m, const std::string &path) {
+llvm::Error writeModel(const Model &m, const std::string &path, const files::OutputRule &rule) {
   h5::quiet();
   if (auto e = validateModel(m, path)) return e;
-  return h5::writeAtomically(path, [&](hid_t fid) { return Writer(path).model(fid, m); });
+  return h5::writeAtomically(path, rule, [&](hid_t fid) { return Writer(path).model(fid, m); });
 }
 
 llvm::Expected<Model> readModel(const std::string &path) {

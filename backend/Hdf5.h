@@ -18,6 +18,7 @@
 //   model.h5: tensor 'blocks.0.attn.W_Q' has shape [2, 10, 4], expected [2, 12, 4]
 #pragma once
 #include "backend/Model.h"
+#include "support/Files.h"
 
 #include <llvm/Support/Error.h>
 
@@ -28,10 +29,11 @@
 
 namespace raspc {
 
-// Writes `m` to `path` atomically: to `path.tmp`, then renamed over `path`, so an
-// interrupted write never leaves a partial file at `path`. The model is validated
-// first (validateModel); an invalid model is an error and nothing is written.
-llvm::Error writeModel(const Model &m, const std::string &path);
+// Writes `m` to `path` atomically under `rule` (support/Files.h: an existing file is
+// replaced only with rule.force; an interrupted write never leaves a partial file at
+// `path`). The model is validated first (validateModel); an invalid model is an error
+// and nothing is written.
+llvm::Error writeModel(const Model &m, const std::string &path, const files::OutputRule &rule = {});
 
 // Reads and validates a weight file. Never crashes on malformed input: a missing,
 // truncated or non-HDF5 file, a missing or mis-typed tensor or attribute, a wrong

@@ -5,6 +5,7 @@
 #include <llvm/Support/FileSystem.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -354,38 +355,86 @@ llvm::Expected<Handle> openForReading(const std::string &path) {
   return f;
 }
 
-llvm::Error writeAtomically(const std::string &path, const std::function<llvm::Error(hid_t)> &fill) {
-  quiet();
-  std::string tmp = path + ".tmp";
-  auto cleanup = [&](llvm::Error e) {
-    std::remove(tmp.c_str());
-    return e;
+namespace {
+
+// Bob Jenkins' lookup3 hashlittle, byte by byte: HDF5's metadata checksum.
+uint32_t lookup3(const uint8_t *k, size_t length) {
+  auto rot = [](uint32_t x, int r) { return (x << r) | (x >> (32 - r)); };
+  auto word = [](const uint8_t *p) {
+    return uint32_t(p[0]) | uint32_t(p[1]) << 8 | uint32_t(p[2]) << 16 | uint32_t(p[3]) << 24;
   };
+  uint32_t a, b, c;
+  a = b = c = 0xdeadbeefu + uint32_t(length);
+  while (length > 12) {
+    a += word(k), b += word(k + 4), c += word(k + 8);
+    a -= c, a ^= rot(c, 4), c += b;
+    b -= a, b ^= rot(a, 6), a += c;
+    c -= b, c ^= rot(b, 8), b += a;
+    a -= c, a ^= rot(c, 16), c += b;
+    b -= a, b ^= rot(a, 19), a += c;
+    c -= b, c ^= rot(b, 4), b += a;
+    length -= 12, k += 12;
+  }
+  if (length == 0) return c;
+  uint8_t tail[12] = {};
+  std::memcpy(tail, k, length);
+  a += word(tail), b += word(tail + 4), c += word(tail + 8);
+  c ^= b, c -= rot(b, 14);
+  a ^= c, a -= rot(c, 11);
+  b ^= a, b -= rot(a, 25);
+  c ^= b, c -= rot(b, 16);
+  a ^= c, a -= rot(c, 4);
+  b ^= a, b -= rot(a, 14);
+  c ^= b, c -= rot(b, 24);
+  return c;
+}
+
+// HDF5 1.10's H5Fget_file_image clears the "open for writing" flags of a version 2/3
+// superblock in the image but leaves the old checksum, so the image would not open.
+// Recompute it: the checksum follows 12 bytes and four addresses.
+void fixSuperblockChecksum(std::string &image) {
+  auto *p = reinterpret_cast<uint8_t *>(image.data());
+  if (image.size() < 12 || std::memcmp(p, "\x89HDF\r\n\x1a\n", 8) != 0 || p[8] < 2) return;
+  size_t at = 12 + 4 * size_t(p[9]);
+  if (image.size() < at + 4) return;
+  uint32_t sum = lookup3(p, at);
+  for (int i = 0; i < 4; ++i) p[at + size_t(i)] = uint8_t(sum >> (8 * i));
+}
+
+} // namespace
+
+llvm::Error writeAtomically(const std::string &path, const files::OutputRule &rule,
+                            const std::function<llvm::Error(hid_t)> &fill) {
+  quiet();
+  // Refused outputs cost no work.
+  if (auto e = files::checkOutput(path, rule)) return e;
+  // The file is built in memory (HDF5's core driver, no backing store) and written by
+  // files::writeFileAtomically: every byte that reaches the disk goes through one
+  // writer that checks each write, and libhdf5 never meets a full disk.
+  static std::atomic<unsigned> serial{0};
+  std::string image;
   {
     Handle fapl = plist(H5Pcreate(H5P_FILE_ACCESS));
+    if (!fapl.ok() || H5Pset_fapl_core(fapl.get(), size_t(1) << 20, false) < 0)
+      return fail(path, "cannot set up HDF5's in-memory file");
     // The HDF5 1.10 file format: every piece of file metadata is checksummed (the
     // single-chunk index of a dataset included), so corruption is detected, not
     // interpreted. Readable by any h5py built on HDF5 >= 1.10.
-    if (fapl.ok()) H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_V110);
-    Handle f = file(H5Fcreate(tmp.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.ok() ? fapl.get() : H5P_DEFAULT));
-    if (!f.ok()) return fail(path, fmt::format("cannot create '{}': {}", tmp, std::strerror(errno)));
-    if (auto e = fill(f.get())) {
-      f.reset();
-      return cleanup(std::move(e));
-    }
-    if (!f.close()) return cleanup(fail(path, "cannot write '" + tmp + "'"));
+    H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_V110);
+    std::string name = fmt::format("raspc-image-{}-{}", ::getpid(), serial++);
+    Handle f = file(H5Fcreate(name.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl.get()));
+    if (!f.ok()) return fail(path, "cannot create an HDF5 file in memory: " + errorText());
+    if (auto e = fill(f.get())) return e;
+    if (H5Fflush(f.get(), H5F_SCOPE_GLOBAL) < 0) return fail(path, "cannot write the HDF5 file: " + errorText());
+    ssize_t n = H5Fget_file_image(f.get(), nullptr, 0);
+    if (n <= 0) return fail(path, "cannot write the HDF5 file: " + errorText());
+    image.resize(size_t(n));
+    if (H5Fget_file_image(f.get(), image.data(), image.size()) != n)
+      return fail(path, "cannot write the HDF5 file: " + errorText());
+    if (!f.close()) return fail(path, "cannot write the HDF5 file: " + errorText());
   }
-  // Make the data durable before the rename makes it visible.
-  int fd = ::open(tmp.c_str(), O_RDONLY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::string why = std::strerror(errno);
-    return cleanup(fail(path, "cannot rename '" + tmp + "' to it: " + why));
-  }
-  return llvm::Error::success();
+  fixSuperblockChecksum(image);
+  return files::writeFileAtomically(path, image, rule);
 }
 
 } // namespace raspc::h5

@@ -10,6 +10,7 @@
 // Including this header needs the HDF5 include directories (link raspc_hdf5).
 #pragma once
 #include "backend/Model.h"
+#include "support/Files.h"
 
 #include <hdf5.h>
 #include <llvm/Support/Error.h>
@@ -137,8 +138,10 @@ llvm::Error readTensor(hid_t loc, const std::string &what, const std::string &na
 // corrupt file are errors naming `path`.
 llvm::Expected<Handle> openForReading(const std::string &path);
 
-// Creates `path` atomically: `fill` writes into a new file `path.tmp`, which is then
-// made durable and renamed over `path`; on any error nothing is left behind.
-llvm::Error writeAtomically(const std::string &path, const std::function<llvm::Error(hid_t)> &fill);
+// Writes the HDF5 file that `fill` fills to `path` under files::writeFileAtomically's
+// rule (support/Files.h): `fill` writes into a file in memory, whose bytes are then
+// written atomically; on any error nothing is left behind.
+llvm::Error writeAtomically(const std::string &path, const files::OutputRule &rule,
+                            const std::function<llvm::Error(hid_t)> &fill);
 
 } // namespace raspc::h5

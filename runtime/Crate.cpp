@@ -192,10 +192,10 @@ llvm::Error validateCrateModel(const CrateModel &m, const std::string &what) {
   return validateSynth(m, what);
 }
 
-llvm::Error writeCrateModel(const CrateModel &m, const std::string &path) {
+llvm::Error writeCrateModel(const CrateModel &m, const std::string &path, const files::OutputRule &rule) {
   h5::quiet();
   if (auto e = validateCrateModel(m, path)) return e;
-  return h5::writeAtomically(path, [&](hid_t fid) -> llvm::Error {
+  return h5::writeAtomically(path, rule, [&](hid_t fid) -> llvm::Error {
     for (auto &[name, shape] : crateTensorShapes(m.cfg))
       if (auto e = h5::writeTensor(fid, path, name, m.tensors.at(name))) return e;
     h5::Handle g = h5::group(H5Gcreate2(fid, "metadata", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
@@ -310,16 +310,17 @@ llvm::Expected<CrateImages> readCrateImages(const std::string &path, const Crate
 }
 
 llvm::Error writeCrateImages(const std::string &path, const std::vector<float> &data, int batch, int channels,
-                             int size) {
+                             int size, const files::OutputRule &rule) {
   Tensor t({batch, channels, size, size});
   if (t.numel() != data.size())
     return fail(path, fmt::format("{} values for images of shape {}", data.size(), formatShape(t.shape)));
   t.data = data;
-  return writeTensorFile(path, "images", t);
+  return writeTensorFile(path, "images", t, rule);
 }
 
-llvm::Error writeTensorFile(const std::string &path, const std::string &name, const Tensor &t) {
-  return h5::writeAtomically(path, [&](hid_t fid) { return h5::writeTensor(fid, path, name, t); });
+llvm::Error writeTensorFile(const std::string &path, const std::string &name, const Tensor &t,
+                            const files::OutputRule &rule) {
+  return h5::writeAtomically(path, rule, [&](hid_t fid) { return h5::writeTensor(fid, path, name, t); });
 }
 
 CrateModel randomCrateModel(const CrateConfig &c, uint64_t seed) {

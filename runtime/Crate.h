@@ -13,6 +13,7 @@
 #pragma once
 #include "backend/Model.h"
 #include "runtime/Device.h"
+#include "support/Files.h"
 
 #include <Eigen/Dense>
 #include <llvm/Support/Error.h>
@@ -64,8 +65,9 @@ llvm::Error validateCrateModel(const CrateModel &m, const std::string &what);
 
 // HDF5: float32 datasets at the root named by the keys, a `metadata` group with
 // attributes format = "crate", format_version, the config; optionally a `synth` group
-// with datasets tokens [N, dim] and labels [N] (float32). Written atomically.
-llvm::Error writeCrateModel(const CrateModel &m, const std::string &path);
+// with datasets tokens [N, dim] and labels [N] (float32). Written atomically under
+// `rule` (support/Files.h).
+llvm::Error writeCrateModel(const CrateModel &m, const std::string &path, const files::OutputRule &rule = {});
 llvm::Expected<CrateModel> readCrateModel(const std::string &path);
 
 // A batch of images [B, C, H, W] float32 from dataset `images` of an HDF5 file, checked
@@ -76,9 +78,11 @@ struct CrateImages {
 };
 llvm::Expected<CrateImages> readCrateImages(const std::string &path, const CrateConfig &c);
 llvm::Error writeCrateImages(const std::string &path, const std::vector<float> &data, int batch, int channels,
-                             int size);
-// An HDF5 file holding one float32 dataset `name` (e.g. the logits of a run).
-llvm::Error writeTensorFile(const std::string &path, const std::string &name, const Tensor &t);
+                             int size, const files::OutputRule &rule = {});
+// An HDF5 file holding one float32 dataset `name` (e.g. the logits of a run), written
+// atomically under `rule`.
+llvm::Error writeTensorFile(const std::string &path, const std::string &name, const Tensor &t,
+                            const files::OutputRule &rule = {});
 
 // A model with weights drawn at random (LayerNorms near identity, linear layers with
 // PyTorch's default scale); for tests and benchmarks.

@@ -321,8 +321,7 @@ TEST(Hdf5, RoundTripsEveryField) {
   TempDir dir;
   for (const Model &m : {test::prevTokenModel(true), test::mapModel(), test::meanModel(), awkwardModel()}) {
     std::string path = dir.file("model.h5");
-    ASSERT_EQ(errorText(writeModel(m, path)), "");
-    EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+    ASSERT_EQ(errorText(writeModel(m, path, {true, {}})), "");
     auto back = readModel(path);
     ASSERT_TRUE(bool(back)) << errorOf(std::move(back));
     expectSameModel(m, *back);
@@ -336,7 +335,7 @@ TEST(Hdf5, EmptyNumericalOutputValuesAndNoNodes) {
   m.nodes.clear();
   m.source = "";
   std::string path = dir.file("m.h5");
-  ASSERT_EQ(errorText(writeModel(m, path)), "");
+  ASSERT_EQ(errorText(writeModel(m, path, {true, {}})), "");
   auto back = readModel(path);
   ASSERT_TRUE(bool(back)) << errorOf(std::move(back));
   expectSameModel(m, *back);
@@ -345,24 +344,23 @@ TEST(Hdf5, EmptyNumericalOutputValuesAndNoNodes) {
 TEST(Hdf5, WriteIsAtomicAndValidates) {
   TempDir dir;
   std::string path = dir.file("model.h5");
-  ASSERT_EQ(errorText(writeModel(test::prevTokenModel(), path)), "");
+  ASSERT_EQ(errorText(writeModel(test::prevTokenModel(), path, {true, {}})), "");
   // An invalid model is refused and the existing file is left untouched.
   Model bad = test::mapModel();
   bad.tensors.erase("blocks.1.attn.W_K");
   EXPECT_EQ(errorText(writeModel(bad, path)), path + ": missing tensor 'blocks.1.attn.W_K'");
-  EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
   auto back = readModel(path);
   ASSERT_TRUE(bool(back));
   EXPECT_EQ(back->outputName, "prev");
-  // Overwriting replaces the file.
-  ASSERT_EQ(errorText(writeModel(test::mapModel(), path)), "");
+  // Overwriting replaces the file, with force only.
+  EXPECT_EQ(errorText(writeModel(test::mapModel(), path)), "'" + path + "' exists; pass --force to overwrite it");
+  ASSERT_EQ(errorText(writeModel(test::mapModel(), path, {true, {}})), "");
   back = readModel(path);
   ASSERT_TRUE(bool(back));
   EXPECT_EQ(back->outputName, "out");
   // An unwritable place.
   std::string nowhere = dir.file("no/such/dir/m.h5");
-  EXPECT_EQ(errorText(writeModel(test::mapModel(), nowhere)),
-            nowhere + ": cannot create '" + nowhere + ".tmp': No such file or directory");
+  EXPECT_EQ(errorText(writeModel(test::mapModel(), nowhere)), nowhere + ": cannot write: No such file or directory");
 }
 
 TEST(Hdf5, ValidateModelNamesTheProblem) {
@@ -415,7 +413,7 @@ TEST(Hdf5, H5pyReadsTheFile) {
   if (!havePythonH5py()) GTEST_SKIP() << "/usr/bin/python3 with h5py and numpy is not available";
   TempDir dir;
   std::string path = dir.file("model.h5");
-  ASSERT_EQ(errorText(writeModel(awkwardModel(), path)), "");
+  ASSERT_EQ(errorText(writeModel(awkwardModel(), path, {true, {}})), "");
   std::string script = dir.file("read.py");
   std::ofstream(script) << R"(import sys, json, h5py
 f = h5py.File(sys.argv[1], "r")
@@ -528,7 +526,7 @@ class Malformed : public ::testing::Test {
 protected:
   TempDir dir;
   std::string path = dir.file("model.h5");
-  void SetUp() override { ASSERT_EQ(errorText(writeModel(test::mapModel(), path)), ""); }
+  void SetUp() override { ASSERT_EQ(errorText(writeModel(test::mapModel(), path, {true, {}})), ""); }
   std::string readError() { return errorOf(readModel(path)); }
   void withMetadata(const std::function<void(hid_t)> &edit) {
     editFile(path, [&](hid_t f) {

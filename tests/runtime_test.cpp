@@ -282,7 +282,7 @@ TEST(PythonForward, MatchesTheCppRuntime) {
   int k = 0;
   for (auto &c : cases) {
     std::string path = dir.file("m" + std::to_string(k++) + ".h5");
-    ASSERT_EQ(llvm::toString(writeModel(c.m, path)), "");
+    ASSERT_EQ(llvm::toString(writeModel(c.m, path, {true, {}})), "");
     auto read = readModel(path);
     ASSERT_TRUE(bool(read));
     Executor ex = executor(*read);
@@ -312,7 +312,7 @@ TEST(PythonForward, ExactOutputsAndErrors) {
   if (!havePythonH5py()) GTEST_SKIP() << "/usr/bin/python3 with h5py and numpy is not available";
   TempDir dir;
   std::string path = dir.file("map.h5");
-  ASSERT_EQ(llvm::toString(writeModel(test::mapModel(), path)), "");
+  ASSERT_EQ(llvm::toString(writeModel(test::mapModel(), path, {true, {}})), "");
   auto py = test::run(forwardPy() + path + " --input \"3 1 2 2\"");
   EXPECT_EQ(py.out, "[None, x, x, y]\n");
   py = test::run(forwardPy() + path + " --input \"3 1 2 2\" --json");

@@ -1,6 +1,7 @@
 // Subcommands of the raspc tool.
 #pragma once
 #include "frontend/Program.h"
+#include "support/Files.h"
 
 #include <functional>
 #include <optional>
@@ -27,6 +28,18 @@ struct ProgramFlags {
 
 // Loads f.file with the command-line options over its header's.
 std::optional<ProgramOptions> loadProgram(Program &p, const ProgramFlags &f);
+
+// One file a command writes: the flag that names it ("-o", "--plot", "--logits") and
+// its path (nullopt: not asked for).
+struct Output {
+  std::string flag;
+  std::optional<std::string> path;
+};
+
+// Checks a command's outputs before any work, under support/Files.h's rule: an empty
+// name or two outputs naming one file is a usage error (returns 2), a refused output an
+// error (returns 1); each is printed. 0: every output can be written.
+int checkOutputs(const std::vector<Output> &outs, const files::OutputRule &rule);
 
 int runCompile(const ProgramFlags &f, const std::string &out, bool force, bool json);
 int runModel(const std::string &model, const std::optional<std::string> &input,

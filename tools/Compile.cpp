@@ -32,6 +32,34 @@ namespace {
 
 void error(const std::string &msg) { llvm::errs() << "raspc: error: " << msg << "\n"; }
 
+} // namespace
+
+int checkOutputs(const std::vector<Output> &outs, const files::OutputRule &rule) {
+  for (size_t i = 0; i < outs.size(); ++i) {
+    if (!outs[i].path) continue;
+    const std::string &p = *outs[i].path;
+    if (p.empty()) {
+      error(outs[i].flag + ": empty file name");
+      return 2;
+    }
+    for (size_t j = 0; j < i; ++j) {
+      if (!outs[j].path) continue;
+      bool same = false;
+      if (*outs[j].path == p || (!llvm::sys::fs::equivalent(*outs[j].path, p, same) && same)) {
+        error(fmt::format("{} '{}' is the same file as {} '{}'", outs[i].flag, p, outs[j].flag, *outs[j].path));
+        return 2;
+      }
+    }
+    if (auto e = files::checkOutput(p, rule)) {
+      error(llvm::toString(std::move(e)));
+      return 1;
+    }
+  }
+  return 0;
+}
+
+namespace {
+
 struct Compiled {
   Model model;
   CompileStats stats;
@@ -82,14 +110,15 @@ std::string summary(const CompileStats &s) {
 } // namespace
 
 int runCompile(const ProgramFlags &f, const std::string &out, bool force, bool json) {
+  files::OutputRule rule{force, {f.file}};
+  if (int rc = checkOutputs({{"-o", out}}, rule)) return rc;
   Program p;
   auto c = compileFile(p, f);
   if (!c) return 1;
-  if (!force && llvm::sys::fs::exists(out)) {
-    error("'" + out + "' exists; pass --force to overwrite it");
-    return 1;
-  }
-  if (auto err = writeModel(c->model, out)) {
+  // Every file the program loaded is an input too.
+  for (unsigned id = 1; id <= p.sourceMgr().getNumBuffers(); ++id)
+    rule.inputs.push_back(p.sourceMgr().getMemoryBuffer(id)->getBufferIdentifier().str());
+  if (auto err = writeModel(c->model, out, rule)) {
     error(llvm::toString(std::move(err)));
     return 1;
   }

@@ -62,38 +62,18 @@ int fail(llvm::Error e) {
   return 1;
 }
 
-// --plot, checked before any work: not an existing file without --force (exit 1), nor
-// one of the command's other files (exit 2). 0 when the plot can be written.
-int checkPlotPath(const CrateFlags &f, const std::vector<std::optional<std::string>> &others) {
-  if (!f.plot) return 0;
-  for (const std::optional<std::string> &o : others) {
-    bool same = false;
-    if (o && (*o == *f.plot || (!llvm::sys::fs::equivalent(*o, *f.plot, same) && same))) {
-      std::cerr << "raspc: error: --plot '" << *f.plot << "' is the same file as '" << *o << "'\n";
-      return 2;
-    }
-  }
-  if (!f.force && llvm::sys::fs::exists(*f.plot)) {
-    std::cerr << "raspc: error: '" << *f.plot << "' exists; pass --force to overwrite it\n";
-    return 1;
-  }
-  llvm::StringRef dir = llvm::sys::path::parent_path(*f.plot);
-  if (!llvm::sys::fs::is_directory(dir.empty() ? "." : dir)) {
-    std::cerr << "raspc: error: " << *f.plot << ": cannot write: no directory '" << dir.str() << "'\n";
-    return 1;
-  }
-  return 0;
-}
-
 // Writes the plot of `ms` to --plot (atomically) and says so on stderr, except with --json.
-int writePlot(const CrateFlags &f, const std::vector<CrateLayerMetrics> &ms, const std::string &title, bool json) {
-  if (auto e = writeFileAtomically(*f.plot, metricsSvg(ms, title), f.force)) return fail(std::move(e));
+int writePlot(const CrateFlags &f, const files::OutputRule &rule, const std::vector<CrateLayerMetrics> &ms,
+              const std::string &title, bool json) {
+  if (auto e = files::writeFileAtomically(*f.plot, metricsSvg(ms, title), rule)) return fail(std::move(e));
   if (!json) std::cerr << "wrote " << *f.plot << "\n";
   return 0;
 }
 
 int runCrate(const CrateFlags &f) {
-  if (int rc = checkPlotPath(f, {f.model, f.input, f.logitsOut})) return rc;
+  files::OutputRule rule{f.force, {f.model}};
+  if (f.input) rule.inputs.push_back(*f.input);
+  if (int rc = checkOutputs({{"--logits", f.logitsOut}, {"--plot", f.plot}}, rule)) return rc;
   Device dev = *parseDevice(f.device);
   if (auto e = deviceError(dev)) {
     std::cerr << "raspc: error: --device " << f.device << ": " << llvm::toString(std::move(e)) << "\n";
@@ -114,7 +94,7 @@ int runCrate(const CrateFlags &f) {
     if (!ms) return fail(ms.takeError());
     printMetrics(*ms, f.json);
     std::string title = fmt::format("{}: per-layer metrics on its synthesised tokens (eps {})", f.model, f.eps);
-    return f.plot ? writePlot(f, *ms, title, f.json) : 0;
+    return f.plot ? writePlot(f, rule, *ms, title, f.json) : 0;
   }
   auto images = readCrateImages(*f.input, c);
   if (!images) return fail(images.takeError());
@@ -140,10 +120,10 @@ int runCrate(const CrateFlags &f) {
     Tensor t({int64_t(logits.rows()), int64_t(logits.cols())});
     for (int64_t b = 0; b < t.shape[0]; ++b)
       for (int64_t j = 0; j < t.shape[1]; ++j) t.at(b, j) = logits(b, j);
-    if (auto e = writeTensorFile(*f.logitsOut, "logits", t)) return fail(std::move(e));
+    if (auto e = writeTensorFile(*f.logitsOut, "logits", t, rule)) return fail(std::move(e));
   }
   if (f.plot)
-    return writePlot(f, ms,
+    return writePlot(f, rule, ms,
                      fmt::format("{}: per-layer metrics on {}, {} image{} (eps {})", f.model, *f.input, images->batch,
                                  images->batch == 1 ? "" : "s", f.eps),
                      f.json);
@@ -151,14 +131,11 @@ int runCrate(const CrateFlags &f) {
 }
 
 int runSynth(const CrateFlags &f) {
-  if (!f.force && llvm::sys::fs::exists(f.synthOut)) {
-    std::cerr << "raspc: error: '" << f.synthOut << "' exists; pass --force to overwrite it\n";
-    return 1;
-  }
-  if (int rc = checkPlotPath(f, {f.synthOut})) return rc;
+  files::OutputRule rule{f.force, {}};
+  if (int rc = checkOutputs({{"-o", f.synthOut}, {"--plot", f.plot}}, rule)) return rc;
   auto model = synthCrateModel(f.synth);
   if (!model) return fail(model.takeError());
-  if (auto e = writeCrateModel(*model, f.synthOut)) return fail(std::move(e));
+  if (auto e = writeCrateModel(*model, f.synthOut, rule)) return fail(std::move(e));
   auto exec = CrateExecutor::create(*model, f.synthOut);
   if (!exec) return fail(exec.takeError());
   auto metrics = synthMetrics(*exec, *model, f.eps);
@@ -170,7 +147,7 @@ int runSynth(const CrateFlags &f) {
                              o.dim, o.heads, o.dim / o.heads, o.depth, o.tokens, o.seed);
   printMetrics(ms, f.synthJson);
   if (f.plot)
-    return writePlot(f, ms,
+    return writePlot(f, rule, ms,
                      fmt::format("{}: per-layer metrics on its synthesised tokens (dim {}, {} heads, depth {}, {} "
                                  "tokens, seed {}; eps {})",
                                  f.synthOut, o.dim, o.heads, o.depth, o.tokens, o.seed, f.eps),
@@ -203,7 +180,7 @@ std::function<std::optional<int>()> addCrateCommands(CLI::App &app) {
   run->add_option("--logits", f->logitsOut, "write the logits to this HDF5 file (dataset 'logits' [B, classes])");
   run->add_option("--plot", f->plot, "write R(Z), Rc(Z;U) and the sparsity per layer as an SVG plot to this file")
       ->check(svgName);
-  run->add_flag("--force", f->force, "overwrite an existing --plot file");
+  run->add_flag("--force", f->force, "overwrite existing --logits and --plot files");
   run->add_option("--device", f->device, "cpu (default) or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
 
   auto *synth = crate->add_subcommand("synth", "build CRATE layers from random subspaces, run them on sampled tokens");

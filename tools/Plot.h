@@ -20,10 +20,4 @@ namespace raspc::tools {
 // single layer is one marker. Every number written is finite.
 std::string metricsSvg(const std::vector<CrateLayerMetrics> &ms, const std::string &title);
 
-// Writes `contents` to `path` atomically: into a new temporary file beside it, then
-// renamed over it. Without `force`, an existing `path` is an error
-// ("'PATH' exists; pass --force to overwrite it"); other errors name `path` and the
-// reason. On error nothing is left behind.
-llvm::Error writeFileAtomically(const std::string &path, const std::string &contents, bool force);
-
 } // namespace raspc::tools
