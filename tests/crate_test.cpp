@@ -595,6 +595,7 @@ TEST(CrateCli, RunPrintsTopClasses) {
   auto exec = expectOk(CrateExecutor::create(m));
   Eigen::MatrixXf logits = expectOk(exec.run(im.data(), 2));
 
+  std::remove(out.c_str());
   auto r = run(raspcBinary() + " crate run " + model + " --input " + images + " --json --logits " + out);
   ASSERT_EQ(r.exitCode, 0) << r.out;
   auto ls = lines(r.out);
