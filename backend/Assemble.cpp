@@ -1,6 +1,8 @@
 #include "backend/Assemble.h"
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <cmath>
 #include <fmt/format.h>
 #include <map>
@@ -13,10 +15,8 @@ std::vector<int> directionColumns(const craft::Program &p, const std::vector<int
   return col;
 }
 
-Model assembleModel(const craft::Program &p, const std::vector<int> &order, const std::vector<std::string> &vocab,
-                    int maxLen, bool causal) {
-  Model m;
-  std::vector<int> col = directionColumns(p, order);
+ModelConfig modelConfig(const craft::Program &p, const std::vector<int> &order, size_t vocabSize, int maxLen,
+                        bool causal) {
   int layers = 1, heads = 1, dHead = 1, dMlp = 1;
   std::map<int, int> headsIn, neuronsIn;
   for (auto &b : p.blocks) {
@@ -36,16 +36,44 @@ Model assembleModel(const craft::Program &p, const std::vector<int> &order, cons
       dMlp = std::max(dMlp, neuronsIn[b.sublayer]);
     }
   }
-  ModelConfig &c = m.cfg;
+  ModelConfig c;
   c.n_layers = layers;
   c.d_model = int(order.size());
   c.n_heads = heads;
   c.d_head = dHead;
   c.d_mlp = dMlp;
-  c.d_vocab = int(vocab.size()) + 2;
+  c.d_vocab = int(vocabSize) + 2;
   c.n_ctx = maxLen + 1;
   c.causal = causal;
   c.d_vocab_out = p.output.numerical ? 1 : std::max<int>(1, int(p.output.dirs.size()));
+  return c;
+}
+
+int64_t parameterCount(const ModelConfig &c) {
+  // Saturating arithmetic: a shape from a huge program must give a huge count, not UB.
+  auto mul = [](int64_t a, int64_t b) {
+    int64_t r;
+    return __builtin_mul_overflow(a, b, &r) ? INT64_MAX : r;
+  };
+  auto add = [](int64_t a, int64_t b) {
+    int64_t r;
+    return __builtin_add_overflow(a, b, &r) ? INT64_MAX : r;
+  };
+  const int64_t D = c.d_model, H = c.n_heads, dh = c.d_head, m = c.d_mlp, out = c.d_vocab_out;
+  // embed.W_E, pos_embed.W_pos, unembed.W_U and b_U.
+  int64_t n = add(mul(D, add(add(c.d_vocab, c.n_ctx), out)), out);
+  // Per layer: W_Q, W_K, W_V, W_O; b_Q, b_K, b_V; b_O; W_in, W_out; b_in; b_out.
+  int64_t layer = add(add(add(mul(mul(4, H), mul(D, dh)), mul(mul(3, H), dh)), mul(mul(2, D), m)), add(m, mul(2, D)));
+  return add(n, mul(c.n_layers, layer));
+}
+
+Model assembleModel(const craft::Program &p, const std::vector<int> &order, const std::vector<std::string> &vocab,
+                    int maxLen, bool causal) {
+  Model m;
+  std::vector<int> col = directionColumns(p, order);
+  m.cfg = modelConfig(p, order, vocab.size(), maxLen, causal);
+  const ModelConfig &c = m.cfg;
+  const int layers = c.n_layers, heads = c.n_heads, dHead = c.d_head, dMlp = c.d_mlp;
   const int64_t D = c.d_model;
 
   m.vocab = vocab;

@@ -14,6 +14,14 @@ namespace raspc {
 Model assembleModel(const craft::Program &p, const std::vector<int> &order, const std::vector<std::string> &vocab,
                     int maxLen, bool causal);
 
+// The shape of the model assembleModel would build (cheap: no tensor is allocated).
+ModelConfig modelConfig(const craft::Program &p, const std::vector<int> &order, size_t vocabSize, int maxLen,
+                        bool causal);
+
+// The number of parameters (every tensor's elements) of a model of this shape,
+// saturating at INT64_MAX instead of overflowing.
+int64_t parameterCount(const ModelConfig &c);
+
 // Column of each residual direction in `order` (-1 where dropped).
 std::vector<int> directionColumns(const craft::Program &p, const std::vector<int> &order);
 

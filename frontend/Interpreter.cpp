@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <unordered_set>
 
 #include <cerrno>
 #include <cstdint>
@@ -72,14 +73,82 @@ const char *typeWord(ir::TokenType type) {
   }
 }
 
+SelectorRows::SelectorRows(const ir::Graph &g, NodeId sel, bool causal) : g_(g), causal_(causal) {
+  // The selectors `sel` is built from (an explicit stack: and/or chains can be long).
+  std::vector<NodeId> stack = {sel};
+  std::unordered_set<NodeId> seen;
+  while (!stack.empty()) {
+    NodeId x = stack.back();
+    stack.pop_back();
+    if (!seen.insert(x).second) continue;
+    order_.push_back(x);
+    if (g[x].kind != NodeKind::Select)
+      for (NodeId a : g[x].args) stack.push_back(a);
+  }
+  // Args have smaller ids: sorted ids are a topological order.
+  std::sort(order_.begin(), order_.end());
+  argSlots_.resize(order_.size());
+  for (size_t i = 0; i < order_.size(); ++i) {
+    const ir::Node &n = g[order_[i]];
+    if (n.kind == NodeKind::Select) continue;
+    for (size_t a = 0; a < n.args.size(); ++a)
+      argSlots_[i][a] = size_t(std::lower_bound(order_.begin(), order_.end(), n.args[a]) - order_.begin());
+  }
+  rows_.resize(order_.size());
+}
+
+const std::vector<uint8_t> &SelectorRows::row(size_t q, size_t n, const std::vector<std::vector<Scalar>> &sops) {
+  // Under the causal meaning keys after the query are never selected.
+  size_t visible = causal_ ? std::min(n, q + 1) : n;
+  for (size_t i = 0; i < order_.size(); ++i) {
+    const ir::Node &node = g_[order_[i]];
+    std::vector<uint8_t> &r = rows_[i];
+    r.assign(n, 0);
+    switch (node.kind) {
+    case NodeKind::Select: {
+      // Type errors were reported when the select itself was evaluated.
+      const auto &keys = sops[node.args[0]];
+      const Scalar &qv = sops[node.args[1]][q];
+      for (size_t k = 0; k < visible; ++k) r[k] = selects(node.cmp, keys[k], qv);
+      break;
+    }
+    case NodeKind::SelectNot: {
+      const auto &a = rows_[argSlots_[i][0]];
+      for (size_t k = 0; k < visible; ++k) r[k] = !a[k];
+      break;
+    }
+    default: {
+      const auto &a = rows_[argSlots_[i][0]], &b = rows_[argSlots_[i][1]];
+      bool isAnd = node.kind == NodeKind::SelectAnd;
+      for (size_t k = 0; k < n; ++k) r[k] = isAnd ? (a[k] && b[k]) : (a[k] || b[k]);
+    }
+    }
+  }
+  return rows_.back();
+}
+
+SelectorValue Interpreter::selector(NodeId id) const {
+  SelectorValue s{n_, std::vector<uint8_t>(n_ * n_)};
+  SelectorRows rows(g_, id, opts_.causal);
+  for (size_t q = 0; q < n_; ++q) {
+    const auto &r = rows.row(q, n_, sops_);
+    std::copy(r.begin(), r.end(), s.m.begin() + ptrdiff_t(q * n_));
+  }
+  return s;
+}
+
 llvm::Error Interpreter::run(llvm::ArrayRef<std::string> tokens, llvm::ArrayRef<NodeId> roots) {
   sops_.assign(g_.size(), {});
-  sels_.assign(g_.size(), {});
+  n_ = tokens.size();
   bool intTokens = opts_.intTokens ? *opts_.intTokens : allIntTokens(tokens);
   for (NodeId id : g_.reachable(std::vector<NodeId>(roots.begin(), roots.end())))
     if (auto err = evalNode(id, tokens, intTokens)) return err;
   return llvm::Error::success();
 }
+
+// What a comparison's type error depends on: None never fails, numbers compare with
+// numbers and strings with strings.
+static int typeClass(const Scalar &v) { return isNone(v) ? 0 : isNumber(v) ? 1 : 2; }
 
 llvm::Error Interpreter::evalNode(NodeId id, llvm::ArrayRef<std::string> tokens, bool intTokens) {
   const ir::Node &node = g_[id];
@@ -121,43 +190,40 @@ llvm::Error Interpreter::evalNode(NodeId id, llvm::ArrayRef<std::string> tokens,
     break;
   }
   case NodeKind::Select: {
-    SelectorValue s{n, std::vector<uint8_t>(n * n)};
+    // Nothing is stored (aggregates compute their rows); only the first type error,
+    // in (query, key) order, is looked for. Whether a comparison fails depends only on
+    // the operands' type classes, so the first key of each class stands for all: O(n).
     const auto &keys = sops_[node.args[0]], &queries = sops_[node.args[1]];
-    std::string error;
-    for (size_t q = 0; q < n; ++q)
-      for (size_t k = 0; k < n; ++k) {
-        if (opts_.causal && k > q) continue;
-        s.m[q * n + k] = selects(node.cmp, keys[k], queries[q], &error);
-        if (!error.empty())
-          return fail(fmt::format("{} (key position {}, query position {})", error, k, q));
-      }
-    sels_[id] = std::move(s);
+    size_t first[3] = {SIZE_MAX, SIZE_MAX, SIZE_MAX};
+    for (size_t k = n; k-- > 0;) first[typeClass(keys[k])] = k;
+    for (size_t q = 0; q < n; ++q) {
+      size_t bad = SIZE_MAX;
+      for (size_t k : first)
+        if (k != SIZE_MAX && !(opts_.causal && k > q)) {
+          std::string error;
+          selects(node.cmp, keys[k], queries[q], &error);
+          if (!error.empty()) bad = std::min(bad, k);
+        }
+      if (bad == SIZE_MAX) continue;
+      std::string error;
+      selects(node.cmp, keys[bad], queries[q], &error);
+      return fail(fmt::format("{} (key position {}, query position {})", error, bad, q));
+    }
     return llvm::Error::success();
   }
   case NodeKind::SelectAnd:
   case NodeKind::SelectOr:
-  case NodeKind::SelectNot: {
-    SelectorValue s{n, std::vector<uint8_t>(n * n)};
-    const auto &a = sels_[node.args[0]];
-    for (size_t q = 0; q < n; ++q)
-      for (size_t k = 0; k < n; ++k) {
-        size_t i = q * n + k;
-        if (node.kind == NodeKind::SelectNot) s.m[i] = !(opts_.causal && k > q) && !a.m[i];
-        else if (node.kind == NodeKind::SelectAnd) s.m[i] = a.m[i] && sels_[node.args[1]].m[i];
-        else s.m[i] = a.m[i] || sels_[node.args[1]].m[i];
-      }
-    sels_[id] = std::move(s);
-    return llvm::Error::success();
-  }
+  case NodeKind::SelectNot: return llvm::Error::success(); // computed row by row where used
   case NodeKind::Aggregate: {
-    const SelectorValue &s = sels_[node.args[0]];
+    SelectorRows rows(g_, node.args[0], opts_.causal);
     const auto &vals = sops_[node.args[1]];
     for (size_t q = 0; q < n; ++q) {
+      const auto &row = rows.row(q, n, sops_);
       size_t count = 0, first = 0;
       double sum = 0;
       bool sawNone = false;
       for (size_t k = 0; k < n; ++k) {
-        if (!s.at(q, k)) continue;
+        if (!row[k]) continue;
         if (count++ == 0) first = k;
         const Scalar &v = vals[k];
         if (isNone(v)) sawNone = true;
@@ -167,7 +233,7 @@ llvm::Error Interpreter::evalNode(NodeId id, llvm::ArrayRef<std::string> tokens,
       else if (count == 1) out[q] = vals[first];
       else if (id < opts_.singleValued.size() && opts_.singleValued[id]) {
         for (size_t k = 0; k < n; ++k)
-          if (s.at(q, k) && !(scalarEquals(vals[k], vals[first]) && vals[k].index() == vals[first].index()))
+          if (row[k] && !(scalarEquals(vals[k], vals[first]) && vals[k].index() == vals[first].index()))
             return fail(fmt::format("this aggregate can average different values (query position {} selects {} "
                                     "and {}), which a categorical s-op cannot hold; make the selector pick one "
                                     "position (or positions with equal values), or average numbers with "
@@ -178,7 +244,7 @@ llvm::Error Interpreter::evalNode(NodeId id, llvm::ArrayRef<std::string> tokens,
       else if (sawNone) out[q] = Scalar{};
       else {
         for (size_t k = 0; k < n; ++k)
-          if (s.at(q, k) && !isNumber(vals[k]))
+          if (row[k] && !isNumber(vals[k]))
             return fail(fmt::format("aggregate averages {} selected values at query position {}, but '{}' (key "
                                     "position {}) is a {}; only numbers can be averaged",
                                     count, q, formatScalar(vals[k]), k, scalarTypeName(vals[k])));
@@ -188,10 +254,11 @@ llvm::Error Interpreter::evalNode(NodeId id, llvm::ArrayRef<std::string> tokens,
     break;
   }
   case NodeKind::SelectorWidth: {
-    const SelectorValue &s = sels_[node.args[0]];
+    SelectorRows rows(g_, node.args[0], opts_.causal);
     for (size_t q = 0; q < n; ++q) {
+      const auto &row = rows.row(q, n, sops_);
       int64_t w = 0;
-      for (size_t k = 0; k < n; ++k) w += s.at(q, k);
+      for (size_t k = 0; k < n; ++k) w += row[k];
       out[q] = w;
     }
     break;

@@ -7,6 +7,7 @@
 
 #include <llvm/ADT/ArrayRef.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -15,7 +16,8 @@
 
 namespace raspc {
 
-// A selector's value: rows are query positions, columns key positions.
+// A selector's value: rows are query positions, columns key positions. Only built on
+// request (Interpreter::selector), for printing: aggregates read one row at a time.
 struct SelectorValue {
   size_t n = 0;
   std::vector<uint8_t> m;
@@ -33,6 +35,22 @@ struct InterpreterOptions {
   std::vector<char> singleValued;
 };
 
+// Computes a selector one query row at a time, so that aggregates and selector widths
+// need O(n) memory per selector node, never an n x n matrix.
+class SelectorRows {
+public:
+  SelectorRows(const ir::Graph &g, ir::NodeId sel, bool causal);
+  // The row of query q (keys 0..n-1) from the s-op values in `sops`.
+  const std::vector<uint8_t> &row(size_t q, size_t n, const std::vector<std::vector<Scalar>> &sops);
+
+private:
+  const ir::Graph &g_;
+  bool causal_;
+  std::vector<ir::NodeId> order_;           // the selector's sub-DAG of selectors, topological
+  std::vector<std::array<size_t, 2>> argSlots_; // parallel to order_: buffers of the selector args
+  std::vector<std::vector<uint8_t>> rows_;  // one buffer per node of order_
+};
+
 class Interpreter {
 public:
   explicit Interpreter(const ir::Graph &g, InterpreterOptions opts = {}) : g_(g), opts_(opts) {}
@@ -43,14 +61,17 @@ public:
   llvm::Error run(llvm::ArrayRef<std::string> tokens, llvm::ArrayRef<ir::NodeId> roots);
 
   const std::vector<Scalar> &sop(ir::NodeId id) const { return sops_[id]; }
-  const SelectorValue &selector(ir::NodeId id) const { return sels_[id]; }
+  // A selector's full matrix (n x n: for printing small inputs only).
+  SelectorValue selector(ir::NodeId id) const;
+  // The length of the last input run.
+  size_t length() const { return n_; }
 
 private:
   llvm::Error evalNode(ir::NodeId id, llvm::ArrayRef<std::string> tokens, bool intTokens);
   const ir::Graph &g_;
   InterpreterOptions opts_;
   std::vector<std::vector<Scalar>> sops_;
-  std::vector<SelectorValue> sels_;
+  size_t n_ = 0;
 };
 
 // Whether a token spells an integer ("12", "-3").

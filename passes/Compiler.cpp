@@ -82,6 +82,8 @@ static void groundTruth(Model &m, const Analysis &a, const craft::Program &p, co
 llvm::Expected<Model> compileProgram(const ir::Graph &g, ir::NodeId output, const CompileOptions &opts,
                                      const llvm::SourceMgr &sm, CompileStats *stats) {
   if (opts.vocab.empty()) return llvm::createStringError(llvm::inconvertibleErrorCode(), "the vocabulary is empty");
+  if (opts.maxParams < 1)
+    return llvm::createStringError(llvm::inconvertibleErrorCode(), "the parameter limit must be at least 1");
   if (opts.maxLen < 1)
     return llvm::createStringError(llvm::inconvertibleErrorCode(), "the maximum length must be at least 1");
   Analysis a(g, opts, output);
@@ -89,10 +91,14 @@ llvm::Expected<Model> compileProgram(const ir::Graph &g, ir::NodeId output, cons
   if (auto err = inferValueSets(a)) return err;
   if (auto err = checkCategoricalAggregates(a)) return err;
   if (auto err = fuseMaps(a)) return err;
+  if (auto err = checkModelSize(a)) return err;
   auto program = lower(a);
   if (!program) return program.takeError();
   allocateLayers(*program);
   std::vector<int> order = layoutResidual(*program);
+  // The exact count, before any tensor is allocated: what raspc writes, raspc reads.
+  int64_t params = parameterCount(modelConfig(*program, order, opts.vocab.size(), opts.maxLen, opts.causal));
+  if (params > opts.maxParams) return tooManyParameters(params, opts.maxParams);
   Model m = assembleModel(*program, order, opts.vocab, opts.maxLen, opts.causal);
   groundTruth(m, a, *program, order, sm);
   m.outputName = opts.outputName;

@@ -21,6 +21,7 @@ struct CompileOptions {
   std::vector<std::string> vocab; // input vocabulary (without BOS / PAD)
   int maxLen = 0;                 // maximum input length N
   bool causal = false;            // compile the causal meaning (masked attention)
+  int64_t maxParams = kDefaultMaxParams; // refuse a larger model (--max-params)
   std::string outputName;         // name recorded in the model
   std::string source, sourceName; // the program text, for the metadata
   // Called for each warning (location, message), e.g. selects that look ahead under

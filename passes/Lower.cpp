@@ -21,6 +21,8 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <unordered_map>
+#include <unordered_set>
 
 namespace raspc::passes {
 
@@ -81,6 +83,8 @@ private:
   std::vector<double> maxAbs_;      // see maxAbs()
   std::map<std::string, Feature> tuples_;
   std::map<std::string, NodeId> labelOwner_;
+  std::unordered_map<NodeId, std::vector<NodeId>> fusedOrder_; // see evalFused
+  std::unordered_map<NodeId, std::vector<NodeId>> formulas_;   // see evalSelector
   std::vector<std::pair<NodeId, Feature>> tokenFeatures_, indexFeatures_;
   double c_;
 
@@ -196,34 +200,44 @@ private:
   }
 
   // Value of a fused map, given the values of its leaves (nullopt: an error or None).
-  // Memoized per call: fused groups share subexpressions (a chain of diamonds would
-  // otherwise take exponential time).
+  // The group's inner maps are found once per map and evaluated in id (topological)
+  // order: no recursion (fused chains can be long), and a shared subexpression is
+  // computed once (a chain of diamonds would otherwise take exponential time).
   std::optional<Scalar> evalFused(NodeId id, const std::vector<NodeId> &leaves, const std::vector<Scalar> &vals) {
-    std::map<NodeId, std::optional<Scalar>> memo;
-    for (size_t i = 0; i < leaves.size(); ++i) memo[leaves[i]] = vals[i];
-    std::function<std::optional<Scalar>(NodeId)> go = [&](NodeId x) -> std::optional<Scalar> {
-      const ir::Node &n = a_.g[x];
-      if (n.kind == NodeKind::Constant) return n.value;
-      if (x != id) {
-        auto it = memo.find(x);
-        if (it != memo.end()) return it->second;
+    auto it = fusedOrder_.find(id);
+    if (it == fusedOrder_.end()) {
+      std::vector<NodeId> inner, stack = {id};
+      std::unordered_set<NodeId> seen(leaves.begin(), leaves.end());
+      while (!stack.empty()) {
+        NodeId x = stack.back();
+        stack.pop_back();
+        if (a_.g[x].kind == NodeKind::Constant || !seen.insert(x).second) continue;
+        inner.push_back(x);
+        for (NodeId c : a_.g[x].args) stack.push_back(c);
       }
+      std::sort(inner.begin(), inner.end());
+      it = fusedOrder_.emplace(id, std::move(inner)).first;
+    }
+    std::unordered_map<NodeId, std::optional<Scalar>> memo;
+    for (size_t i = 0; i < leaves.size(); ++i) memo[leaves[i]] = vals[i];
+    for (NodeId x : it->second) {
+      const ir::Node &n = a_.g[x];
       Scalar args[3];
-      std::optional<Scalar> result;
       bool ok = true;
       for (size_t i = 0; i < n.args.size() && ok; ++i) {
-        auto v = go(n.args[i]);
-        if (!v) ok = false;
-        else args[i] = *v;
+        const ir::Node &c = a_.g[n.args[i]];
+        if (c.kind == NodeKind::Constant) args[i] = c.value;
+        else if (const auto &v = memo[n.args[i]]) args[i] = *v;
+        else ok = false;
       }
+      std::optional<Scalar> result;
       if (ok) {
         OpResult r = applyOp(n.op, args, n.args.size(), n.table.get());
-        if (r.ok) result = r.value;
+        if (r.ok) result = std::move(r.value);
       }
-      memo[x] = result;
-      return result;
-    };
-    return go(id);
+      memo[x] = std::move(result);
+    }
+    return memo[id];
   }
 
   // The width w a selector width head's output 1/(w+1) stands for.
@@ -571,34 +585,66 @@ private:
 
   // ---- attention ----
 
-  // The selector's atoms (select nodes) and a way to evaluate it from atom values.
+  // Selectors are and/or/not formulas over select atoms, walked with explicit stacks
+  // and evaluated in id order: and-chains can be long, and shared.
+
+  // The selector's atoms (select nodes), each once, leftmost first.
   void atoms(NodeId sel, std::vector<NodeId> &out) {
-    const ir::Node &n = a_.g[sel];
-    if (n.kind == NodeKind::Select) {
-      if (std::find(out.begin(), out.end(), sel) == out.end()) out.push_back(sel);
-      return;
+    std::unordered_set<NodeId> seen(out.begin(), out.end());
+    std::vector<NodeId> stack = {sel};
+    while (!stack.empty()) {
+      NodeId x = stack.back();
+      stack.pop_back();
+      if (!seen.insert(x).second) continue;
+      const ir::Node &n = a_.g[x];
+      if (n.kind == NodeKind::Select) out.push_back(x);
+      else stack.insert(stack.end(), n.args.rbegin(), n.args.rend());
     }
-    for (NodeId x : n.args) atoms(x, out);
   }
 
+  // The value of a selector formula, given the value of each atom.
   bool evalSelector(NodeId sel, const std::function<bool(NodeId)> &atom) {
-    const ir::Node &n = a_.g[sel];
-    switch (n.kind) {
-    case NodeKind::Select: return atom(sel);
-    case NodeKind::SelectAnd: return evalSelector(n.args[0], atom) && evalSelector(n.args[1], atom);
-    case NodeKind::SelectOr: return evalSelector(n.args[0], atom) || evalSelector(n.args[1], atom);
-    default: return !evalSelector(n.args[0], atom);
+    auto it = formulas_.find(sel);
+    if (it == formulas_.end()) {
+      std::vector<NodeId> nodes, stack = {sel};
+      std::unordered_set<NodeId> seen;
+      while (!stack.empty()) {
+        NodeId x = stack.back();
+        stack.pop_back();
+        if (!seen.insert(x).second) continue;
+        nodes.push_back(x);
+        if (a_.g[x].kind != NodeKind::Select)
+          for (NodeId c : a_.g[x].args) stack.push_back(c);
+      }
+      std::sort(nodes.begin(), nodes.end()); // args first
+      it = formulas_.emplace(sel, std::move(nodes)).first;
     }
+    const auto &nodes = it->second;
+    std::vector<char> val(nodes.size());
+    auto at = [&](NodeId x) { return val[size_t(std::lower_bound(nodes.begin(), nodes.end(), x) - nodes.begin())]; };
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      const ir::Node &n = a_.g[nodes[i]];
+      switch (n.kind) {
+      case NodeKind::Select: val[i] = atom(nodes[i]); break;
+      case NodeKind::SelectAnd: val[i] = at(n.args[0]) && at(n.args[1]); break;
+      case NodeKind::SelectOr: val[i] = at(n.args[0]) || at(n.args[1]); break;
+      default: val[i] = !at(n.args[0]);
+      }
+    }
+    return val.back();
   }
 
-  // The top-level `and` factors of a selector.
+  // The top-level `and` factors of a selector, each once, leftmost first.
   void andFactors(NodeId sel, std::vector<NodeId> &out) {
-    const ir::Node &n = a_.g[sel];
-    if (n.kind == NodeKind::SelectAnd) {
-      andFactors(n.args[0], out);
-      andFactors(n.args[1], out);
-    } else {
-      out.push_back(sel);
+    std::unordered_set<NodeId> seen;
+    std::vector<NodeId> stack = {sel};
+    while (!stack.empty()) {
+      NodeId x = stack.back();
+      stack.pop_back();
+      if (!seen.insert(x).second) continue;
+      const ir::Node &n = a_.g[x];
+      if (n.kind == NodeKind::SelectAnd) stack.insert(stack.end(), n.args.rbegin(), n.args.rend());
+      else out.push_back(x);
     }
   }
 
@@ -615,6 +661,10 @@ private:
     auto qt = tuple(sel, queries);
     if (!qt) return qt.takeError();
     auto kCombos = kt->second, qCombos = qt->second;
+    // The head's W_Q and W_K each hold at least a query row per key direction: refuse
+    // before scoring every pair.
+    int64_t pairs = int64_t(kCombos.size()) * int64_t(qCombos.size()); // each <= 20000
+    if (2 * pairs > a_.opts.maxParams) return tooManyParameters(2 * pairs, a_.opts.maxParams);
     Group g;
     g.k = kt->first;
     g.q = qt->first;
@@ -891,10 +941,9 @@ private:
         indexOnly = indexOnly && a_.g[a_.g[at].args[0]].kind == NodeKind::Indices &&
                     a_.g[a_.g[at].args[1]].kind == NodeKind::Indices;
       if (!indexOnly) continue;
-      bool later = false;
-      for (int q = 0; q < N && !later; ++q)
-        for (int k = q + 1; k < N && !later; ++k)
-          later = evalSelector(f, [&](NodeId at) { return selects(a_.g[at].cmp, int64_t(k), int64_t(q)); });
+      // Comparing index k with index q, every k > q gives the same answer: one pair
+      // stands for all (no N^2 loop).
+      bool later = N > 1 && evalSelector(f, [&](NodeId at) { return selects(a_.g[at].cmp, int64_t(1), int64_t(0)); });
       if (!later) return;
     }
     a_.opts.warn(a_.g[sel].loc, "under --causal this selector cannot see later positions, which it may select "
@@ -902,26 +951,44 @@ private:
   }
 
   void buildEmbedding() {
+    // Each token's value in each token view: the first value that spells it, equals it
+    // as a number, or is the bool it names. Indexed, so a large vocabulary takes
+    // linear time, not quadratic.
+    struct Index {
+      std::unordered_map<std::string, size_t> spelled;
+      std::map<double, size_t> number;
+      size_t isTrue = SIZE_MAX, isFalse = SIZE_MAX;
+    };
+    std::vector<Index> index(tokenFeatures_.size());
+    for (size_t t = 0; t < tokenFeatures_.size(); ++t) {
+      const Feature &f = tokenFeatures_[t].second;
+      Index &ix = index[t];
+      for (size_t i = 0; i < f.values.size(); ++i) {
+        ix.spelled.emplace(formatScalar(f.values[i]), i);
+        if (isNumber(f.values[i]) && !std::isnan(toDouble(f.values[i]))) ix.number.emplace(toDouble(f.values[i]), i);
+        if (std::holds_alternative<bool>(f.values[i])) {
+          size_t &slot = std::get<bool>(f.values[i]) ? ix.isTrue : ix.isFalse;
+          slot = std::min(slot, i);
+        }
+      }
+    }
     for (auto &tok : a_.opts.vocab) {
       craft::Weights w = {{kOne, 1.0}};
-      for (auto &[id, f] : tokenFeatures_) {
-        // The token's value in this view (as the value sets typed it).
-        std::vector<Scalar> typed = a_.values[id];
-        for (size_t i = 0; i < f.values.size(); ++i) {
-          std::string spelled = formatScalar(f.values[i]);
-          bool match = spelled == tok;
-          if (!match && isNumber(f.values[i])) {
-            char *end = nullptr;
-            double d = std::strtod(tok.c_str(), &end);
-            match = !tok.empty() && !*end && d == toDouble(f.values[i]);
-          }
-          if (!match && std::holds_alternative<bool>(f.values[i]))
-            match = (std::get<bool>(f.values[i]) ? (tok == "true" || tok == "1") : (tok == "false" || tok == "0"));
-          if (!match) continue;
-          if (f.numerical) w.push_back({f.dirs[0], toDouble(f.values[i])});
-          else w.push_back({f.dirs[i], 1.0});
-          break;
-        }
+      char *end = nullptr;
+      double d = std::strtod(tok.c_str(), &end);
+      bool isNum = !tok.empty() && !*end && !std::isnan(d);
+      for (size_t t = 0; t < tokenFeatures_.size(); ++t) {
+        const Feature &f = tokenFeatures_[t].second;
+        const Index &ix = index[t];
+        size_t i = SIZE_MAX;
+        if (auto it = ix.spelled.find(tok); it != ix.spelled.end()) i = it->second;
+        if (isNum)
+          if (auto it = ix.number.find(d); it != ix.number.end()) i = std::min(i, it->second);
+        if (tok == "true" || tok == "1") i = std::min(i, ix.isTrue);
+        if (tok == "false" || tok == "0") i = std::min(i, ix.isFalse);
+        if (i == SIZE_MAX) continue;
+        if (f.numerical) w.push_back({f.dirs[0], toDouble(f.values[i])});
+        else w.push_back({f.dirs[i], 1.0});
       }
       p_.tokenEmbedding.push_back({tok, w});
     }

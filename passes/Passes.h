@@ -37,6 +37,11 @@ llvm::Error checkCategoricalAggregates(const Analysis &a);
 // Fusion: decides which maps get residual directions; the others are folded into
 // the MLP of the map that uses them.
 llvm::Error fuseMaps(Analysis &a);
+// Size: estimates the model's parameters from the value sets, before anything is
+// built, and refuses a model over opts.maxParams.
+llvm::Error checkModelSize(const Analysis &a);
+// The error for a model of about `params` parameters, over `limit`.
+llvm::Error tooManyParameters(int64_t params, int64_t limit);
 // Lower: the craft program (features, MLP blocks, attention heads).
 llvm::Expected<craft::Program> lower(const Analysis &a);
 // Allocate: the sublayer of every block, as early as its inputs allow; packs blocks

@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <llvm/Support/FileSystem.h>
+
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sys/mount.h>
@@ -344,6 +347,41 @@ TEST(CliFiles, FullDisk) {
   EXPECT_EQ(ls.out, "sort.h5\n");
   ::umount(mnt.c_str());
   ::rmdir(mnt.c_str());
+}
+
+} // namespace
+
+namespace {
+
+// Bounded resources: a model over --max-params is refused before it is built, and no
+// file is written; eval --all prints selector matrices only for short inputs.
+TEST(CliLimits, CompileRefusesAModelOverMaxParams) {
+  std::string out = raspc::test::tempPath("big.h5");
+  std::remove(out.c_str());
+  auto r = run(raspcBinary() + " compile " + example("sort") + " -o " + out + " --max-params 1000");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: the model would have about 2823 parameters, more than the limit of 1000 (raise it "
+                   "with --max-params)\n");
+  EXPECT_FALSE(llvm::sys::fs::exists(out));
+  r = run(raspcBinary() + " verify " + example("sort") + " --max-params 1000");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: the model would have about 2823 parameters, more than the limit of 1000 (raise it "
+                   "with --max-params)\n");
+  r = run(raspcBinary() + " compile " + example("sort") + " -o " + out + " --max-params 0");
+  EXPECT_EQ(r.exitCode, 2);
+  EXPECT_FALSE(llvm::sys::fs::exists(out));
+}
+
+TEST(CliLimits, EvalAllRefusesToPrintHugeSelectors) {
+  std::string f = tempFile("allbig.rasp", "s = select(indices, indices, <);\nw = selector_width(s);\n");
+  std::string input;
+  for (int i = 0; i < 1001; ++i) input += "a ";
+  auto r = run(raspcBinary() + " eval " + f + " --input \"" + input + "\" --all");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: --all prints selectors as matrices, for inputs of at most 1000 tokens (this one "
+                   "has 1001); print an s-op with --output NAME\n");
+  r = run(raspcBinary() + " eval " + f + " --input \"" + input + "\" --output w");
+  EXPECT_EQ(r.exitCode, 0);
 }
 
 } // namespace

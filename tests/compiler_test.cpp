@@ -28,7 +28,8 @@ struct Built {
 };
 
 std::unique_ptr<Built> build(const std::string &path, std::optional<std::vector<std::string>> vocab = std::nullopt,
-                             std::optional<int> maxLen = std::nullopt, bool causal = false) {
+                             std::optional<int> maxLen = std::nullopt, bool causal = false,
+                             int64_t maxParams = kDefaultMaxParams) {
   auto b = std::make_unique<Built>();
   if (!b->program.loadFile(path)) return b;
   auto header = b->program.headerOptions();
@@ -44,6 +45,7 @@ std::unique_ptr<Built> build(const std::string &path, std::optional<std::vector<
   co.vocab = *b->opts.vocab;
   co.maxLen = *b->opts.maxLen;
   co.causal = causal;
+  co.maxParams = maxParams;
   auto m = compileProgram(b->program.graph(), *out, co, b->program.sourceMgr(), &b->stats);
   if (!m) {
     b->program.diags().report(m.takeError());
@@ -208,12 +210,13 @@ TEST(CudaLongInputs, ExactOnRandomInputsAtLength32) {
 namespace {
 
 // Compile errors: located, and saying why.
-std::string compileError(const std::string &source, const std::string &vocab, int maxLen) {
+std::string compileError(const std::string &source, const std::string &vocab, int maxLen,
+                         int64_t maxParams = kDefaultMaxParams) {
   std::string path = test::tempPath("compile_error.rasp");
   FILE *f = fopen(path.c_str(), "w");
   fputs(source.c_str(), f);
   fclose(f);
-  auto b = build(path, splitArgs(vocab), maxLen);
+  auto b = build(path, splitArgs(vocab), maxLen, false, maxParams);
   EXPECT_FALSE(b->model);
   b->os.flush();
   std::string d = b->diags;
@@ -313,6 +316,92 @@ TEST(Compiler, SharedSubexpressionsCompileInLinearTime) {
   ASSERT_TRUE(b->model) << b->diags;
   EXPECT_EQ(b->stats.layers, 1);
   EXPECT_EQ(compare(*b, allInputs({"1", "2", "3"}, 4)), "");
+}
+
+// Bounded resources: a model too large to build is refused from the value sets, before
+// anything is allocated, with the estimate and the flag that raises the limit.
+std::string vocabOf(int n) {
+  std::string v;
+  for (int i = 0; i < n; ++i) v += (i ? " " : "") + std::to_string(i);
+  return v;
+}
+
+TEST(CompileLimits, LargeVocabularyIsRefusedBeforeBuilding) {
+  // Today: minutes of lowering, then std::bad_alloc.
+  EXPECT_EQ(compileError("out = tokens;\n", vocabOf(20001), 5),
+            "raspc: error: the model would have about 8.0e8 parameters, more than the limit of 268435456 (raise it with "
+            "--max-params)\n");
+}
+
+TEST(CompileLimits, TableOverTwoLargeValueSetsIsRefused) {
+  EXPECT_EQ(compileError("out = indices + length;\n", "1 2 3", 1000),
+            "raspc: error: the model would have about 6.0e9 parameters, more than the limit of 268435456 (raise it with "
+            "--max-params)\n");
+}
+
+TEST(CompileLimits, SeventyThousandChainedAggregatesAreRefused) {
+  // Today: 35 s and 3.3 GB, then std::bad_alloc.
+  std::string src = "x0 = tokens;\n";
+  for (int i = 1; i <= 70000; ++i)
+    src += "x" + std::to_string(i) + " = aggregate(select(indices, indices, ==), x" + std::to_string(i - 1) + ");\n";
+  EXPECT_EQ(compileError(src, "1 2 3", 5),
+            "raspc: error: the model would have about 3.5e11 parameters, more than the limit of 268435456 (raise it with "
+            "--max-params)\n");
+}
+
+TEST(CompileLimits, MaxParamsIsTheLimit) {
+  // The exact count, checked after layout, before any tensor is allocated.
+  std::string sort = test::sourceDir() + "/examples/sort.rasp";
+  auto b = build(sort, std::nullopt, std::nullopt, false, 1000);
+  EXPECT_FALSE(b->model);
+  b->os.flush();
+  EXPECT_EQ(b->diags, "raspc: error: the model would have about 2823 parameters, more than the limit of 1000 (raise "
+                     "it with --max-params)\n");
+  auto ok = build(sort);
+  ASSERT_TRUE(ok->model) << ok->diags;
+  auto exact = build(sort, std::nullopt, std::nullopt, false, ok->stats.parameters);
+  EXPECT_TRUE(exact->model) << exact->diags;
+  auto under = build(sort, std::nullopt, std::nullopt, false, ok->stats.parameters - 1);
+  under->os.flush();
+  EXPECT_EQ(under->diags, fmt::format("raspc: error: the model would have about {} parameters, more than the limit "
+                                      "of {} (raise it with --max-params)\n",
+                                      ok->stats.parameters, ok->stats.parameters - 1));
+}
+
+TEST(CompileLimits, LongChainsOfMapsAndSelectorsNeedNoDeepRecursion) {
+  // Today: a fused chain of 25,000 maps overflows the stack (SIGSEGV).
+  std::string src = "x0 = tokens;\n";
+  for (int i = 1; i <= 25000; ++i) src += "x" + std::to_string(i) + " = x" + std::to_string(i - 1) + " + 1;\n";
+  src += "s0 = select(tokens, tokens, ==);\n";
+  for (int i = 1; i <= 25000; ++i)
+    src += "s" + std::to_string(i) + " = s" + std::to_string(i - 1) + " and select(indices, indices, <=);\n";
+  src += "y = aggregate(s25000, x25000);\n";
+  std::string path = test::tempPath("chains.rasp");
+  FILE *f = fopen(path.c_str(), "w");
+  fputs(src.c_str(), f);
+  fclose(f);
+  auto b = build(path, std::vector<std::string>{"1", "2", "3"}, 4);
+  ASSERT_TRUE(b->model) << b->diags;
+  EXPECT_EQ(compare(*b, allInputs({"1", "2", "3"}, 3)), "");
+}
+
+TEST(CompileLimits, AggregateCheckAtTheLargestMaxLenIsBounded) {
+  // Today: the check interprets random inputs of 50,000 to 100,000 tokens (std::bad_alloc
+  // or hours). Now a work budget bounds it; a real averaging is still found.
+  std::string path = test::tempPath("long.rasp");
+  FILE *f = fopen(path.c_str(), "w");
+  fputs("out = aggregate(select(tokens, tokens, ==), tokens);\n", f);
+  fclose(f);
+  auto b = build(path, std::vector<std::string>{"a", "b"}, 100000);
+  ASSERT_TRUE(b->model) << b->diags;
+  EXPECT_EQ(compileError("x = aggregate(select(tokens, tokens, ==), indices);\n", "a b", 100000).substr(0, 60),
+            "compile_error.rasp:1:5: error: this aggregate can average di");
+}
+
+TEST(CompileLimits, LengthAtTheLargestMaxLenIsRefused) {
+  EXPECT_EQ(compileError("out = length;\n", "a b", 100000),
+            "raspc: error: the model would have about 6.0e10 parameters, more than the limit of 268435456 (raise it with "
+            "--max-params)\n");
 }
 
 } // namespace

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
 using namespace raspc;
 using raspc::test::Loaded;
 
@@ -164,6 +166,42 @@ TEST(AllInputs, ShortestFirstWithinTheLimit) {
   EXPECT_EQ(all[3], (std::vector<std::string>{"a", "b"}));
   EXPECT_EQ(raspc::allInputs({"a", "b"}, 3, 13).size(), 6u); // length 3 would pass the limit
   EXPECT_TRUE(raspc::allInputs({}, 3).empty());
+}
+
+// Selectors are computed one query row at a time: memory per selector node is O(n),
+// never n x n (today 16 MB per selector node at n = 4000, 2.6 GB at n = 50,000).
+TEST(InterpreterLimits, SelectorsAreNotMaterialised) {
+  std::string src = "s0 = select(tokens, tokens, ==);\n";
+  for (int i = 1; i <= 16; ++i) src += "s" + std::to_string(i) + " = not s" + std::to_string(i - 1) + ";\n";
+  src += "w = selector_width(s16);\n";
+  Loaded l(src);
+  ASSERT_TRUE(l.ok) << l.errors();
+  std::string input, expected = "[";
+  for (int i = 0; i < 4000; ++i) {
+    input += i % 2 ? " b" : " a";
+    expected += i ? ", 2000" : "2000";
+  }
+  struct rusage before, after;
+  getrusage(RUSAGE_SELF, &before);
+  EXPECT_EQ(l.eval("w", input), expected + "]");
+  getrusage(RUSAGE_SELF, &after);
+  EXPECT_LT(after.ru_maxrss - before.ru_maxrss, 64 * 1024) << "KB more at the peak";
+}
+
+TEST(InterpreterLimits, SelectTypeErrorNamesTheFirstPair) {
+  // The first failing (query, key) pair in row order, found without an n x n pass.
+  Loaded l("t = tokens_str; s = select(t, indices, <); w = selector_width(s);");
+  auto firstLine = [](const std::string &s) { return s.substr(0, s.find('\n')); };
+  EXPECT_EQ(firstLine(l.eval("w", "a b c")),
+            "test.rasp:1:21: error: cannot compare string and int with '<' (key position 0, query position 0)");
+  Loaded m("k = tokens if indices > 1 else indices; s = select(k, indices, <=); w = selector_width(s);");
+  InterpreterOptions o;
+  o.intTokens = false;
+  EXPECT_EQ(firstLine(m.eval("w", "a b c d", o)),
+            "test.rasp:1:45: error: cannot compare string and int with '<=' (key position 2, query position 0)");
+  o.causal = true; // query 2 is the first that sees key 2
+  EXPECT_EQ(firstLine(m.eval("w", "a b c d", o)),
+            "test.rasp:1:45: error: cannot compare string and int with '<=' (key position 2, query position 2)");
 }
 
 } // namespace

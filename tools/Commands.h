@@ -3,6 +3,7 @@
 #include "frontend/Program.h"
 #include "support/Files.h"
 
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
@@ -24,6 +25,7 @@ struct ProgramFlags {
   std::optional<std::string> vocab;
   std::optional<int> maxLen;
   bool causal = false;
+  std::optional<int64_t> maxParams; // compile, verify: refuse larger models (default kDefaultMaxParams)
 };
 
 // Loads f.file with the command-line options over its header's.

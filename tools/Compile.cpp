@@ -85,6 +85,7 @@ std::optional<Compiled> compileFile(Program &p, const ProgramFlags &f) {
   co.vocab = *opts->vocab;
   co.maxLen = *opts->maxLen;
   co.causal = opts->causal;
+  co.maxParams = f.maxParams.value_or(kDefaultMaxParams);
   co.outputName = opts->output ? *opts->output : *p.evaluator().lastSOpName();
   co.source = p.sourceMgr().getMemoryBuffer(p.mainBuffer())->getBuffer().str();
   co.sourceName = f.file;

@@ -1,4 +1,5 @@
 // raspc: the RASP toolchain's command line.
+#include "backend/Model.h"
 #include "frontend/Program.h"
 #include "tools/Commands.h"
 
@@ -20,6 +21,12 @@ void addProgramFlags(CLI::App *cmd, CommonFlags &f) {
   cmd->add_option("--max-len", f.maxLen, "maximum input length (default: from the file header)")
       ->check(CLI::Range(1, 100000));
   cmd->add_flag("--causal", f.causal, "causal meaning: selectors see only keys at or before the query");
+}
+
+void addMaxParams(CLI::App *cmd, CommonFlags &f) {
+  cmd->add_option("--max-params", f.maxParams,
+                  "refuse a model with more parameters (default " + std::to_string(kDefaultMaxParams) + ")")
+      ->check(CLI::Range(int64_t(1), INT64_MAX));
 }
 
 int runEval(const CommonFlags &f, const std::string &input, bool json, bool all) {
@@ -50,6 +57,14 @@ int runEval(const CommonFlags &f, const std::string &input, bool json, bool all)
       roots.push_back(v->node());
     }
   }
+  // A selector prints as an n x n matrix: only for inputs short enough to read.
+  constexpr size_t kMaxSelectorPrint = 1000;
+  for (auto &[name, v] : named)
+    if (v.is(Value::Sel) && tokens->size() > kMaxSelectorPrint) {
+      std::cerr << "raspc: error: --all prints selectors as matrices, for inputs of at most " << kMaxSelectorPrint
+                << " tokens (this one has " << tokens->size() << "); print an s-op with --output NAME\n";
+      return 1;
+    }
   if (!p.interpret(interp, *tokens, roots)) return 1;
   std::string out = json ? "{\"values\": {" : "";
   for (size_t i = 0; i < named.size(); ++i) {
@@ -103,6 +118,7 @@ int main(int argc, char **argv) {
   bool force = false, compileJson = false;
   auto *compile = app.add_subcommand("compile", "compile a RASP program into transformer weights (HDF5)");
   addProgramFlags(compile, compileFlags);
+  addMaxParams(compile, compileFlags);
   compile->add_option("-o,--out", compileOut, "the weight file to write, e.g. sort.h5")->required();
   compile->add_flag("--force", force, "overwrite an existing file");
   compile->add_flag("--json", compileJson, "print the summary as JSON");
@@ -125,6 +141,7 @@ int main(int argc, char **argv) {
   bool verifyJson = false;
   auto *verify = app.add_subcommand("verify", "compile, then check the model against the interpreter");
   addProgramFlags(verify, verifyFlags);
+  addMaxParams(verify, verifyFlags);
   verify->add_option("--samples", samples, "random inputs when exhaustive checking is too large (default 2000)")
       ->check(CLI::Range(1, 100000000));
   verify->add_option("--seed", seed, "random seed (default 1)");
