@@ -4,6 +4,8 @@
 #include "frontend/Semantics.h"
 #include "frontend/Stdlib.h"
 
+#include "support/Files.h"
+
 #include <llvm/Support/FileSystem.h>
 #include <llvm/Support/MemoryBuffer.h>
 #include <llvm/Support/Path.h>
@@ -13,6 +15,11 @@
 #include <limits>
 
 namespace raspc {
+
+namespace {
+// A program file (or one it loads) over this is refused rather than read.
+constexpr uint64_t kMaxProgramBytes = uint64_t(64) << 20;
+} // namespace
 
 const Value *Env::lookup(const std::string &name) const {
   for (const Env *e = this; e; e = e->parent) {
@@ -241,9 +248,9 @@ public:
       importPublic(it->second, env, s.loc);
       return;
     }
-    auto buf = llvm::MemoryBuffer::getFile(real);
-    if (!buf) fail(loc, "cannot read '" + path + "': " + buf.getError().message());
-    unsigned id = sm.AddNewSourceBuffer(std::move(*buf), loc);
+    auto text = files::readRegularFile(key, kMaxProgramBytes);
+    if (!text) fail(loc, "cannot load \"" + s.path + "\": " + llvm::toString(text.takeError()));
+    unsigned id = sm.AddNewSourceBuffer(llvm::MemoryBuffer::getMemBufferCopy(*text, key), loc);
     ev.loaded_[key] = nullptr;
     Env *modEnv = ev.newEnv(ev.mainEnv_->parent); // builtins and the prelude
     unsigned before = ev.diags_.errorCount();
@@ -831,14 +838,14 @@ bool Evaluator::loadPrelude() {
 }
 
 bool Evaluator::runFile(const std::string &path, unsigned *bufferId) {
-  auto buf = llvm::MemoryBuffer::getFile(path);
-  if (!buf) {
-    diags_.error(llvm::SMLoc(), "cannot read '" + path + "': " + buf.getError().message());
+  auto text = files::readRegularFile(path, kMaxProgramBytes);
+  if (!text) {
+    diags_.error(llvm::SMLoc(), llvm::toString(text.takeError()));
     return false;
   }
   llvm::SmallString<256> real;
   if (!llvm::sys::fs::real_path(path, real)) loaded_[real.str().str()] = mainEnv_;
-  unsigned id = diags_.sourceMgr().AddNewSourceBuffer(std::move(*buf), llvm::SMLoc());
+  unsigned id = diags_.sourceMgr().AddNewSourceBuffer(llvm::MemoryBuffer::getMemBufferCopy(*text, path), llvm::SMLoc());
   if (bufferId) *bufferId = id;
   return runBuffer(id);
 }

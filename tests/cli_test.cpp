@@ -114,7 +114,7 @@ TEST(Cli, OutputMustExistAndBeAnSOp) {
 TEST(Cli, MissingFileAndBadFlags) {
   auto r = run(raspcBinary() + " eval /nonexistent.rasp --input \"1\"");
   EXPECT_EQ(r.exitCode, 1);
-  EXPECT_EQ(r.out, "raspc: error: cannot read '/nonexistent.rasp': No such file or directory\n");
+  EXPECT_EQ(r.out, "raspc: error: /nonexistent.rasp: cannot open: No such file or directory\n");
   r = run(raspcBinary() + " eval " + example("sort"));
   EXPECT_EQ(r.exitCode, 2);
   EXPECT_NE(r.out.find("--input is required"), std::string::npos) << r.out;
@@ -312,6 +312,28 @@ TEST(CliFiles, CrateOutputsNeverReplaceInputs) {
   EXPECT_EQ(r.exitCode, 2);
   EXPECT_EQ(r.out, "raspc: error: -o: empty file name\n");
   EXPECT_FALSE(std::ifstream(logits).good());
+}
+
+// A program, or a file it loads, that is a FIFO or a directory: an error at once, not
+// a wait for a writer that never comes.
+TEST(CliFiles, ProgramsThatAreNotRegularFilesAreRefusedAtOnce) {
+  std::string fifo = raspc::test::tempPath("fifo.rasp");
+  std::remove(fifo.c_str());
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto r = run("timeout 20 " + raspcBinary() + " eval " + fifo + " --input 1");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: " + fifo + ": is not a regular file (a FIFO)\n");
+  std::string dir = fifo.substr(0, fifo.rfind('/'));
+  r = run("timeout 20 " + raspcBinary() + " eval " + dir + " --input 1");
+  EXPECT_EQ(r.out, "raspc: error: " + dir + ": is a directory\n");
+  std::string name = fifo.substr(dir.size() + 1, fifo.size() - dir.size() - 1 - 5);
+  std::string prog = tempFile("loads_fifo.rasp", "load \"" + name + "\";\nout = tokens;\n");
+  r = run("timeout 20 " + raspcBinary() + " eval " + prog + " --input 1");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_NE(r.out.find(prog + ":1:6: error: cannot load \"" + name + "\": " + fifo + ": is not a regular file (a FIFO)"),
+            std::string::npos)
+      << r.out;
+  std::remove(fifo.c_str());
 }
 
 // Two compiles racing for one file: both succeed and the file is one complete model.
