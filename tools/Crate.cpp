@@ -180,6 +180,15 @@ int runSynth(const CrateFlags &f) {
 
 } // namespace
 
+CLI::Validator seedValidator() {
+  return CLI::Validator(
+      [](std::string &v) -> std::string {
+        bool digits = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos;
+        return digits ? "" : "'" + v + "' is not a non-negative integer";
+      },
+      "UINT");
+}
+
 std::function<std::optional<int>()> addCrateCommands(CLI::App &app) {
   auto f = std::make_shared<CrateFlags>();
   // --plot writes SVG: a name that says otherwise (plot.png) is refused.
@@ -212,7 +221,7 @@ std::function<std::optional<int>()> addCrateCommands(CLI::App &app) {
   synth->add_option("--heads", o.heads, "subspaces K, each of width d/K (default 4)");
   synth->add_option("--depth", o.depth, "layers (default 4)");
   synth->add_option("--tokens", o.tokens, "sampled tokens N (default 128)");
-  synth->add_option("--seed", o.seed, "random seed (default 1)");
+  synth->add_option("--seed", o.seed, "random seed (default 1)")->check(seedValidator());
   synth->add_option("--noise", o.noise, "noise per coordinate, standard deviation (default 0.1)");
   synth->add_option("--step", o.step, "MSSA step: to_out.0.weight = step * U (default 1)");
   synth->add_option("--eta", o.eta, "ISTA step size (default 0.1)");
