@@ -217,10 +217,10 @@ std::function<std::optional<int>()> addCrateCommands(CLI::App &app) {
 
   auto *synth = crate->add_subcommand("synth", "build CRATE layers from random subspaces, run them on sampled tokens");
   CrateSynthOptions &o = f->synth;
-  synth->add_option("--dim", o.dim, "token dimension d (default 32)");
-  synth->add_option("--heads", o.heads, "subspaces K, each of width d/K (default 4)");
-  synth->add_option("--depth", o.depth, "layers (default 4)");
-  synth->add_option("--tokens", o.tokens, "sampled tokens N (default 128)");
+  synth->add_option("--dim", o.dim, "token dimension d (default 32)")->check(CLI::Range(1, 4096));
+  synth->add_option("--heads", o.heads, "subspaces K, each of width d/K (default 4)")->check(CLI::Range(1, 4096));
+  synth->add_option("--depth", o.depth, "layers (default 4)")->check(CLI::Range(1, 1024));
+  synth->add_option("--tokens", o.tokens, "sampled tokens N (default 128)")->check(CLI::Range(1, 1 << 20));
   synth->add_option("--seed", o.seed, "random seed (default 1)")->check(seedValidator());
   synth->add_option("--noise", o.noise, "noise per coordinate, standard deviation (default 0.1)");
   synth->add_option("--step", o.step, "MSSA step: to_out.0.weight = step * U (default 1)");
