@@ -288,6 +288,7 @@ int runModel(const std::string &path, const std::optional<std::string> &input,
     }
     for (auto &v : *out)
       std::cout << (json ? "{\"value\": " + formatSequence(v, true) + "}" : formatSequence(v, false)) << "\n";
+    std::cout.flush(); // each batch's lines before any later error on stderr
     seqBase += batch.size();
   }
   return 0;

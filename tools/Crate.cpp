@@ -158,11 +158,12 @@ int runSynth(const CrateFlags &f) {
   if (int rc = checkPlotPath(f, {f.synthOut})) return rc;
   auto model = synthCrateModel(f.synth);
   if (!model) return fail(model.takeError());
-  if (auto e = writeCrateModel(*model, f.synthOut)) return fail(std::move(e));
+  // Run before writing: a model whose layers fail (non-finite values) leaves no file.
   auto exec = CrateExecutor::create(*model, f.synthOut);
   if (!exec) return fail(exec.takeError());
   auto metrics = synthMetrics(*exec, *model, f.eps);
   if (!metrics) return fail(metrics.takeError());
+  if (auto e = writeCrateModel(*model, f.synthOut)) return fail(std::move(e));
   const std::vector<CrateLayerMetrics> &ms = *metrics;
   const CrateSynthOptions &o = f.synth;
   if (!f.synthJson)
