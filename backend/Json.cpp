@@ -225,6 +225,10 @@ private:
           if (!hex4(lo)) return false;
           if (lo < 0xDC00 || lo >= 0xE000) return fail("unpaired surrogate in a \\u escape");
           cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+        } else if (cp >= 0xDC80 && cp < 0xDD00) {
+          // A byte that is not UTF-8, as jsonEscape writes it ("surrogateescape").
+          out += char(cp - 0xDC00);
+          break;
         } else if (cp >= 0xDC00 && cp < 0xE000) {
           return fail("unpaired surrogate in a \\u escape");
         }

@@ -41,6 +41,11 @@ void DiagnosticEngine::print(llvm::SMLoc loc, llvm::SourceMgr::DiagKind kind,
 }
 
 void DiagnosticEngine::error(llvm::SMLoc loc, const llvm::Twine &msg) {
+  auto key = std::make_pair(loc.getPointer(), msg.str());
+  if (auto it = repeats_.find(key); it != repeats_.end()) {
+    ++it->second;
+    return;
+  }
   if (tooMany()) {
     if (!announcedLimit_) {
       os_ << "raspc: error: too many errors, stopping\n";
@@ -50,11 +55,29 @@ void DiagnosticEngine::error(llvm::SMLoc loc, const llvm::Twine &msg) {
     return;
   }
   ++errors_;
+  repeats_.emplace(key, 0);
+  shown_.push_back(key);
   print(loc, llvm::SourceMgr::DK_Error, msg);
   if (tooMany()) {
     os_ << "raspc: error: too many errors, stopping\n";
     announcedLimit_ = true;
   }
+}
+
+void DiagnosticEngine::flushRepeats() {
+  for (const auto &key : shown_) {
+    unsigned n = repeats_[key];
+    if (n == 0) continue;
+    llvm::SMLoc loc = llvm::SMLoc::getFromPointer(key.first);
+    std::string count = n == 1 ? "once more" : std::to_string(n) + " more times";
+    unsigned buf = loc.isValid() ? sm_.FindBufferContainingLoc(loc) : 0;
+    if (buf == 0)
+      os_ << "raspc: note: the error '" << key.second << "' occurred " << count << "\n";
+    else
+      os_ << describeLoc(sm_, loc) << ": note: this error occurred " << count << "\n";
+  }
+  repeats_.clear();
+  shown_.clear();
 }
 
 void DiagnosticEngine::warning(llvm::SMLoc loc, const llvm::Twine &msg) {

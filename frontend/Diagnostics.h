@@ -7,7 +7,10 @@
 #include <llvm/Support/SourceMgr.h>
 #include <llvm/Support/raw_ostream.h>
 
+#include <map>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace raspc {
 
@@ -34,12 +37,19 @@ class DiagnosticEngine {
 public:
   explicit DiagnosticEngine(llvm::SourceMgr &sm, llvm::raw_ostream &os = llvm::errs())
       : sm_(sm), os_(os) {}
+  ~DiagnosticEngine() { flushRepeats(); }
 
   void error(llvm::SMLoc loc, const llvm::Twine &msg);
   void warning(llvm::SMLoc loc, const llvm::Twine &msg);
   void note(llvm::SMLoc loc, const llvm::Twine &msg);
   // Prints an llvm::Error: located errors with their source line, others plainly.
   void report(llvm::Error err);
+
+  // An error with the same location and text as one already shown (a loop that fails
+  // the same way on every iteration) is counted, not printed again; this prints one
+  // note per such error with the count ("file:1:5: note: this error occurred 49 more
+  // times") and forgets them. Called on destruction, and by the repl after each input.
+  void flushRepeats();
 
   unsigned errorCount() const { return errors_; }
   // Past this many errors the rest are dropped (one line says so): junk input must
@@ -56,6 +66,10 @@ private:
   llvm::raw_ostream &os_;
   unsigned errors_ = 0;
   bool announcedLimit_ = false;
+  // Errors shown, by location and text, with how often each was repeated since; and
+  // the order they were first shown in (for the notes).
+  std::map<std::pair<const char *, std::string>, unsigned> repeats_;
+  std::vector<std::pair<const char *, std::string>> shown_;
 };
 
 // "file:line:col" for a location (or "<unknown>").

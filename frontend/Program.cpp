@@ -3,6 +3,7 @@
 #include <llvm/Support/MemoryBuffer.h>
 
 #include <algorithm>
+#include <set>
 #include <cstdlib>
 
 namespace raspc {
@@ -35,6 +36,15 @@ std::optional<ProgramOptions> Program::loadFileWithOptions(const std::string &pa
   if (!header) return std::nullopt;
   flags.inheritFrom(*header);
   return flags;
+}
+
+std::string vocabularyProblem(const std::vector<std::string> &vocab) {
+  std::set<std::string> seen;
+  for (const std::string &tok : vocab) {
+    if (tok == "<bos>" || tok == "<pad>") return "'" + tok + "' is reserved (the runtime adds BOS and PAD itself)";
+    if (!seen.insert(tok).second) return "'" + tok + "' appears twice";
+  }
+  return "";
 }
 
 std::vector<std::string> splitArgs(llvm::StringRef text, std::string *error) {
@@ -97,7 +107,13 @@ std::optional<ProgramOptions> Program::headerOptions() {
         return args[++i];
       };
       if (a == "--vocab") {
-        if (auto v = value()) opts.vocab = splitArgs(*v);
+        if (auto v = value()) {
+          opts.vocab = splitArgs(*v);
+          if (std::string why = vocabularyProblem(*opts.vocab); !why.empty()) {
+            diags_.error(loc, "--vocab: " + why);
+            ok = false;
+          }
+        }
       } else if (a == "--max-len") {
         if (auto v = value()) {
           char *end = nullptr;

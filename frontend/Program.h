@@ -74,4 +74,9 @@ std::string formatSelectorRows(const SelectorValue &s, bool json, const std::str
 // Splits a command-line style string: whitespace separates, double quotes group.
 std::vector<std::string> splitArgs(llvm::StringRef text, std::string *error = nullptr);
 
+// What is wrong with a vocabulary, or "" when nothing is: "'1' appears twice", or
+// "'<bos>' is reserved (the runtime adds BOS and PAD itself)". Checked where the
+// vocabulary is given (--vocab, the header), so that the error names that place.
+std::string vocabularyProblem(const std::vector<std::string> &vocab);
+
 } // namespace raspc

@@ -20,9 +20,46 @@ static std::string formatDouble(double d) {
   return s;
 }
 
+// The length of the well-formed UTF-8 sequence at s[i] (RFC 3629: no overlong forms,
+// no surrogates, nothing above U+10FFFF), or 0 when there is none.
+static size_t utf8Length(const std::string &s, size_t i) {
+  auto byte = [&](size_t k) { return k < s.size() ? static_cast<unsigned char>(s[k]) : 0u; };
+  auto cont = [&](size_t k, unsigned lo = 0x80, unsigned hi = 0xBF) { return byte(k) >= lo && byte(k) <= hi; };
+  unsigned c = byte(i);
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) return cont(i + 1) ? 2 : 0;
+  if (c >= 0xE0 && c <= 0xEF) {
+    unsigned lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+    return cont(i + 1, lo, hi) && cont(i + 2) ? 3 : 0;
+  }
+  if (c >= 0xF0 && c <= 0xF4) {
+    unsigned lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+    return cont(i + 1, lo, hi) && cont(i + 2) && cont(i + 3) ? 4 : 0;
+  }
+  return 0;
+}
+
 std::string jsonEscape(const std::string &s) {
   std::string out;
-  for (unsigned char c : s) {
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x80) {
+      // Names and values come from files and command lines, in any encoding. A byte
+      // that is not part of well-formed UTF-8 is written as the lone surrogate
+      // \udcXX (Python's "surrogateescape"): the output is valid UTF-8 and valid JSON,
+      // and json::parse (and Python's bytes(..., 'surrogateescape')) gets the byte back,
+      // so weight files keep such values exactly.
+      size_t n = utf8Length(s, i);
+      if (n == 0) {
+        out += fmt::format("\\u{:04x}", 0xDC00 + c);
+        ++i;
+      } else {
+        out.append(s, i, n);
+        i += n;
+      }
+      continue;
+    }
     switch (c) {
     case '"': out += "\\\""; break;
     case '\\': out += "\\\\"; break;
@@ -30,9 +67,10 @@ std::string jsonEscape(const std::string &s) {
     case '\t': out += "\\t"; break;
     case '\r': out += "\\r"; break;
     default:
-      if (c < 0x20) out += fmt::format("\\u{:04x}", c);
+      if (c < 0x20 || c == 0x7f) out += fmt::format("\\u{:04x}", c);
       else out += static_cast<char>(c);
     }
+    ++i;
   }
   return out;
 }

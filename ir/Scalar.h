@@ -20,7 +20,9 @@ double toDouble(const Scalar &s);
 std::string formatScalar(const Scalar &s, bool quoteStrings = false);
 // JSON rendering: null, true, 3, 2.0, "a".
 std::string jsonScalar(const Scalar &s);
-// Escape a string for a JSON string literal (without the quotes).
+// Escape a string for a JSON string literal (without the quotes): always valid JSON
+// in valid UTF-8; control characters as \u escapes, a byte that is not part of
+// well-formed UTF-8 as \udc80-\udcff (which json::parse turns back into the byte).
 std::string jsonEscape(const std::string &s);
 
 // Python equality: 1 == 1.0 == True; strings equal only to strings.

@@ -35,6 +35,7 @@ template <class T> struct CpuImpl final : HostLogitsImpl<T> {
         Eigen::Index r = Eigen::Index(b) * Tn + t;
         x.row(r) = w.WE.row(ids[size_t(r)]) + w.Wpos.row(t);
       }
+    if (auto e = this->checkFinite(X.data(), X.cols(), D, -1, "embed")) return e;
     traceRows(trace, -1, "embed", X.data());
 
     const T scale = Dh > 0 ? T(1) / std::sqrt(T(Dh)) : T(1);
@@ -81,6 +82,7 @@ template <class T> struct CpuImpl final : HostLogitsImpl<T> {
         x.noalias() += z * L.WO;
       }
       x.rowwise() += L.bO;
+      if (auto e = this->checkFinite(X.data(), X.cols(), D, l, "attn")) return e;
       traceRows(trace, l, "attn", X.data());
 
       if (L.neurons > 0) {
@@ -92,13 +94,14 @@ template <class T> struct CpuImpl final : HostLogitsImpl<T> {
         x.noalias() += hid * L.Wout;
       }
       x.rowwise() += L.bout;
+      if (auto e = this->checkFinite(X.data(), X.cols(), D, l, "mlp")) return e;
       traceRows(trace, l, "mlp", X.data());
     }
     ensure(Logits, N, cfg.d_vocab_out);
     auto lg = Logits.topLeftCorner(N, cfg.d_vocab_out);
     lg.noalias() = x * w.WU;
     lg.rowwise() += w.bU;
-    return llvm::Error::success();
+    return this->checkFinite(Logits.data(), Logits.cols(), cfg.d_vocab_out, cfg.n_layers, "unembed");
   }
 };
 

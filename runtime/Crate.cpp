@@ -40,6 +40,14 @@ llvm::Error validateConfig(const CrateConfig &c, const std::string &what) {
   if (c.image_size % c.patch_size != 0)
     return fail(what, fmt::format("config image_size = {} is not divisible by patch_size = {}", c.image_size,
                                   c.patch_size));
+  // Bounded before the sizes are multiplied anywhere else (tensor shapes, buffers).
+  if (c.tokens() > kMaxCrateTokens)
+    return fail(what, fmt::format("config image_size {} / patch_size {} gives {} patches, more than the {} raspc runs",
+                                  c.image_size, c.patch_size, c.numPatches(), kMaxCrateTokens - 1));
+  if (c.patchDim() > kMaxCrateTokens)
+    return fail(what, fmt::format("config channels {} * patch_size {}^2 gives {} values per patch, more than the {} "
+                                  "raspc runs",
+                                  c.channels, c.patch_size, c.patchDim(), kMaxCrateTokens));
   if (c.pool != "cls" && c.pool != "mean")
     return fail(what, "config pool is '" + c.pool + "', expected 'cls' or 'mean'");
   if (!std::isfinite(c.eta) || c.eta < 0) return fail(what, fmt::format("config eta is {}, expected >= 0", c.eta));
@@ -154,6 +162,37 @@ Eigen::MatrixXd randomOrthogonal(int n, std::mt19937_64 &rng) {
 }
 
 } // namespace
+
+// ------------------------------------------------------------------------------------
+// Memory estimates
+
+std::string formatBytes(double bytes) {
+  if (bytes >= double(uint64_t(1) << 30)) return fmt::format("{:.1f} GiB", bytes / double(uint64_t(1) << 30));
+  return fmt::format("{:.1f} MiB", bytes / double(uint64_t(1) << 20));
+}
+
+double crateActivationBytes(const CrateConfig &c, int64_t groups, int64_t tokensPerGroup, bool metrics) {
+  // In double: the products of untrusted sizes must not overflow.
+  const double rows = double(groups) * double(tokensPerGroup), d = double(c.dim), T = double(tokensPerGroup);
+  // X, Z, W, O, T1, G1, G2 and the caller's input and output: 9 row buffers of floats,
+  // the patches and their embeddings, one attention matrix at a time.
+  double bytes = 4.0 * (9.0 * rows * d + 2.0 * double(groups) * double(c.numPatches()) * (double(c.patchDim()) + d) +
+                        T * T);
+  // The metrics: each group's Z in double, U in double, the d x d (or T x T) Gram matrix.
+  if (metrics) bytes += 8.0 * (2.0 * T * d + 2.0 * d * d + std::min(T, d) * std::min(T, d));
+  return bytes;
+}
+
+double crateSynthBytes(const CrateSynthOptions &o) {
+  const double d = std::max(o.dim, 1), L = std::max(o.depth, 1), N = std::max(o.tokens, 1);
+  // The model (qkv, to_out and the dictionary per layer, float32), the executor's four
+  // d x d copies per layer, the double matrices of the construction, the tokens.
+  double bytes = 4.0 * 3.0 * L * d * d + 4.0 * 4.0 * L * d * d + 8.0 * 6.0 * d * d + 12.0 * N * d;
+  CrateConfig c;
+  c.image_size = c.patch_size = 1;
+  c.channels = c.dim = o.dim;
+  return bytes + crateActivationBytes(c, 1, o.tokens, true);
+}
 
 // ------------------------------------------------------------------------------------
 // Layout
@@ -424,26 +463,109 @@ struct CrateExecutor::Impl {
 
   Device device = Device::Cpu;
   std::unique_ptr<cuda::CrateForward> gpu; // Device::Cuda: the weights live there
+  std::string what;                        // the model's name in errors
+
+  // "WHAT: layer 2 mssa produced a non-finite value at image 0, token 3" for the first
+  // row of X (groups of T rows) that holds an infinity or NaN; success when none does.
+  // Weights and images are finite (validated), so this means values too large for
+  // float32: an error, never NaN in the output.
+  llvm::Error checkFinite(const float *X, Eigen::Index rows, Eigen::Index cols, int T, bool images,
+                          const std::string &where) const {
+    Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> m(X, rows, cols);
+    return firstNonFinite(m, T, images, where);
+  }
+  template <class M>
+  llvm::Error firstNonFinite(const M &m, int T, bool images, const std::string &where) const {
+    if (m.allFinite()) return llvm::Error::success();
+    for (Eigen::Index r = 0; r < m.rows(); ++r) {
+      if (m.row(r).allFinite()) continue;
+      const Eigen::Index g = T > 0 ? r / T : 0, t = T > 0 ? r % T : r;
+      std::string at = images ? fmt::format("image {}, token {}", g, t) : fmt::format("sequence {}, token {}", g, t);
+      if (T <= 0) at = fmt::format("image {}", r); // logits: one row per image
+      return llvm::make_error<llvm::StringError>(
+          fmt::format("{}: {} produced a non-finite value at {}", what, where, at), llvm::inconvertibleErrorCode());
+    }
+    return llvm::Error::success();
+  }
+  llvm::Error checkMetrics(const CrateLayerMetrics &lm) const {
+    if (std::isfinite(lm.R) && std::isfinite(lm.Rc)) return llvm::Error::success();
+    return llvm::make_error<llvm::StringError>(
+        fmt::format("{}: layer {}: the coding rates are not finite (R(Z) {}, Rc(Z;U) {})", what, lm.layer, lm.R, lm.Rc),
+        llvm::inconvertibleErrorCode());
+  }
+  llvm::Error checkMemory(int64_t groups, int64_t T, bool metrics) const {
+    double need = crateActivationBytes(cfg, groups, T, metrics);
+    if (need <= kCrateMemoryLimit) return llvm::Error::success();
+    return llvm::make_error<llvm::StringError>(
+        fmt::format("{}: running {} sequence{} of {} tokens needs about {} of memory, more than the {} raspc "
+                    "allows; run fewer images at a time",
+                    what, groups, groups == 1 ? "" : "s", T, formatBytes(need), formatBytes(kCrateMemoryLimit)),
+        llvm::inconvertibleErrorCode());
+  }
 
   // The GPU's per-layer copies of Z = LN1(X) and of the layer output, as metrics.
   llvm::Expected<Eigen::MatrixXf> onGpu(const float *input, int groups, int tokens, bool images,
                                         std::vector<CrateLayerMetrics> *metrics, double eps) {
+    const int T = images ? int(cfg.tokens()) : tokens;
+    // The first layer whose output is not finite, seen when outputs are copied back
+    // (metrics, or the search below); the metrics stop there.
+    llvm::Error bad = llvm::Error::success();
+    bool found = false;
     cuda::CrateLayerFn hook = [&](int l, const float *Z, const float *Xout, int rows) {
+      if (found) return;
+      if (llvm::Error e = checkFinite(Xout, rows, cfg.dim, T, images, fmt::format("layer {}", l))) {
+        llvm::consumeError(std::move(bad));
+        bad = std::move(e);
+        found = true;
+        return;
+      }
+      if (!metrics) return;
       using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
       CrateLayerMetrics lm;
       lm.layer = l;
       Eigen::MatrixXf z = Eigen::Map<const RowMajor>(Z, rows, cfg.dim);
-      addRates(lm, z, layers[size_t(l)].U.cast<double>(), groups, tokens, eps);
+      addRates(lm, z, layers[size_t(l)].U.cast<double>(), groups, T, eps);
       lm.sparsity = sparsity(Eigen::Map<const Eigen::ArrayXf>(Xout, Eigen::Index(rows) * cfg.dim));
+      if (llvm::Error e = checkMetrics(lm)) {
+        llvm::consumeError(std::move(bad));
+        bad = std::move(e);
+        found = true;
+        return;
+      }
       metrics->push_back(lm);
     };
-    if (metrics) metrics->clear();
-    std::string error;
     const int outCols = images ? cfg.num_classes : cfg.dim, outRows = images ? groups : groups * tokens;
     Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> out(outRows, outCols);
-    bool ok = images ? gpu->run(input, groups, out.data(), metrics ? &hook : nullptr, &error)
-                     : gpu->runLayers(input, groups, tokens, out.data(), metrics ? &hook : nullptr, &error);
-    if (!ok) return llvm::make_error<llvm::StringError>("cuda: " + error, llvm::inconvertibleErrorCode());
+    auto pass = [&](bool copyBack) -> llvm::Error {
+      if (metrics) metrics->clear();
+      std::string error;
+      bool ok = images ? gpu->run(input, groups, out.data(), copyBack ? &hook : nullptr, &error)
+                       : gpu->runLayers(input, groups, tokens, out.data(), copyBack ? &hook : nullptr, &error);
+      if (!ok) return llvm::make_error<llvm::StringError>("cuda: " + error, llvm::inconvertibleErrorCode());
+      return llvm::Error::success();
+    };
+    if (auto e = pass(metrics != nullptr)) {
+      llvm::consumeError(std::move(bad));
+      return e;
+    }
+    if (found) return bad;
+    const std::string outName = images ? "the head" : fmt::format("layer {}", cfg.depth - 1);
+    if (llvm::Error e = firstNonFinite(out, images ? 0 : tokens, images, outName)) {
+      if (metrics) return e; // the layers were checked: the head overflowed
+      // Only the output is checked on the normal path (no copies); when it is not
+      // finite, run again copying each layer's output back to name the layer.
+      llvm::consumeError(std::move(e));
+      if (auto e2 = pass(true)) {
+        llvm::consumeError(std::move(bad));
+        return e2;
+      }
+      if (found) return bad;
+      if (llvm::Error e3 = firstNonFinite(out, images ? 0 : tokens, images, outName)) {
+        llvm::consumeError(std::move(bad));
+        return e3;
+      }
+    }
+    llvm::consumeError(std::move(bad));
     return Eigen::MatrixXf(out);
   }
 
@@ -472,6 +594,7 @@ llvm::Expected<CrateExecutor> CrateExecutor::create(const CrateModel &m, const s
     return cannotRunOnCuda(llvm::toString(std::move(e)));
   auto impl = std::make_unique<Impl>();
   impl->device = d;
+  impl->what = what;
   const CrateConfig &c = m.cfg;
   impl->cfg = c;
   auto T = [&](const std::string &name) -> const Tensor & { return m.tensors.at(name); };
@@ -550,6 +673,13 @@ Device CrateExecutor::device() const { return impl_->device; }
 llvm::Expected<Eigen::MatrixXf> CrateExecutor::runLayers(const Eigen::MatrixXf &input, int groups,
                                                          int tokensPerGroup, std::vector<CrateLayerMetrics> *metrics,
                                                          double eps) {
+  if (auto e = impl_->checkMemory(groups, tokensPerGroup, metrics != nullptr)) return e;
+  return layers(input, groups, tokensPerGroup, metrics, eps, false);
+}
+
+llvm::Expected<Eigen::MatrixXf> CrateExecutor::layers(const Eigen::MatrixXf &input, int groups, int tokensPerGroup,
+                                                      std::vector<CrateLayerMetrics> *metrics, double eps,
+                                                      bool images) {
   Impl &I = *impl_;
   if (I.gpu) {
     const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> rows = input;
@@ -567,7 +697,10 @@ llvm::Expected<Eigen::MatrixXf> CrateExecutor::runLayers(const Eigen::MatrixXf &
     layerNorm(I.X, I.Z, L.ln1w, L.ln1b);
     CrateLayerMetrics lm;
     lm.layer = int(l);
-    if (metrics) I.addRates(lm, I.Z, L.U.cast<double>(), groups, T, eps);
+    if (metrics) {
+      I.addRates(lm, I.Z, L.U.cast<double>(), groups, T, eps);
+      if (auto e = I.checkMetrics(lm)) return e;
+    }
     I.W.noalias() = I.Z * L.U;
     I.O.resize(I.W.rows(), I.W.cols());
     for (int g = 0; g < groups; ++g)
@@ -580,6 +713,7 @@ llvm::Expected<Eigen::MatrixXf> CrateExecutor::runLayers(const Eigen::MatrixXf &
       }
     I.X.noalias() += I.O * L.WoT;
     I.X.rowwise() += L.bo;
+    if (auto e = I.firstNonFinite(I.X, T, images, fmt::format("layer {} mssa", l))) return e;
     // ISTA (PyTorch form): x1 = z D^T, grad_1 = x1 D, grad_2 = z D,
     // X = relu(z + eta (grad_2 - grad_1) - eta lambda).
     layerNorm(I.X, I.Z, L.ln2w, L.ln2b);
@@ -587,6 +721,7 @@ llvm::Expected<Eigen::MatrixXf> CrateExecutor::runLayers(const Eigen::MatrixXf &
     I.G1.noalias() = I.T1 * L.D;
     I.G2.noalias() = I.Z * L.D;
     I.X = (I.Z.array() + eta * (I.G2 - I.G1).array() - etaLambda).max(0.0f);
+    if (auto e = I.firstNonFinite(I.X, T, images, fmt::format("layer {} ista", l))) return e;
     if (metrics) {
       lm.sparsity = Impl::sparsity(I.X.array());
       metrics->push_back(lm);
@@ -598,10 +733,11 @@ llvm::Expected<Eigen::MatrixXf> CrateExecutor::runLayers(const Eigen::MatrixXf &
 llvm::Expected<Eigen::MatrixXf> CrateExecutor::run(const float *images, int batch,
                                                    std::vector<CrateLayerMetrics> *metrics, double eps) {
   Impl &I = *impl_;
+  if (auto e = I.checkMemory(batch, I.cfg.tokens(), metrics != nullptr)) return e;
   if (I.gpu) return I.onGpu(images, batch, 0, true, metrics, eps);
   const CrateConfig &c = I.cfg;
-  const int P = c.patch_size, C = c.channels, S = c.image_size, side = S / P, np = c.numPatches();
-  const int T = c.tokens();
+  const int P = c.patch_size, C = c.channels, S = c.image_size, side = S / P, np = int(c.numPatches());
+  const int T = int(c.tokens());
   // b c (h p1) (w p2) -> b (h w) (p1 p2 c)
   I.patches.resize(Eigen::Index(batch) * np, c.patchDim());
   for (int b = 0; b < batch; ++b)
@@ -623,7 +759,8 @@ llvm::Expected<Eigen::MatrixXf> CrateExecutor::run(const float *images, int batc
     X.row(Eigen::Index(b) * T) = I.cls + I.pos.row(0);
     X.middleRows(Eigen::Index(b) * T + 1, np) = I.embN.middleRows(Eigen::Index(b) * np, np) + I.pos.bottomRows(np);
   }
-  auto layersOut = runLayers(X, batch, T, metrics, eps);
+  if (auto e = I.firstNonFinite(X, T, true, "the patch embedding")) return e;
+  auto layersOut = layers(X, batch, T, metrics, eps, true);
   if (!layersOut) return layersOut.takeError();
   const Eigen::MatrixXf &out = *layersOut;
   I.pooled.resize(batch, c.dim);
@@ -633,6 +770,7 @@ llvm::Expected<Eigen::MatrixXf> CrateExecutor::run(const float *images, int batc
   layerNorm(I.pooled, I.pooledN, I.headLnW, I.headLnB);
   Eigen::MatrixXf logits = I.pooledN * I.headT;
   logits.rowwise() += I.headB;
+  if (auto e = I.firstNonFinite(logits, 0, true, "the head")) return e;
   return logits;
 }
 
@@ -664,6 +802,15 @@ llvm::Expected<CrateModel> synthCrateModel(const CrateSynthOptions &o) {
     return bad("--basis is '" + o.basis + "', expected 'coordinates' or 'random'");
   if (o.dictionary != "identity" && o.dictionary != "orthogonal")
     return bad("--dictionary is '" + o.dictionary + "', expected 'identity' or 'orthogonal'");
+  // Before anything is allocated: the weights grow as depth * dim^2, the attention over
+  // the tokens (one sequence) as tokens^2.
+  if (double need = crateSynthBytes(o); need > kCrateMemoryLimit) {
+    const double weights = 28.0 * o.depth * double(o.dim) * o.dim, attention = 4.0 * double(o.tokens) * o.tokens;
+    return bad(fmt::format("--dim {} --depth {} --tokens {} need about {} of memory, more than the {} raspc allows; "
+                           "lower {}",
+                           o.dim, o.depth, o.tokens, formatBytes(need), formatBytes(kCrateMemoryLimit),
+                           attention > weights ? "--tokens" : "--depth or --dim"));
+  }
 
   std::mt19937_64 rng(o.seed);
   const int d = o.dim, K = o.heads, p = d / K;

@@ -39,11 +39,33 @@ struct CrateConfig {
   double lambda = 0.1;
   std::string pool = "cls"; // "cls" or "mean"
 
-  int numPatches() const { return patch_size > 0 ? (image_size / patch_size) * (image_size / patch_size) : 0; }
-  int patchDim() const { return channels * patch_size * patch_size; }
+  // In 64 bits: the sizes are ints of up to 2^20 each (validateCrateModel), whose
+  // products overflow an int; validateCrateModel bounds these too before any use.
+  int64_t numPatches() const {
+    if (patch_size <= 0 || image_size <= 0) return 0;
+    int64_t side = image_size / patch_size;
+    return side * side;
+  }
+  int64_t patchDim() const { return int64_t(channels) * patch_size * patch_size; }
   int headDim() const { return heads > 0 ? dim / heads : 0; }
-  int tokens() const { return numPatches() + 1; } // cls + patches
+  int64_t tokens() const { return numPatches() + 1; } // cls + patches
 };
+
+// The most tokens per image (patches + cls) and values per patch a configuration may
+// ask for.
+constexpr int64_t kMaxCrateTokens = int64_t(1) << 20;
+
+// The memory (bytes) a CRATE computation may take; beyond it raspc refuses with the
+// estimate instead of failing to allocate.
+constexpr double kCrateMemoryLimit = double(uint64_t(4) << 30);
+
+// About how many bytes of activations a forward pass over `groups` sequences of
+// `tokensPerGroup` tokens takes on the CPU (the buffers of each layer and the attention
+// matrix), with the metrics' double copies when `metrics`.
+double crateActivationBytes(const CrateConfig &c, int64_t groups, int64_t tokensPerGroup, bool metrics);
+
+// "4.5 GiB", "12.0 MiB": a byte count for messages.
+std::string formatBytes(double bytes);
 
 struct CrateModel {
   static constexpr int kFormatVersion = 1;
@@ -59,7 +81,8 @@ struct CrateModel {
 std::vector<std::pair<std::string, std::vector<int64_t>>> crateTensorShapes(const CrateConfig &c);
 
 // Checks the configuration (positive sizes, dim divisible by heads, image size divisible
-// by patch size, pool "cls" or "mean", finite eta and lambda), every tensor's presence,
+// by patch size, at most kMaxCrateTokens tokens and patch values, pool "cls" or "mean",
+// finite eta and lambda), every tensor's presence,
 // shape and finiteness (no other tensor), and the synth tokens. Errors start with `what`.
 llvm::Error validateCrateModel(const CrateModel &m, const std::string &what);
 
@@ -133,8 +156,10 @@ public:
   ~CrateExecutor();
 
   // images: batch * channels * image_size^2 floats ([B, C, H, W]); returns logits
-  // [B, num_classes]. With `metrics`, fills one entry per layer. Fails only on the GPU
-  // (the CUDA call that failed).
+  // [B, num_classes]. With `metrics`, fills one entry per layer. Fails when the batch
+  // would take more than kCrateMemoryLimit (the estimate), when an activation, a metric
+  // or a logit is not finite ("WHAT: layer 2 ista produced a non-finite value at image
+  // 0, token 3"; token 0 is cls), or on the GPU (the CUDA call that failed).
   llvm::Expected<Eigen::MatrixXf> run(const float *images, int batch,
                                       std::vector<CrateLayerMetrics> *metrics = nullptr, double eps = 0.5);
 
@@ -150,6 +175,9 @@ public:
 
 private:
   explicit CrateExecutor(std::unique_ptr<Impl> impl);
+  // runLayers; `images` names the groups in errors ("image 2" rather than "sequence 2").
+  llvm::Expected<Eigen::MatrixXf> layers(const Eigen::MatrixXf &X, int groups, int tokensPerGroup,
+                                         std::vector<CrateLayerMetrics> *metrics, double eps, bool images);
   std::unique_ptr<Impl> impl_;
 };
 
@@ -174,8 +202,14 @@ struct CrateSynthOptions {
 // token i lies in subspace k = i mod heads with N(0, 1) coefficients in U_k, plus
 // N(0, noise^2) in every coordinate. The image side is trivial: image_size =
 // patch_size = 1, channels = dim, identity patch embedding, zero positional embedding,
-// cls token and head (num_classes = heads).
+// cls token and head (num_classes = heads). Options out of range, or asking for more
+// memory than kCrateMemoryLimit to build and run (crateSynthBytes), are an error naming
+// the flag to lower.
 llvm::Expected<CrateModel> synthCrateModel(const CrateSynthOptions &o);
+
+// About how many bytes `raspc crate synth` takes with these options: the model, the
+// executor's copy of its weights, and a run over the tokens with the metrics.
+double crateSynthBytes(const CrateSynthOptions &o);
 
 // The projection U = qkv.weight^T of layer l, in double.
 Eigen::MatrixXd crateSubspaces(const CrateModel &m, int layer);

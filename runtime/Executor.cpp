@@ -15,7 +15,25 @@ namespace raspc {
 
 char InputError::ID = 0;
 
+InputError::InputError(int seq, int pos, std::string token, std::string detail)
+    : seq(seq), pos(pos), token(std::move(token)), detail(std::move(detail)),
+      msg(fmt::format("sequence {}, position {}: {}", seq, pos, this->detail)) {}
+
 void InputError::log(llvm::raw_ostream &os) const { os << msg; }
+
+char NonFiniteError::ID = 0;
+
+std::string NonFiniteError::where() const {
+  if (sublayer == "embed") return "the embedding";
+  if (sublayer == "unembed") return "the unembedding";
+  return fmt::format("layer {} {}", layer, sublayer);
+}
+
+std::string NonFiniteError::position() const { return pos < 0 ? "BOS" : fmt::format("position {}", pos); }
+
+void NonFiniteError::log(llvm::raw_ostream &os) const {
+  os << where() << " produced a non-finite value at sequence " << seq << ", " << position();
+}
 
 namespace {
 
@@ -116,11 +134,9 @@ llvm::Expected<std::vector<int>> Executor::Impl::encode(const std::vector<std::s
       out.push_back(it->second);
       continue;
     }
-    std::string where = fmt::format("sequence {}, position {}", seq, i);
     if (tok == "<bos>" || tok == "<pad>")
       return llvm::make_error<InputError>(
-          seq, int(i), tok,
-          fmt::format("{}: token '{}' is reserved (the runtime adds BOS and PAD itself)", where, tok));
+          seq, int(i), tok, fmt::format("token '{}' is reserved (the runtime adds BOS and PAD itself)", tok));
     std::string known;
     size_t shown = 0;
     for (const std::string &v : vocab) {
@@ -132,7 +148,7 @@ llvm::Expected<std::vector<int>> Executor::Impl::encode(const std::vector<std::s
       known += (shown++ ? ", " : "") + v;
     }
     return llvm::make_error<InputError>(
-        seq, int(i), tok, fmt::format("{}: token '{}' is not in the model's vocabulary {{{}}}", where, tok, known));
+        seq, int(i), tok, fmt::format("token '{}' is not in the model's vocabulary {{{}}}", tok, known));
   }
   return out;
 }

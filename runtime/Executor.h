@@ -46,15 +46,35 @@ using TraceFn = std::function<void(int layer, const std::string &sublayer, const
 
 // A token that is not in the vocabulary (or is "<bos>"/"<pad>"): sequence `seq` of the
 // batch, position `pos` (both from 0; positions count the user's tokens, not BOS).
+// msg is "sequence S, position P: " + detail; detail says what is wrong with the token.
 class InputError : public llvm::ErrorInfo<InputError> {
 public:
   static char ID;
-  InputError(int seq, int pos, std::string token, std::string message)
-      : seq(seq), pos(pos), token(std::move(token)), msg(std::move(message)) {}
+  InputError(int seq, int pos, std::string token, std::string detail);
   void log(llvm::raw_ostream &os) const override;
   std::error_code convertToErrorCode() const override { return llvm::inconvertibleErrorCode(); }
   int seq, pos;
-  std::string token, msg;
+  std::string token, detail, msg;
+};
+
+// The forward pass produced an infinity or NaN (weights too large for the working
+// precision): where it first appeared. layer -1 is the embedding ("embed"), layer
+// n_layers the unembedding ("unembed"); pos counts the user's tokens from 0, -1 is BOS.
+// Message: "layer 1 mlp produced a non-finite value at sequence 0, position 3".
+class NonFiniteError : public llvm::ErrorInfo<NonFiniteError> {
+public:
+  static char ID;
+  NonFiniteError(int layer, std::string sublayer, int seq, int pos)
+      : layer(layer), sublayer(std::move(sublayer)), seq(seq), pos(pos) {}
+  void log(llvm::raw_ostream &os) const override;
+  std::error_code convertToErrorCode() const override { return llvm::inconvertibleErrorCode(); }
+  // "layer 1 mlp" / "the embedding" / "the unembedding"
+  std::string where() const;
+  // "position 3" / "BOS"
+  std::string position() const;
+  int layer;
+  std::string sublayer;
+  int seq, pos;
 };
 
 class Executor {
@@ -69,7 +89,8 @@ public:
 
   // Encodes, runs and decodes a batch: one output value per input token.
   // Errors: a token not in the vocabulary (InputError), a sequence longer than
-  // n_ctx - 1 (its number and length), a failing GPU call (which one).
+  // n_ctx - 1 (its number and length), an infinity or NaN in the residual stream or
+  // the logits (NonFiniteError), a failing GPU call (which one).
   llvm::Expected<std::vector<std::vector<Scalar>>> run(const std::vector<std::vector<std::string>> &batch,
                                                        const TraceFn *trace = nullptr);
 

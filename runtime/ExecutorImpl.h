@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -47,6 +48,25 @@ struct Executor::Impl {
   virtual llvm::Error forward(const TraceFn *trace) = 0;
   virtual Scalar decode(int b, int pos) const = 0;
   virtual Eigen::MatrixXd logits(int b) const = 0;
+
+  // Where the first row of the row-major buffer X (leading dimension ld, first `cols`
+  // columns) holds an infinity or NaN; only BOS and token rows are looked at (PAD rows
+  // are never read). One pass over the rows: cheap next to the products that made them.
+  template <class T>
+  std::optional<NonFiniteError> findNonFinite(const T *X, Eigen::Index ld, Eigen::Index cols, int layer,
+                                              const char *sublayer) const {
+    for (int b = 0; b < nSeq; ++b)
+      for (int p = 0; p <= lens[size_t(b)]; ++p) {
+        Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>> row(X + (Eigen::Index(b) * seqRows + p) * ld, cols);
+        if (!row.allFinite()) return NonFiniteError(layer, sublayer, b, p - 1);
+      }
+    return std::nullopt;
+  }
+  template <class T>
+  llvm::Error checkFinite(const T *X, Eigen::Index ld, Eigen::Index cols, int layer, const char *sublayer) const {
+    if (auto bad = findNonFinite(X, ld, cols, layer, sublayer)) return llvm::make_error<NonFiniteError>(*bad);
+    return llvm::Error::success();
+  }
 
   // The ids of one sequence, BOS first (Executor::encode).
   llvm::Expected<std::vector<int>> encode(const std::vector<std::string> &tokens, int seq) const;

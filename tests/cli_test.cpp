@@ -1,15 +1,23 @@
 // The raspc command as a user runs it: outputs, exit codes and error texts.
+#include "TestModels.h"
 #include "TestUtil.h"
+#include "backend/Hdf5.h"
+#include "backend/Json.h"
 
 #include <gtest/gtest.h>
 
 #include <llvm/Support/FileSystem.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
 #include <fstream>
+#include <spawn.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 using raspc::test::raspcBinary;
@@ -120,6 +128,58 @@ TEST(Cli, MissingFileAndBadFlags) {
   EXPECT_NE(r.out.find("--input is required"), std::string::npos) << r.out;
   r = run(raspcBinary() + " frobnicate");
   EXPECT_EQ(r.exitCode, 2);
+}
+
+TEST(Cli, UnknownCommandIsNamed) {
+  auto r = run(raspcBinary() + " frobnicate --json");
+  EXPECT_EQ(r.exitCode, 2);
+  EXPECT_EQ(r.out, "raspc: error: unknown command 'frobnicate' (commands: eval, graph, repl, compile, run, verify, "
+                   "inspect, crate)\n");
+  r = run(raspcBinary() + " crate frob");
+  EXPECT_EQ(r.exitCode, 2);
+  EXPECT_EQ(r.out, "raspc: error: unknown command 'crate frob' (crate commands: run, synth)\n");
+}
+
+TEST(Cli, NegativeSeedIsAUsageError) {
+  auto r = run(raspcBinary() + " verify " + example("sort") + " --seed -1");
+  EXPECT_EQ(r.exitCode, 2);
+  EXPECT_EQ(r.out.substr(0, r.out.find('\n')), "--seed: '-1' is not a non-negative integer");
+  std::string out = raspc::test::tempPath("seed.h5");
+  r = run(raspcBinary() + " crate synth -o " + out + " --seed -7");
+  EXPECT_EQ(r.exitCode, 2);
+  EXPECT_EQ(r.out.substr(0, r.out.find('\n')), "--seed: '-7' is not a non-negative integer");
+  EXPECT_FALSE(std::ifstream(out).good());
+}
+
+// A vocabulary with a duplicate or a reserved token is the fault of the flag or header
+// line that gave it, not of the output file.
+TEST(Cli, VocabularyErrorsNameWhereTheVocabularyCameFrom) {
+  std::string out = raspc::test::tempPath("v.h5");
+  auto r = run(raspcBinary() + " compile " + example("sort") + " -o " + out + " --vocab \"1 1 2\"");
+  EXPECT_EQ(r.exitCode, 2);
+  EXPECT_EQ(r.out.substr(0, r.out.find('\n')), "--vocab: '1' appears twice");
+  r = run(raspcBinary() + " eval " + example("sort") + " --input 1 --vocab \"1 <pad>\"");
+  EXPECT_EQ(r.exitCode, 2);
+  EXPECT_EQ(r.out.substr(0, r.out.find('\n')), "--vocab: '<pad>' is reserved (the runtime adds BOS and PAD itself)");
+  std::string f = tempFile("dupvocab.rasp", "# raspc: --vocab \"a b a\" --max-len 3\nx = tokens;\n");
+  r = run(raspcBinary() + " compile " + f + " -o " + out);
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, f + ":1:10: error: --vocab: 'a' appears twice\n# raspc: --vocab \"a b a\" --max-len 3\n"
+                       "         ^\n");
+  EXPECT_FALSE(std::ifstream(out).good());
+}
+
+// An error raised on every iteration of a loop is shown once, with a count.
+TEST(Cli, RepeatedErrorIsPrintedOnce) {
+  std::string f = tempFile("loop.rasp", "for i in range(50) { m = 1 / 0; }\nx = tokens;\n");
+  auto r = run(raspcBinary() + " eval " + f + " --input \"1 2\"");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, f + ":1:28: error: division by zero\nfor i in range(50) { m = 1 / 0; }\n                           ^\n" +
+                       f + ":1:28: note: this error occurred 49 more times\n");
+  r = run(raspcBinary() + " repl", "for i in range(3) { m = aggregate(select(indices, indices, <=), tokens); }\n");
+  EXPECT_EQ(r.exitCode, 0);
+  EXPECT_NE(r.out.find("<repl:1>:1:25: note: this error occurred 2 more times\n"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find(": error:"), r.out.rfind(": error:")) << r.out;
 }
 
 TEST(Cli, CausalEval) {
@@ -404,6 +464,190 @@ TEST(CliLimits, EvalAllRefusesToPrintHugeSelectors) {
                    "has 1001); print an s-op with --output NAME\n");
   r = run(raspcBinary() + " eval " + f + " --input \"" + input + "\" --output w");
   EXPECT_EQ(r.exitCode, 0);
+}
+
+} // namespace
+
+namespace {
+
+std::string compiledSort(const std::string &name, const std::string &flags = "") {
+  std::string out = raspc::test::tempPath(name);
+  auto r = run(raspcBinary() + " compile " + example("sort") + " -o " + out + " --force " + flags);
+  EXPECT_EQ(r.exitCode, 0) << r.out;
+  return out;
+}
+
+// --inputs: every line is one input; outputs do not depend on the batch size, and a
+// last line without a newline counts.
+TEST(CliInputs, OutputsDoNotDependOnTheBatchSize) {
+  std::string model = compiledSort("sort.h5");
+  std::string inputs = tempFile("in.txt", "3 1 2\n\n1\n2 2 1 3 3\n1 3");
+  std::string want = "[1, 2, 3]\n[]\n[1]\n[1, 2, 2, 3, 3]\n[1, 3]\n";
+  for (std::string batch : {"1", "2", "4", "5", "256"}) {
+    auto r = run(raspcBinary() + " run " + model + " --inputs " + inputs + " --batch " + batch);
+    EXPECT_EQ(r.exitCode, 0) << batch;
+    EXPECT_EQ(r.out, want) << batch;
+  }
+  // The trace numbers sequences across batches.
+  auto r = run(raspcBinary() + " run " + model + " --inputs " + inputs + " --batch 2 --trace");
+  EXPECT_NE(r.out.find("[4] embedding:\n  tokens = [1, 3]\n"), std::string::npos) << r.out;
+  r = run(raspcBinary() + " run " + model + " --inputs " + inputs + " --batch 0");
+  EXPECT_EQ(r.exitCode, 2);
+  EXPECT_EQ(r.out.substr(0, r.out.find('\n')), "--batch: Value 0 not in range 1 to 65536");
+}
+
+TEST(CliInputs, ErrorsNameTheFileAndLine) {
+  std::string model = compiledSort("sort.h5");
+  std::string bad = tempFile("bad.txt", "3 1 2\n1\n1  x 2\n");
+  auto r = run(raspcBinary() + " run " + model + " --inputs " + bad);
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: " + bad + ":3:4: token 'x' is not in the model's vocabulary {1, 2, 3}\n");
+  // Batches before the failing line have been printed.
+  r = run(raspcBinary() + " run " + model + " --inputs " + bad + " --batch 2");
+  EXPECT_EQ(r.out, "[1, 2, 3]\n[1]\nraspc: error: " + bad + ":3:4: token 'x' is not in the model's vocabulary {1, "
+                   "2, 3}\n");
+  std::string longer = tempFile("long.txt", "1\n1 2 3 1 2 3\n");
+  r = run(raspcBinary() + " run " + model + " --inputs " + longer);
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: " + longer + ":2: 6 tokens, more than the model's maximum length 5\n");
+  std::string huge = tempFile("huge.txt", "1\n" + std::string(2 << 20, ' ') + "1\n");
+  r = run(raspcBinary() + " run " + model + " --inputs " + huge);
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: " + huge + ":2: the line is longer than 1048576 bytes\n");
+  r = run(raspcBinary() + " run " + model + " --inputs " + ::testing::TempDir());
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_NE(r.out.find(": is a directory\n"), std::string::npos) << r.out;
+  std::string fifo = raspc::test::tempPath("fifo");
+  std::remove(fifo.c_str());
+  if (mkfifo(fifo.c_str(), 0600) != 0) GTEST_SKIP() << "cannot make a FIFO here";
+  r = run(raspcBinary() + " run " + model + " --inputs " + fifo); // would block reading a FIFO
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: " + fifo + ": is not a regular file (a FIFO)\n");
+  std::remove(fifo.c_str());
+}
+
+// Runs raspc with `args`, stdout and stderr to /dev/null; its exit code and peak
+// resident memory in KiB (wait4 reports the child's own).
+std::pair<int, long> runMeasured(const std::vector<std::string> &args) {
+  std::vector<char *> argv;
+  std::string bin = raspcBinary();
+  argv.push_back(bin.data());
+  std::vector<std::string> copy = args;
+  for (std::string &a : copy) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+  pid_t pid;
+  if (posix_spawn(&pid, bin.c_str(), &fa, nullptr, argv.data(), environ) != 0) return {-1, 0};
+  posix_spawn_file_actions_destroy(&fa);
+  int status = 0;
+  struct rusage ru {};
+  if (wait4(pid, &status, 0, &ru) != pid) return {-1, 0};
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, ru.ru_maxrss};
+}
+
+// --inputs streams: memory stays bounded by the batch, not the number of lines
+// (20,000 lines of 20 tokens took 840 MB when the whole file ran as one batch).
+TEST(CliInputs, MemoryIsBoundedByTheBatch) {
+  std::string model = compiledSort("sort20.h5", "--max-len 20");
+  std::string text;
+  for (int i = 0; i < 20000; ++i) {
+    for (int j = 0; j < 20; ++j) text += char('1' + (i * 7 + j * 13) % 3) + std::string(j < 19 ? " " : "");
+    text += "\n";
+  }
+  std::string inputs = tempFile("many.txt", text);
+  auto [rc, kib] = runMeasured({"run", model, "--inputs", inputs});
+  EXPECT_EQ(rc, 0);
+  EXPECT_LT(kib, 300 * 1024) << "peak resident memory " << kib << " KiB";
+}
+
+// An allocation that fails anyway is an error, not an abort. 65,536 sequences of 40
+// tokens in one batch need several GB; under a 1.5 GB address-space limit they fail.
+TEST(CliInputs, OutOfMemoryIsAnError) {
+  auto probe = run("ulimit -v 1500000 && " + raspcBinary() + " --version");
+  if (probe.exitCode != 0) GTEST_SKIP() << "raspc does not start under a 1.5 GB address-space limit: " << probe.out;
+  std::string model = compiledSort("sort40.h5", "--max-len 40");
+  std::string line;
+  for (int j = 0; j < 40; ++j) line += std::string(j ? " " : "") + char('1' + j % 3);
+  std::string text;
+  for (int i = 0; i < 65536; ++i) text += line + "\n";
+  std::string inputs = tempFile("many.txt", text);
+  auto r = run("ulimit -v 1500000 && " + raspcBinary() + " run " + model + " --inputs " + inputs + " --batch 65536");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: out of memory (an allocation failed; try smaller inputs or options)\n");
+}
+
+// A weight of 3e38 squared overflows float32 in layer 0's MLP at the position with
+// index 2 (the second token): an error naming the sublayer and position, whatever the
+// output format.
+TEST(CliInputs, NonFiniteActivationIsAnError) {
+  raspc::Model m = raspc::test::mapModel();
+  m.tensors.at("blocks.0.mlp.W_in").at(7, 0) = 3e38f; // reads indices:2
+  m.tensors.at("blocks.0.mlp.W_out").at(0, 14) = 3e38f;
+  std::string model = raspc::test::tempPath("huge.h5");
+  std::remove(model.c_str());
+  ASSERT_FALSE(bool(raspc::writeModel(m, model)));
+  auto r = run(raspcBinary() + " run " + model + " --input \"2 1\"");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: " + model + ": layer 0 mlp produced a non-finite value at position 1\n");
+  r = run(raspcBinary() + " run " + model + " --input \"2 1\" --json");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: " + model + ": layer 0 mlp produced a non-finite value at position 1\n");
+  std::string inputs = tempFile("in.txt", "2\n3 2 1\n");
+  r = run(raspcBinary() + " run " + model + " --inputs " + inputs + " --json --batch 1");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "{\"value\": [null]}\nraspc: error: " + inputs + ":2: " + model +
+                       ": layer 0 mlp produced a non-finite value at position 1\n");
+  // In float64 the same weights are finite.
+  r = run(raspcBinary() + " run " + model + " --input \"2 1\" --precision f64");
+  EXPECT_EQ(r.exitCode, 0) << r.out;
+}
+
+bool validUtf8(const std::string &s) {
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    for (size_t k = 1; k < n; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) >> 6) != 2) return false;
+    i += n;
+  }
+  return true;
+}
+
+// Names from a weight file are bytes in any encoding; --json output stays valid JSON
+// in valid UTF-8, and such a byte reads back as itself.
+TEST(CliInputs, JsonIsValidForAnyBytesInMetadata) {
+  raspc::Model m = raspc::test::mapModel();
+  m.outputName = std::string("out\xff\x01", 5);
+  m.residualLabels[0] = std::string("one\xc3\x28", 5);
+  m.residualLabels[1] = "tokens:\xe2\x82\xac"; // a real euro sign stays as it is
+  m.outputValues = {std::string("x\xfe"), std::string("y")};
+  m.nodes.back().valueSet = m.outputValues;
+  std::string model = raspc::test::tempPath("bytes.h5");
+  std::remove(model.c_str());
+  auto err = raspc::writeModel(m, model);
+  ASSERT_FALSE(bool(err)) << llvm::toString(std::move(err));
+  auto r = run(raspcBinary() + " inspect " + model + " --json");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  EXPECT_TRUE(validUtf8(r.out)) << r.out;
+  auto v = raspc::json::parse(r.out);
+  ASSERT_TRUE(bool(v)) << llvm::toString(v.takeError()) << "\n" << r.out;
+  EXPECT_EQ(v->get("output")->s, m.outputName);
+  EXPECT_EQ(v->get("residual")->array[0].s, m.residualLabels[0]);
+  EXPECT_NE(r.out.find("\"out\\udcff\\u0001\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"tokens:\xe2\x82\xac\""), std::string::npos) << r.out;
+  r = run(raspcBinary() + " run " + model + " --input \"1 3\" --json");
+  EXPECT_EQ(r.exitCode, 0) << r.out;
+  EXPECT_EQ(r.out, "{\"value\": [null, \"x\\udcfe\"]}\n");
+  if (std::system("python3 -c 'import json' >/dev/null 2>&1") == 0) {
+    std::string py = tempFile("out.json", r.out);
+    EXPECT_EQ(run("python3 -c 'import json,sys; json.loads(open(sys.argv[1], encoding=\"utf-8\").read())' " + py)
+                  .exitCode,
+              0);
+  }
 }
 
 } // namespace

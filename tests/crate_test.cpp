@@ -1084,3 +1084,79 @@ TEST(CrateCuda, SynthesisedLayersMatchTheCpu) {
 }
 
 } // namespace
+
+// ------------------------------------------------------------------------------------
+// Bounds: sizes never overflow, memory is estimated before it is allocated, and values
+// too large for float32 are an error naming where they appeared.
+
+namespace {
+
+TEST(CrateBounds, ConfigSizesDoNotOverflow) {
+  CrateModel m;
+  m.cfg = tinyConfig();
+  m.cfg.image_size = 1 << 20; // (2^20)^2 patches: an int overflow in 32 bits
+  EXPECT_EQ(errorText(validateCrateModel(m, "m.h5")),
+            "m.h5: config image_size 1048576 / patch_size 1 gives 1099511627776 patches, more than the 1048575 raspc "
+            "runs");
+  m.cfg = tinyConfig();
+  m.cfg.image_size = m.cfg.patch_size = 1 << 10;
+  m.cfg.channels = 1 << 20;
+  EXPECT_EQ(errorText(validateCrateModel(m, "m.h5")),
+            "m.h5: config channels 1048576 * patch_size 1024^2 gives 1099511627776 values per patch, more than the "
+            "1048576 raspc runs");
+}
+
+TEST(CrateBounds, SynthRefusesBeyondTheMemoryLimit) {
+  std::string path = tempPath("big.h5");
+  std::remove(path.c_str());
+  auto r = run(raspcBinary() + " crate synth --dim 4096 --depth 1024 -o " + path);
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: crate synth: --dim 4096 --depth 1024 --tokens 128 need about 449.0 GiB of memory, "
+                   "more than the 4.0 GiB raspc allows; lower --depth or --dim\n");
+  r = run(raspcBinary() + " crate synth --tokens 1048576 -o " + path);
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: crate synth: --dim 32 --depth 4 --tokens 1048576 need about 4098.0 GiB of memory, "
+                   "more than the 4.0 GiB raspc allows; lower --tokens\n");
+  EXPECT_FALSE(std::filesystem::exists(path));
+  // Ranges are usage errors.
+  r = run(raspcBinary() + " crate synth --dim 8192 -o " + path);
+  EXPECT_EQ(r.exitCode, 2);
+  EXPECT_EQ(r.out.substr(0, r.out.find('\n')), "--dim: Value 8192 not in range 1 to 4096");
+  r = run(raspcBinary() + " crate synth --tokens 0 -o " + path);
+  EXPECT_EQ(r.exitCode, 2);
+  EXPECT_EQ(r.out.substr(0, r.out.find('\n')), "--tokens: Value 0 not in range 1 to 1048576");
+}
+
+// LayerNorms with weight 0 and bias 1 make their output exactly 1, so a following
+// weight of 3e38 overflows float32 deterministically.
+CrateModel overflowingModel(bool inLayer) {
+  CrateModel m = randomCrateModel(tinyConfig(), 5);
+  const char *ln = inLayer ? "transformer.layers.0.0.norm" : "to_patch_embedding.1";
+  std::fill(m.tensors[std::string(ln) + ".weight"].data.begin(), m.tensors[std::string(ln) + ".weight"].data.end(), 0.0f);
+  std::fill(m.tensors[std::string(ln) + ".bias"].data.begin(), m.tensors[std::string(ln) + ".bias"].data.end(), 1.0f);
+  Tensor &w = m.tensors[inLayer ? "transformer.layers.0.0.fn.qkv.weight" : "to_patch_embedding.2.weight"];
+  std::fill(w.data.begin(), w.data.end(), 3e38f);
+  return m;
+}
+
+TEST(CrateBounds, NonFiniteActivationIsAnError) {
+  std::vector<float> im = randomImages(2, tinyConfig(), 3);
+  auto exec = expectOk(CrateExecutor::create(overflowingModel(false), "m.h5"));
+  EXPECT_EQ(errorText(exec.run(im.data(), 2)),
+            "m.h5: the patch embedding produced a non-finite value at image 0, token 1");
+  auto exec2 = expectOk(CrateExecutor::create(overflowingModel(true), "m.h5"));
+  std::vector<CrateLayerMetrics> ms;
+  EXPECT_EQ(errorText(exec2.run(im.data(), 2, &ms)), "m.h5: layer 0 mssa produced a non-finite value at image 0, token 0");
+  EXPECT_EQ(errorText(exec2.runLayers(Eigen::MatrixXf::Ones(3, 4), 1, 3)),
+            "m.h5: layer 0 mssa produced a non-finite value at sequence 0, token 0");
+
+  // On the command line, with --json too: the error and nothing on stdout.
+  std::string model = tempPath("overflow.h5"), images = tempPath("overflow_images.h5");
+  ASSERT_EQ(errorText(writeCrateModel(overflowingModel(true), model, {true, {}})), "<success>");
+  ASSERT_EQ(errorText(writeCrateImages(images, im, 2, 3, 2, {true, {}})), "<success>");
+  auto r = run(raspcBinary() + " crate run " + model + " --input " + images + " --json");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: " + model + ": layer 0 mssa produced a non-finite value at image 0, token 0\n");
+}
+
+} // namespace

@@ -386,3 +386,33 @@ TEST(Cuda, HandModelsPaddingAndTracesMatchTheCpu) {
 }
 
 } // namespace
+
+namespace {
+
+// Values too large for float32 are an error naming where they first appeared (here
+// layer 0's MLP at the second token, whose index direction the huge weight reads),
+// never NaN or inf decoded as an output; float64 computes the same model.
+TEST(Cpu, NonFiniteActivationIsAnError) {
+  Model m = test::mapModel();
+  m.tensors.at("blocks.0.mlp.W_in").at(7, 0) = 3e38f; // indices:2
+  m.tensors.at("blocks.0.mlp.W_out").at(0, 14) = 3e38f;
+  Executor ex = executor(m);
+  auto r = ex.run({toks("2"), toks("3 2 1")});
+  ASSERT_FALSE(bool(r));
+  bool seen = false;
+  llvm::handleAllErrors(r.takeError(), [&](const NonFiniteError &e) {
+    seen = true;
+    EXPECT_EQ(e.layer, 0);
+    EXPECT_EQ(e.sublayer, "mlp");
+    EXPECT_EQ(e.seq, 1);
+    EXPECT_EQ(e.pos, 1);
+    EXPECT_EQ(e.where(), "layer 0 mlp");
+  });
+  EXPECT_TRUE(seen);
+  EXPECT_EQ(errorOf(ex.run({toks("1 1")})), "layer 0 mlp produced a non-finite value at sequence 0, position 1");
+  EXPECT_EQ(runText(ex, {toks("2")}), "[None]\n"); // usable after the error
+  Executor wide = executor(m, Precision::F64);
+  EXPECT_EQ(runText(wide, {toks("1 1")}).substr(0, 1), "[");
+}
+
+} // namespace

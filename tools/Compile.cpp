@@ -3,6 +3,7 @@
 #include "frontend/Program.h"
 #include "passes/Compiler.h"
 #include "runtime/Executor.h"
+#include "support/Files.h"
 #include "tools/Commands.h"
 
 #include <fmt/format.h>
@@ -11,7 +12,10 @@
 #include <llvm/Support/SourceMgr.h>
 #include <llvm/Support/raw_ostream.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <random>
@@ -133,18 +137,73 @@ int runCompile(const ProgramFlags &f, const std::string &out, bool force, bool j
   return 0;
 }
 
-static std::vector<std::vector<std::string>> readInputs(const std::string &path, bool &ok) {
-  std::vector<std::vector<std::string>> batch;
-  std::ifstream in(path);
-  ok = bool(in);
-  std::string line;
-  while (std::getline(in, line)) batch.push_back(splitArgs(line));
-  return batch;
+namespace {
+
+// The lines of an --inputs file, one at a time: memory is bounded by the longest line
+// allowed, whatever the file's size. A last line without '\n' counts; nothing after
+// the last '\n' is no line (as std::getline).
+class LineReader {
+public:
+  static constexpr size_t kMaxLine = size_t(1) << 20;
+
+  explicit LineReader(std::string path) : path_(std::move(path)) {}
+  ~LineReader() {
+    if (f_) std::fclose(f_);
+  }
+
+  llvm::Error open() {
+    // A FIFO or a directory is refused at once instead of blocking or reading nothing.
+    if (auto e = files::checkRegularFile(path_)) return e;
+    f_ = std::fopen(path_.c_str(), "rb");
+    if (!f_) return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s: cannot open: %s", path_.c_str(),
+                                            std::strerror(errno));
+    return llvm::Error::success();
+  }
+
+  // The next line (without '\n') into `line`; false at the end of the file.
+  llvm::Expected<bool> next(std::string &line) {
+    line.clear();
+    int c;
+    bool any = false;
+    while ((c = getc_unlocked(f_)) != EOF) {
+      any = true;
+      if (c == '\n') break;
+      if (line.size() == kMaxLine)
+        return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s:%llu: the line is longer than %zu bytes",
+                                       path_.c_str(), (unsigned long long)(number_ + 1), kMaxLine);
+      line += char(c);
+    }
+    if (std::ferror(f_))
+      return llvm::createStringError(llvm::inconvertibleErrorCode(), "%s:%llu: cannot read: %s", path_.c_str(),
+                                     (unsigned long long)(number_ + 1), std::strerror(errno));
+    if (!any) return false;
+    ++number_;
+    return true;
+  }
+
+  uint64_t lineNumber() const { return number_; } // of the last line read, from 1
+
+private:
+  std::string path_;
+  std::FILE *f_ = nullptr;
+  uint64_t number_ = 0;
+};
+
+// The byte column (from 1) of token `pos` (from 0) of a line, as splitArgs splits it.
+size_t tokenColumn(llvm::StringRef text, int pos) {
+  size_t off = 0;
+  for (int i = 0; i <= pos; ++i) {
+    off = text.find_first_not_of(" \t\r\n\v\f", i ? text.find_first_of(" \t\r\n\v\f", off) : 0);
+    if (off == llvm::StringRef::npos) return 1;
+  }
+  return off + 1;
 }
+
+} // namespace
 
 int runModel(const std::string &path, const std::optional<std::string> &input,
              const std::optional<std::string> &inputsFile, bool json, bool trace, const std::string &precision,
-             const std::string &device) {
+             const std::string &device, int batchSize) {
   Device dev = *parseDevice(device);
   if (dev == Device::Cuda && precision == "f64") { // a usage error, whether or not a GPU is here
     error("--precision f64 runs on the CPU only (the CUDA executor is float32)");
@@ -164,45 +223,104 @@ int runModel(const std::string &path, const std::optional<std::string> &input,
     error(llvm::toString(exec.takeError()));
     return 1;
   }
-  std::vector<std::vector<std::string>> batch;
+  std::optional<LineReader> reader;
   if (inputsFile) {
-    bool ok;
-    batch = readInputs(*inputsFile, ok);
-    if (!ok) {
-      error("cannot read '" + *inputsFile + "'");
+    reader.emplace(*inputsFile);
+    if (auto e = reader->open()) {
+      error(llvm::toString(std::move(e)));
       return 1;
     }
-  } else {
-    batch.push_back(splitArgs(input.value_or("")));
   }
+  // Batches of at most batchSize sequences, run and printed one after the other, so
+  // that memory does not grow with the number of lines. lines[b] is the text of
+  // batch[b], firstLine the file's line number of batch[0].
+  std::vector<std::vector<std::string>> batch;
+  std::vector<std::string> lines;
+  uint64_t firstLine = 1;
+  std::string pending; // one line read ahead, to know whether more follow
+  bool havePending = false, multi = false;
+  auto readAhead = [&]() -> llvm::Error {
+    auto more = reader->next(pending);
+    if (!more) return more.takeError();
+    havePending = *more;
+    return llvm::Error::success();
+  };
+  // "in.txt:3: " for --inputs (the line of sequence b of the batch), "" for --input.
+  auto at = [&](int b) {
+    return inputsFile ? fmt::format("{}:{}: ", *inputsFile, firstLine + uint64_t(b)) : std::string();
+  };
+  if (reader) {
+    if (auto e = readAhead()) {
+      error(llvm::toString(std::move(e)));
+      return 1;
+    }
+  }
+  uint64_t seqBase = 0; // sequences before this batch (for the trace's "[seq]" labels)
   TraceFn fn = [&](int layer, const std::string &sub, const Eigen::MatrixXd &res, int seq) {
-    std::cout << (batch.size() > 1 ? fmt::format("[{}] ", seq) : "")
+    std::cout << (multi ? fmt::format("[{}] ", seqBase + uint64_t(seq)) : "")
               << (layer < 0 ? std::string("embedding") : fmt::format("layer {} {}", layer, sub)) << ":\n";
     for (auto &[name, vals] : decodeNodes(*m, res)) std::cout << "  " << name << " = " << formatSequence(vals, false) << "\n";
   };
-  auto out = exec->run(batch, trace ? &fn : nullptr);
-  if (!out) {
-    llvm::Error err = out.takeError();
-    if (input && err.isA<InputError>()) {
-      // Point at the token in the input, as `raspc eval` does.
-      llvm::handleAllErrors(std::move(err), [&](const InputError &e) {
-        llvm::SourceMgr sm;
-        unsigned id = sm.AddNewSourceBuffer(llvm::MemoryBuffer::getMemBufferCopy(*input, "<input>"), llvm::SMLoc());
-        llvm::StringRef text = sm.getMemoryBuffer(id)->getBuffer();
-        size_t off = 0;
-        for (int i = 0; i <= e.pos; ++i) {
-          off = text.find_first_not_of(" \t\r\n", i ? text.find_first_of(" \t\r\n", off) : 0);
-          if (off == llvm::StringRef::npos) off = 0;
+  const size_t maxLen = size_t(exec->maxLength());
+  bool first = true;
+  while (true) {
+    batch.clear();
+    lines.clear();
+    if (!reader) {
+      if (!first) break;
+      batch.push_back(splitArgs(input.value_or("")));
+    } else {
+      firstLine = reader->lineNumber(); // that of the pending line
+      while (havePending && batch.size() < size_t(batchSize)) {
+        lines.push_back(std::move(pending));
+        batch.push_back(splitArgs(lines.back()));
+        if (batch.back().size() > maxLen) {
+          error(fmt::format("{}{} tokens, more than the model's maximum length {}", at(int(batch.size()) - 1),
+                            batch.back().size(), maxLen));
+          return 1;
         }
-        sm.PrintMessage(llvm::errs(), llvm::SMLoc::getFromPointer(text.data() + off), llvm::SourceMgr::DK_Error,
-                        e.msg);
-      });
+        if (auto e = readAhead()) {
+          error(llvm::toString(std::move(e)));
+          return 1;
+        }
+      }
+      if (batch.empty()) break;
+    }
+    if (first) multi = batch.size() > 1 || havePending;
+    first = false;
+    auto out = exec->run(batch, trace ? &fn : nullptr);
+    if (!out) {
+      llvm::Error err = out.takeError();
+      llvm::handleAllErrors(
+          std::move(err),
+          [&](const InputError &e) {
+            if (inputsFile) {
+              // file:line:col, the column of the token in that line.
+              error(fmt::format("{}:{}:{}: {}", *inputsFile, firstLine + uint64_t(e.seq),
+                                tokenColumn(lines[size_t(e.seq)], e.pos), e.detail));
+              return;
+            }
+            // Point at the token in the input, as `raspc eval` does.
+            llvm::SourceMgr sm;
+            unsigned id =
+                sm.AddNewSourceBuffer(llvm::MemoryBuffer::getMemBufferCopy(*input, "<input>"), llvm::SMLoc());
+            llvm::StringRef text = sm.getMemoryBuffer(id)->getBuffer();
+            size_t off = tokenColumn(text, e.pos) - 1;
+            sm.PrintMessage(llvm::errs(), llvm::SMLoc::getFromPointer(text.data() + off), llvm::SourceMgr::DK_Error,
+                            e.msg);
+          },
+          [&](const NonFiniteError &e) {
+            error(fmt::format("{}{}: {} produced a non-finite value at {}", at(e.seq), path, e.where(),
+                              e.position()));
+          },
+          [&](const llvm::ErrorInfoBase &e) { error(e.message()); });
       return 1;
     }
-    error(llvm::toString(std::move(err)));
-    return 1;
+    for (auto &v : *out)
+      std::cout << (json ? "{\"value\": " + formatSequence(v, true) + "}" : formatSequence(v, false)) << "\n";
+    std::cout.flush(); // each batch's lines before any later error on stderr
+    seqBase += batch.size();
   }
-  for (auto &v : *out) std::cout << (json ? "{\"value\": " + formatSequence(v, true) + "}" : formatSequence(v, false)) << "\n";
   return 0;
 }
 

@@ -135,11 +135,12 @@ int runSynth(const CrateFlags &f) {
   if (int rc = checkOutputs({{"-o", f.synthOut}, {"--plot", f.plot}}, rule)) return rc;
   auto model = synthCrateModel(f.synth);
   if (!model) return fail(model.takeError());
-  if (auto e = writeCrateModel(*model, f.synthOut, rule)) return fail(std::move(e));
+  // Run before writing: a model whose layers fail (non-finite values) leaves no file.
   auto exec = CrateExecutor::create(*model, f.synthOut);
   if (!exec) return fail(exec.takeError());
   auto metrics = synthMetrics(*exec, *model, f.eps);
   if (!metrics) return fail(metrics.takeError());
+  if (auto e = writeCrateModel(*model, f.synthOut, rule)) return fail(std::move(e));
   const std::vector<CrateLayerMetrics> &ms = *metrics;
   const CrateSynthOptions &o = f.synth;
   if (!f.synthJson)
@@ -156,6 +157,15 @@ int runSynth(const CrateFlags &f) {
 }
 
 } // namespace
+
+CLI::Validator seedValidator() {
+  return CLI::Validator(
+      [](std::string &v) -> std::string {
+        bool digits = !v.empty() && v.find_first_not_of("0123456789") == std::string::npos;
+        return digits ? "" : "'" + v + "' is not a non-negative integer";
+      },
+      "UINT");
+}
 
 std::function<std::optional<int>()> addCrateCommands(CLI::App &app) {
   auto f = std::make_shared<CrateFlags>();
@@ -185,11 +195,11 @@ std::function<std::optional<int>()> addCrateCommands(CLI::App &app) {
 
   auto *synth = crate->add_subcommand("synth", "build CRATE layers from random subspaces, run them on sampled tokens");
   CrateSynthOptions &o = f->synth;
-  synth->add_option("--dim", o.dim, "token dimension d (default 32)");
-  synth->add_option("--heads", o.heads, "subspaces K, each of width d/K (default 4)");
-  synth->add_option("--depth", o.depth, "layers (default 4)");
-  synth->add_option("--tokens", o.tokens, "sampled tokens N (default 128)");
-  synth->add_option("--seed", o.seed, "random seed (default 1)");
+  synth->add_option("--dim", o.dim, "token dimension d (default 32)")->check(CLI::Range(1, 4096));
+  synth->add_option("--heads", o.heads, "subspaces K, each of width d/K (default 4)")->check(CLI::Range(1, 4096));
+  synth->add_option("--depth", o.depth, "layers (default 4)")->check(CLI::Range(1, 1024));
+  synth->add_option("--tokens", o.tokens, "sampled tokens N (default 128)")->check(CLI::Range(1, 1 << 20));
+  synth->add_option("--seed", o.seed, "random seed (default 1)")->check(seedValidator());
   synth->add_option("--noise", o.noise, "noise per coordinate, standard deviation (default 0.1)");
   synth->add_option("--step", o.step, "MSSA step: to_out.0.weight = step * U (default 1)");
   synth->add_option("--eta", o.eta, "ISTA step size (default 0.1)");

@@ -102,6 +102,7 @@ public:
     unsigned id = p_.sourceMgr().AddNewSourceBuffer(
         llvm::MemoryBuffer::getMemBufferCopy(chunk, "<repl:" + std::to_string(++count_) + ">"), llvm::SMLoc());
     p_.evaluator().runBuffer(id);
+    p_.diags().flushRepeats(); // "this error occurred N more times", for this input
     return true;
   }
 

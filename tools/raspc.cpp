@@ -7,6 +7,8 @@
 #include <llvm/Support/raw_ostream.h>
 
 #include <iostream>
+#include <new>
+#include <stdexcept>
 
 using namespace raspc;
 
@@ -17,7 +19,8 @@ using CommonFlags = tools::ProgramFlags;
 void addProgramFlags(CLI::App *cmd, CommonFlags &f) {
   cmd->add_option("FILE", f.file, "RASP program")->required();
   cmd->add_option("--output", f.output, "the s-op to show (default: the last s-op assigned at top level)");
-  cmd->add_option("--vocab", f.vocab, "vocabulary, tokens separated by spaces (default: from the file header)");
+  cmd->add_option("--vocab", f.vocab, "vocabulary, tokens separated by spaces (default: from the file header)")
+      ->check(CLI::Validator([](std::string &v) { return vocabularyProblem(splitArgs(v)); }, "TOKENS"));
   cmd->add_option("--max-len", f.maxLen, "maximum input length (default: from the file header)")
       ->check(CLI::Range(1, 100000));
   cmd->add_flag("--causal", f.causal, "causal meaning: selectors see only keys at or before the query");
@@ -93,9 +96,36 @@ int runGraph(const CommonFlags &f) {
   return 0;
 }
 
+// The first word that is not a flag must name a subcommand of `app` (and so on down
+// the tree): CLI11 would only say "A subcommand is required". Usage error (exit 2).
+bool checkCommandNames(CLI::App &app, int argc, char **argv) {
+  CLI::App *at = &app;
+  std::string path;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a.empty() || a[0] == '-') continue; // the tree's levels take no options with values
+    auto subs = at->get_subcommands([](CLI::App *) { return true; });
+    if (subs.empty()) return true;
+    CLI::App *next = nullptr;
+    std::string names;
+    for (CLI::App *s : subs) {
+      if (s->get_name() == a) next = s;
+      names += (names.empty() ? "" : ", ") + s->get_name();
+    }
+    if (!next) {
+      std::cerr << "raspc: error: unknown command '" << path << a << "' (" << (path.empty() ? "" : path)
+                << "commands: " << names << ")\n";
+      return false;
+    }
+    path += a + " ";
+    at = next;
+  }
+  return true;
+}
+
 } // namespace
 
-int main(int argc, char **argv) {
+static int realMain(int argc, char **argv) {
   CLI::App app{"raspc: compile RASP programs into transformer weights, and run them"};
   app.set_version_flag("--version", std::string("raspc 0.1.0"));
   app.require_subcommand(1);
@@ -113,6 +143,10 @@ int main(int argc, char **argv) {
   auto *graph = app.add_subcommand("graph", "print the computation graph of the output as Graphviz DOT");
   addProgramFlags(graph, graphFlags);
 
+  std::optional<std::string> replFile;
+  auto *repl = app.add_subcommand("repl", "interactive RASP: statements, values shown on an example input");
+  repl->add_option("FILE", replFile, "a program to load first");
+
   CommonFlags compileFlags;
   std::string compileOut;
   bool force = false, compileJson = false;
@@ -126,10 +160,13 @@ int main(int argc, char **argv) {
   std::string modelFile, precision = "f32", device = "cpu";
   std::optional<std::string> runInput, runInputs;
   bool runJson = false, runTrace = false;
+  int runBatch = 256;
   auto *run = app.add_subcommand("run", "run a compiled model on inputs (CPU or CUDA GPU)");
   run->add_option("MODEL", modelFile, "compiled model (.h5)")->required();
   auto *inOpt = run->add_option("--input", runInput, "input tokens separated by spaces");
   run->add_option("--inputs", runInputs, "a file with one input sequence per line")->excludes(inOpt);
+  run->add_option("--batch", runBatch, "with --inputs: sequences run together, which bounds memory (default 256)")
+      ->check(CLI::Range(1, 1 << 16));
   run->add_flag("--json", runJson, "print {\"value\": [...]} (one object per line)");
   run->add_flag("--trace", runTrace, "print every s-op decoded from the residual stream after each sublayer");
   run->add_option("--precision", precision, "f32 (default) or f64 (CPU only)")->check(CLI::IsMember({"f32", "f64"}));
@@ -144,7 +181,7 @@ int main(int argc, char **argv) {
   addMaxParams(verify, verifyFlags);
   verify->add_option("--samples", samples, "random inputs when exhaustive checking is too large (default 2000)")
       ->check(CLI::Range(1, 100000000));
-  verify->add_option("--seed", seed, "random seed (default 1)");
+  verify->add_option("--seed", seed, "random seed (default 1)")->check(tools::seedValidator());
   verify->add_flag("--json", verifyJson, "print the result as JSON");
 
   std::string inspectFile;
@@ -153,12 +190,9 @@ int main(int argc, char **argv) {
   inspect->add_option("MODEL", inspectFile, "compiled model (.h5)")->required();
   inspect->add_flag("--json", inspectJson, "print JSON");
 
-  std::optional<std::string> replFile;
-  auto *repl = app.add_subcommand("repl", "interactive RASP: statements, values shown on an example input");
-  repl->add_option("FILE", replFile, "a program to load first");
-
   auto crate = tools::addCrateCommands(app);
 
+  if (!checkCommandNames(app, argc, argv)) return 2;
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp &e) {
@@ -180,10 +214,23 @@ int main(int argc, char **argv) {
       std::cerr << "raspc run: give --input \"...\" or --inputs FILE\n";
       return 2;
     }
-    return tools::runModel(modelFile, runInput, runInputs, runJson, runTrace, precision, device);
+    return tools::runModel(modelFile, runInput, runInputs, runJson, runTrace, precision, device, runBatch);
   }
   if (verify->parsed()) return tools::runVerify(verifyFlags, samples, seed, verifyJson);
   if (inspect->parsed()) return tools::runInspect(inspectFile, inspectJson);
   if (auto rc = crate()) return *rc;
   return 2;
+}
+
+int main(int argc, char **argv) {
+  // The last resort: sizes raspc can foresee are refused earlier with the flag to
+  // change; an allocation that still fails is an error, not an abort.
+  try {
+    return realMain(argc, argv);
+  } catch (const std::bad_alloc &) {
+    std::cerr << "raspc: error: out of memory (an allocation failed; try smaller inputs or options)\n";
+  } catch (const std::length_error &e) {
+    std::cerr << "raspc: error: out of memory (a size too large to allocate: " << e.what() << ")\n";
+  }
+  return 1;
 }

@@ -4,6 +4,8 @@
 #include "runtime/ExecutorImpl.h"
 #include "runtime/cuda/Cuda.h"
 
+#include <optional>
+
 namespace raspc {
 
 namespace {
@@ -14,12 +16,29 @@ struct CudaImpl final : HostLogitsImpl<float> {
   llvm::Error forward(const TraceFn *trace) override {
     const Eigen::Index N = Eigen::Index(nSeq) * seqRows;
     if (Logits.rows() < N || Logits.cols() != cfg.d_vocab_out) Logits.resize(N, cfg.d_vocab_out);
+    // The first sublayer whose residual stream holds an infinity or NaN, seen when the
+    // stream is copied back (tracing, or the search below); the trace stops there.
+    std::optional<NonFiniteError> firstBad;
     cuda::RaspTraceFn hook = [&](int layer, const char *sublayer, const float *X) {
-      traceRows(trace, layer, sublayer, X);
+      if (!firstBad) firstBad = findNonFinite(X, cfg.d_model, cfg.d_model, layer, sublayer);
+      if (!firstBad) traceRows(trace, layer, sublayer, X);
     };
-    std::string error;
-    if (!gpu->forward(ids.data(), lens.data(), nSeq, seqRows, Logits.data(), trace ? &hook : nullptr, &error))
-      return llvm::make_error<llvm::StringError>("cuda: " + error, llvm::inconvertibleErrorCode());
+    auto pass = [&](bool copyBack) -> llvm::Error {
+      std::string error;
+      if (!gpu->forward(ids.data(), lens.data(), nSeq, seqRows, Logits.data(), copyBack ? &hook : nullptr, &error))
+        return llvm::make_error<llvm::StringError>("cuda: " + error, llvm::inconvertibleErrorCode());
+      return llvm::Error::success();
+    };
+    if (auto e = pass(trace != nullptr)) return e;
+    if (!firstBad) firstBad = findNonFinite(Logits.data(), Logits.cols(), cfg.d_vocab_out, cfg.n_layers, "unembed");
+    if (firstBad && !trace) {
+      // Only the logits are checked on the normal path (no copies); when they are not
+      // finite, run again copying the residual stream back to name the sublayer.
+      firstBad.reset();
+      if (auto e = pass(true)) return e;
+      if (!firstBad) firstBad = findNonFinite(Logits.data(), Logits.cols(), cfg.d_vocab_out, cfg.n_layers, "unembed");
+    }
+    if (firstBad) return llvm::make_error<NonFiniteError>(*firstBad);
     return llvm::Error::success();
   }
 };
