@@ -455,10 +455,19 @@ struct Edit {
   explicit Edit(const std::string &path) { f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT); }
   ~Edit() { H5Fclose(f); }
   void remove(const std::string &name) { H5Ldelete(f, name.c_str(), H5P_DEFAULT); }
-  void put(const std::string &name, const std::vector<hsize_t> &dims, const std::vector<float> &data) {
+  // Replaces dataset `name`, chunked with a checksum as raspc writes it (unless not
+  // `checksum`).
+  void put(const std::string &name, const std::vector<hsize_t> &dims, const std::vector<float> &data,
+           bool checksum = true) {
     remove(name);
     hid_t sp = H5Screate_simple(int(dims.size()), dims.data(), nullptr);
-    hid_t d = H5Dcreate2(f, name.c_str(), H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    if (checksum) {
+      H5Pset_chunk(dcpl, int(dims.size()), dims.data());
+      H5Pset_fletcher32(dcpl);
+    }
+    hid_t d = H5Dcreate2(f, name.c_str(), H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5Pclose(dcpl);
     H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data());
     H5Dclose(d);
     H5Sclose(sp);
