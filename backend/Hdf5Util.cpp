@@ -408,7 +408,7 @@ llvm::Error readStrings(hid_t obj, bool isAttr, hid_t ft, size_t n, const std::s
     std::vector<char *> ptrs(n, nullptr);
     herr_t r = isAttr ? H5Aread(obj, mt.get(), ptrs.data())
                       : H5Dread(obj, mt.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, ptrs.data());
-    if (r < 0) return fail(what, "cannot read " + full);
+    if (r < 0) return readFailure(what, full);
     for (char *p : ptrs) out.emplace_back(p ? p : "");
     hsize_t dim = n;
     Handle sp = space(H5Screate_simple(1, &dim, nullptr));
@@ -423,7 +423,7 @@ llvm::Error readStrings(hid_t obj, bool isAttr, hid_t ft, size_t n, const std::s
   std::vector<char> buf(n * size, '\0');
   herr_t r = isAttr ? H5Aread(obj, mt.get(), buf.data())
                     : H5Dread(obj, mt.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data());
-  if (r < 0) return fail(what, "cannot read " + full);
+  if (r < 0) return readFailure(what, full);
   bool spacePad = H5Tget_strpad(ft) == H5T_STR_SPACEPAD;
   for (size_t i = 0; i < n; ++i) {
     std::string s(buf.data() + i * size, size);
@@ -448,6 +448,12 @@ llvm::Error readStringAttr(hid_t loc, const std::string &what, const std::string
   if (auto e = readStrings(a.get(), true, t.get(), 1, what, full, v)) return e;
   out = v[0];
   return llvm::Error::success();
+}
+
+llvm::Error readFailure(const std::string &what, const std::string &full) {
+  if (errorText().find("Fletcher32") != std::string::npos)
+    return fail(what, full + " fails its checksum (corrupt data)");
+  return fail(what, "cannot read " + full + " (corrupt data)");
 }
 
 llvm::Error checkStoredData(hid_t dset, const std::string &what, const std::string &full, uint64_t declaredBytes,
@@ -503,7 +509,7 @@ llvm::Error readTensor(hid_t loc, const std::string &what, const std::string &na
   t.shape = dims;
   t.data.assign(size_t(n), 0.0f);
   if (n > 0 && H5Dread(d.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.data.data()) < 0)
-    return fail(what, "cannot read " + full + " (corrupt data)");
+    return readFailure(what, full);
   return llvm::Error::success();
 }
 

@@ -137,6 +137,10 @@ llvm::Error readStringAttr(hid_t loc, const std::string &what, const std::string
 llvm::Error readStrings(hid_t obj, bool isAttr, hid_t ft, size_t n, const std::string &what, const std::string &full,
                         std::vector<std::string> &out);
 
+// The error for a failed read of `full`: "tensor 'W' fails its checksum (corrupt data)"
+// when HDF5's error stack says so, else "cannot read tensor 'W' (corrupt data)".
+llvm::Error readFailure(const std::string &what, const std::string &full);
+
 // Checks, before a dataset's data is read, that it is checksummed (the fletcher32
 // filter; a dataset without elements has nothing to checksum) unless !requireChecksum,
 // and that its stored bytes can hold its `declaredBytes`: written at all (not only fill

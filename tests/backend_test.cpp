@@ -5,6 +5,7 @@
 #include "backend/Hdf5.h"
 #include "backend/Json.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <hdf5.h>
 
@@ -14,6 +15,7 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -405,6 +407,17 @@ TEST(Hdf5, ValidateModelNamesTheProblem) {
         "m.h5: ground truth node 4 ('out'): residual direction 16 is out of range (d_model = 16)");
   check([](Model &m) { m.nodes[4].writes = {14}; }, "m.h5: ground truth node 4 ('out'): 1 written directions for 2 values");
   check([](Model &m) { m.nodes[4].sublayer = "ffn"; }, "m.h5: ground truth node 4 ('out'): unknown sublayer 'ffn'");
+  // Metadata that contradicts the tensors.
+  check([](Model &m) { m.outputEncoding = "numerical"; },
+        "m.h5: attribute 'metadata/d_vocab_out' is 2, expected 1 for output_encoding 'numerical'");
+  check([](Model &m) { m.nodes.clear(); },
+        "m.h5: dataset 'metadata/ground_truth' places no node on head 0 of layer 0, whose weights are nonzero");
+  check([](Model &m) { m.nodes[4].mlpEnd = 2; },
+        "m.h5: dataset 'metadata/ground_truth' places no node on MLP neuron 2 of layer 0, whose weights are nonzero");
+  Model mean = test::meanModel();
+  mean.nodes[1].encoding = "categorical";
+  EXPECT_EQ(errorText(validateModel(mean, "m.h5")),
+            "m.h5: attribute 'metadata/output_encoding' is 'numerical' but the output node 1 ('frac') is categorical");
 }
 
 // ----------------------------------------------------------------------------------
@@ -773,6 +786,178 @@ TEST_F(Malformed, CorruptedBytesNeverCrash) {
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   EXPECT_FALSE(WIFSIGNALED(status)) << "the reader died of signal " << WTERMSIG(status);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+}
+
+// ----------------------------------------------------------------------------------
+// Validate before allocating; checksums; files opened from memory
+
+// Replaces tensor `name` by a chunked, checksummed float32 dataset of `shape` with
+// chunks of `chunk`, writing only the first chunk when `writeFirst` (else nothing: the
+// dataset holds fill values only).
+void declareTensor(hid_t f, const std::string &name, const std::vector<hsize_t> &shape,
+                   const std::vector<hsize_t> &chunk, bool writeFirst) {
+  ASSERT_GE(H5Ldelete(f, name.c_str(), H5P_DEFAULT), 0);
+  hid_t sp = H5Screate_simple(int(shape.size()), shape.data(), nullptr);
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  H5Pset_chunk(dcpl, int(chunk.size()), chunk.data());
+  H5Pset_fletcher32(dcpl);
+  hid_t d = H5Dcreate2(f, name.c_str(), H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  ASSERT_GE(d, 0);
+  if (writeFirst) {
+    std::vector<hsize_t> start(shape.size(), 0);
+    size_t n = 1;
+    for (hsize_t x : chunk) n *= x;
+    std::vector<float> ones(n, 1.0f);
+    hid_t mem = H5Screate_simple(int(chunk.size()), chunk.data(), nullptr);
+    ASSERT_GE(H5Sselect_hyperslab(sp, H5S_SELECT_SET, start.data(), nullptr, chunk.data(), nullptr), 0);
+    ASSERT_GE(H5Dwrite(d, H5T_NATIVE_FLOAT, mem, sp, H5P_DEFAULT, ones.data()), 0);
+    H5Sclose(mem);
+  }
+  H5Dclose(d);
+  H5Pclose(dcpl);
+  H5Sclose(sp);
+}
+
+// A file whose metadata declares big sizes and whose datasets hold fill values (or one
+// chunk) is refused before the tensors are allocated, naming the tensor.
+TEST_F(Malformed, DeclaredSizesBeyondTheStoredBytes) {
+  withMetadata([](hid_t g) { setIntAttr(g, "d_mlp", H5T_STD_I64LE, 1 << 20); });
+  editFile(path, [](hid_t f) { declareTensor(f, "blocks.0.mlp.W_in", {16, 1 << 20}, {16, 1 << 16}, false); });
+  EXPECT_EQ(readError(), path + ": tensor 'blocks.0.mlp.W_in' has no stored data (never written)");
+  editFile(path, [](hid_t f) { declareTensor(f, "blocks.0.mlp.W_in", {16, 1 << 20}, {1, 1024}, true); });
+  EXPECT_EQ(readError(), path + ": tensor 'blocks.0.mlp.W_in' declares 67108864 bytes but stores only 4100 (more "
+                                "than 1100:1 compression is not genuine)");
+}
+
+// The reader requires a checksum on every dataset it reads.
+TEST_F(Malformed, DatasetsWithoutChecksum) {
+  editFile(path, [](hid_t f) { replaceDataset(f, "embed.W_E", H5T_IEEE_F32LE, {5, 16}, false); });
+  EXPECT_EQ(readError(), path + ": tensor 'embed.W_E' has no checksum");
+  editFile(path, [](hid_t f) { replaceDataset(f, "embed.W_E", H5T_IEEE_F32LE, {5, 16}); });
+  EXPECT_EQ(readError(), "<no error>");
+  // Format 1 wrote the source as an unchecksummed scalar.
+  withMetadata([](hid_t g) {
+    ASSERT_GE(H5Ldelete(g, "source", H5P_DEFAULT), 0);
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, 4);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t d = H5Dcreate2(g, "source", t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    ASSERT_GE(H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, "out\0"), 0);
+    H5Dclose(d);
+    H5Sclose(sp);
+    H5Tclose(t);
+  });
+  EXPECT_EQ(readError(), path + ": dataset 'metadata/source' has no checksum");
+}
+
+std::string fileBytes(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void writeBytes(const std::string &path, const std::string &bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+// One flipped bit in the ground truth or the source is a checksum error, never a
+// silently different model.
+TEST_F(Malformed, FlippedBitInGroundTruthOrSource) {
+  const std::string good = fileBytes(path);
+  size_t at = good.find("prev.rasp:1:8"); // a node's location: only in the ground truth
+  ASSERT_NE(at, std::string::npos);
+  ASSERT_EQ(good.find("prev.rasp:1:8", at + 1), std::string::npos);
+  std::string bad = good;
+  bad[at] ^= 0x02; // "prev" -> "rrev"
+  writeBytes(path, bad);
+  EXPECT_EQ(readError(), path + ": dataset 'metadata/ground_truth' fails its checksum (corrupt data)");
+  at = good.find("out = map(lambda x");
+  ASSERT_NE(at, std::string::npos);
+  bad = good;
+  bad[at] ^= 0x01;
+  writeBytes(path, bad);
+  EXPECT_EQ(readError(), path + ": dataset 'metadata/source' fails its checksum (corrupt data)");
+}
+
+// Files are read whole through files::readRegularFile: a FIFO is refused at once.
+TEST(Hdf5, ReadsRegularFilesOnlyAndFromMemory) {
+  TempDir dir;
+  std::string fifo = dir.file("fifo.h5");
+  if (::mkfifo(fifo.c_str(), 0600) != 0) GTEST_SKIP() << "cannot create a FIFO here";
+  EXPECT_EQ(errorOf(readModel(fifo)), fifo + ": is not a regular file (a FIFO)");
+  std::string path = dir.file("m.h5");
+  ASSERT_EQ(errorText(writeModel(test::mapModel(), path)), "");
+  auto m = readModelFromImage(fileBytes(path), "bytes");
+  ASSERT_TRUE(bool(m)) << errorOf(std::move(m));
+  EXPECT_EQ(m->outputName, "out");
+  EXPECT_EQ(errorOf(readModelFromImage("not hdf5", "bytes")), "bytes: not an HDF5 file");
+  EXPECT_EQ(errorOf(readModelFromImage(fileBytes(path).substr(0, 2000), "bytes")), "bytes: truncated HDF5 file");
+  // The reader's limit on parameters is an argument (mapModel has 2146).
+  EXPECT_EQ(errorOf(readModel(path, 1000)),
+            path + ": the configuration asks for 2146 parameters, more than the 1000 raspc reads");
+}
+
+// Rewrites a raspc model file with h5py: variable-length strings (h5py's default for
+// str) in every string attribute and dataset, checksummed tensors, the 1.10 format
+// (or h5py's default format with "earliest").
+const char *kH5pyRewrite = R"(import sys, h5py, numpy as np
+src, dst, libver = sys.argv[1], sys.argv[2], sys.argv[3]
+with h5py.File(src, "r") as f, h5py.File(dst, "w", libver=("earliest" if libver == "earliest" else (libver, libver))) as g:
+    for k in f:
+        if k != "metadata":
+            a = f[k][()]
+            g.create_dataset(k, data=a, chunks=a.shape if a.size else None, fletcher32=bool(a.size))
+    md, gm = f["metadata"], g.create_group("metadata")
+    for k, v in md.attrs.items():
+        gm.attrs[k] = v.decode() if isinstance(v, bytes) else v
+    for k in md:
+        gm.create_dataset(k, data=[x.decode() for x in md[k][()]], dtype=h5py.string_dtype())
+)";
+
+// Variable-length strings as h5py writes them are read; a damaged global heap is an
+// error naming the attribute, never a crash (libhdf5 1.10 follows a heap reference
+// unchecked: SIGSEGV in H5HG_read).
+TEST(Hdf5, H5pyVariableLengthStrings) {
+  if (!havePythonH5py()) GTEST_SKIP() << "/usr/bin/python3 with h5py and numpy is not available";
+  TempDir dir;
+  std::string ours = dir.file("ours.h5"), theirs = dir.file("theirs.h5"), script = dir.file("rewrite.py");
+  ASSERT_EQ(errorText(writeModel(test::mapModel(), ours)), "");
+  std::ofstream(script) << kH5pyRewrite;
+  auto r = test::run("/usr/bin/python3 " + script + " " + ours + " " + theirs + " v110");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  auto m = readModel(theirs);
+  ASSERT_TRUE(bool(m)) << errorOf(std::move(m));
+  Model want = test::mapModel();
+  EXPECT_EQ(m->outputName, want.outputName);
+  EXPECT_EQ(m->vocab, want.vocab);
+  EXPECT_EQ(m->source, want.source);
+  EXPECT_EQ(groundTruthJson(m->nodes), groundTruthJson(want.nodes));
+
+  // The attributes' strings are the first objects of the first heap collection.
+  const std::string good = fileBytes(theirs);
+  size_t gcol = good.find("GCOL");
+  ASSERT_NE(gcol, std::string::npos);
+  size_t obj = gcol + 16;
+  ASSERT_EQ(good[obj], 1); // object 1
+  std::string bad = good;
+  bad[obj + 8 + 5] = 1; // object 1's size: 2^40 bytes (the crash: a 2^40-byte memcpy)
+  writeBytes(theirs, bad);
+  EXPECT_EQ(errorOf(readModel(theirs)),
+            theirs + fmt::format(": attribute 'metadata/output_name' has a damaged variable-length string (entry 0: "
+                                 "heap collection at {} has an object past its end)",
+                                 gcol));
+  bad = good;
+  bad[obj] = 7; // object 1 is gone (libhdf5 indexes its object table with it unchecked)
+  writeBytes(theirs, bad);
+  EXPECT_EQ(errorOf(readModel(theirs)),
+            theirs + fmt::format(": attribute 'metadata/output_encoding' has a damaged variable-length string (entry "
+                                 "0: no object 1 in the heap collection at {})",
+                                 gcol));
+
+  // h5py's default format has no metadata checksums: refused with the way out.
+  r = test::run("/usr/bin/python3 " + script + " " + ours + " " + theirs + " earliest");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  EXPECT_EQ(errorOf(readModel(theirs)), theirs + ": the file has no metadata checksums (HDF5 superblock version 0): "
+                                                 "write it with libver 'v110'");
 }
 
 } // namespace
