@@ -590,8 +590,9 @@ llvm::Error validateModel(const Model &m, const std::string &what) {
     return fail(what, fmt::format("attribute 'metadata/d_vocab_out' is {}, expected 1 for output_encoding 'numerical'",
                                   c.d_vocab_out));
   }
-  // The output node (the last node of that name) is encoded as the output says.
-  for (auto it = m.nodes.rbegin(); it != m.nodes.rend(); ++it) {
+  // The output node (the last node of that name; an unnamed output cannot be told
+  // apart) is encoded as the output says.
+  for (auto it = m.nodes.rbegin(); it != m.nodes.rend() && !m.outputName.empty(); ++it) {
     if (it->name != m.outputName) continue;
     if (!it->encoding.empty() && it->encoding != m.outputEncoding)
       return fail(what, fmt::format("attribute 'metadata/output_encoding' is '{}' but the output node {} ('{}') is {}",
