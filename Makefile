@@ -58,8 +58,9 @@ test-asan: deps-test
 # libFuzzer over the parser and evaluator, seeded from examples/ (bounded time).
 fuzz: deps
 	@CC=clang-14 CXX=clang++-14 cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRASPC_FUZZ=ON $(CMAKE_FLAGS) >/dev/null
-	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_frontend -- --no-print-directory
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_frontend fuzz_hdf5 -- --no-print-directory
 	@./tests/fuzz/run.sh $(FUZZ_BUILD)/tests/fuzz/fuzz_frontend $(FUZZ_SECONDS)
+	@./tests/fuzz/run.sh $(FUZZ_BUILD)/tests/fuzz/fuzz_hdf5 $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <hdf5.h>
 #include <llvm/Support/FileSystem.h>
+#include <llvm/Support/MathExtras.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -22,7 +23,6 @@ namespace {
 // Limits that keep a hostile file from asking for absurd allocations.
 constexpr int64_t kMaxDim = int64_t(1) << 24;        // any configured size
 constexpr int64_t kMaxStrings = int64_t(1) << 24;
-constexpr int64_t kMaxParams = int64_t(1) << 30;      // 4 GiB of float32 in all
 
 using h5::fail;
 using h5::Handle;
@@ -53,8 +53,9 @@ public:
     return h5::writeStringAttr(loc, what_, "metadata", name, v);
   }
 
-  // A 1-d dataset of strings, or a scalar one when `scalar` (then exactly one string).
-  llvm::Error strings(hid_t loc, const std::string &name, const std::vector<std::string> &v, bool scalar) {
+  // A 1-d dataset of strings (of shape [1] for the source and the ground truth: a
+  // scalar dataset cannot be chunked, hence cannot carry a checksum).
+  llvm::Error strings(hid_t loc, const std::string &name, const std::vector<std::string> &v) {
     size_t width = 1;
     for (const std::string &s : v) {
       if (hasNul(s)) return fail(what_, "dataset 'metadata/" + name + "' contains a NUL character");
@@ -64,10 +65,11 @@ public:
     for (size_t i = 0; i < v.size(); ++i) std::copy(v[i].begin(), v[i].end(), buf.begin() + ptrdiff_t(i * width));
     Handle t = h5::fixedUtf8(width);
     hsize_t n = v.size();
-    Handle sp = space(scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &n, nullptr));
+    Handle sp = space(H5Screate_simple(1, &n, nullptr));
     Handle dcpl = plist(H5Pcreate(H5P_DATASET_CREATE));
-    // Checksummed, as the tensors are (a scalar dataset cannot be chunked).
-    if (!scalar && n > 0 && buf.size() < (size_t(1) << 31)) {
+    // Checksummed, as the tensors are: the reader requires it. One chunk holds at most
+    // 4 GiB; the reader refuses a dataset of strings over 2 GiB anyway.
+    if (n > 0 && buf.size() < (size_t(1) << 31)) {
       H5Pset_chunk(dcpl.get(), 1, &n);
       H5Pset_fletcher32(dcpl.get());
     }
@@ -109,13 +111,13 @@ public:
     };
     for (auto &[name, v] : strs)
       if (auto e = stringAttr(gid, name, *v)) return e;
-    if (auto e = strings(gid, "vocab", m.vocab, false)) return e;
-    if (auto e = strings(gid, "residual_labels", m.residualLabels, false)) return e;
+    if (auto e = strings(gid, "vocab", m.vocab)) return e;
+    if (auto e = strings(gid, "residual_labels", m.residualLabels)) return e;
     std::vector<std::string> outs;
     for (const Scalar &s : m.outputValues) outs.push_back(jsonScalar(s));
-    if (auto e = strings(gid, "output_values", outs, false)) return e;
-    if (auto e = strings(gid, "source", {m.source}, true)) return e;
-    if (auto e = strings(gid, "ground_truth", {groundTruthJson(m.nodes)}, true)) return e;
+    if (auto e = strings(gid, "output_values", outs)) return e;
+    if (auto e = strings(gid, "source", {m.source})) return e;
+    if (auto e = strings(gid, "ground_truth", {groundTruthJson(m.nodes)})) return e;
     return llvm::Error::success();
   }
 
@@ -128,7 +130,7 @@ private:
 
 class Reader {
 public:
-  Reader(std::string what, hid_t fid) : what_(std::move(what)), fid_(fid) {}
+  Reader(std::string what, hid_t fid, int64_t maxParams) : what_(std::move(what)), fid_(fid), maxParams_(maxParams) {}
 
   llvm::Expected<Model> model() {
     if (!exists(fid_, "metadata")) return fail(what_, "missing group 'metadata'");
@@ -191,17 +193,18 @@ public:
     if (!nodes) return fail(what_, "metadata/ground_truth: " + llvm::toString(nodes.takeError()));
     m.nodes = std::move(*nodes);
 
-    // A file may declare sizes that compress to nothing; bound what we allocate.
+    // A file may declare sizes that compress to nothing; bound what we allocate (the
+    // same limit the compiler applies to what it writes).
     auto expected = expectedTensors(c);
-    double params = 0;
+    uint64_t params = 0;
     for (auto &[name, shape] : expected) {
-      double n = 1;
-      for (int64_t d : shape) n *= double(d);
-      params += n;
+      uint64_t n = 1;
+      for (int64_t d : shape) n = llvm::SaturatingMultiply(n, uint64_t(d));
+      params = llvm::SaturatingAdd(params, n);
     }
-    if (params > double(kMaxParams))
-      return fail(what_, fmt::format("the configuration asks for {:.0f} parameters, more than the {} raspc reads",
-                                     params, kMaxParams));
+    if (params > uint64_t(maxParams_))
+      return fail(what_, fmt::format("the configuration asks for {} parameters, more than the {} raspc reads",
+                                     params, maxParams_));
     for (auto &[name, shape] : expected) {
       Tensor t;
       if (auto e = tensor(name, shape, t)) return e;
@@ -214,6 +217,7 @@ public:
 private:
   std::string what_;
   hid_t fid_;
+  int64_t maxParams_;
 
   llvm::Error intAttr(hid_t g, const std::string &name, int64_t &out, int64_t lo, int64_t hi) {
     return h5::readIntAttr(g, what_, "metadata", name, out, lo, hi);
@@ -222,8 +226,9 @@ private:
     return h5::readStringAttr(g, what_, "metadata", name, out);
   }
 
-  // Opens dataset metadata/`name` holding strings; checks its rank (1, or scalar when
-  // `scalar`) and, when n >= 0, its length.
+  // Opens dataset metadata/`name` holding strings; checks its rank (1, or, when
+  // `scalar`, a scalar or shape [1]) and, when n >= 0, its length, then that it is
+  // checksummed and stored, before reading it.
   llvm::Error strings(hid_t g, const std::string &name, std::vector<std::string> &out, int64_t n,
                       bool scalar = false) {
     std::string full = "dataset 'metadata/" + name + "'";
@@ -249,8 +254,15 @@ private:
       if (n >= 0 && count != n) return fail(what_, fmt::format("{} has {} entries, expected {}", full, count, n));
       if (count > kMaxStrings) return fail(what_, fmt::format("{} has too many entries ({})", full, count));
     }
-    if (!h5::readStrings(d.get(), false, t.get(), sp.get(), size_t(count), out)) return fail(what_, "cannot read " + full);
-    return llvm::Error::success();
+    htri_t vlen = H5Tis_variable_str(t.get());
+    // A variable-length string is stored as a 16-byte reference in the dataset, and
+    // cannot be checksummed (libhdf5 refuses fletcher32 on variable-length types): such
+    // datasets (h5py's default for str) are read unchecked, their references validated.
+    uint64_t width = vlen > 0 ? 16 : H5Tget_size(t.get());
+    if (auto e = h5::checkStoredData(d.get(), what_, full, llvm::SaturatingMultiply(uint64_t(count), width),
+                                     vlen <= 0))
+      return e;
+    return h5::readStrings(d.get(), false, t.get(), size_t(count), what_, full, out);
   }
 
   llvm::Error oneString(hid_t g, const std::string &name, std::string &out) {
@@ -484,6 +496,53 @@ static llvm::Error checkPlace(const std::string &what, const std::string &who, c
   return llvm::Error::success();
 }
 
+// Every head and MLP neuron with a nonzero weight is one the ground truth places a node
+// or a helper on (the compiler accounts for all of them): a ground truth that does not
+// describe the weights, an empty one included, is an error.
+static llvm::Error checkGroundTruthCovers(const Model &m, const std::string &what) {
+  const ModelConfig &c = m.cfg;
+  auto uncovered = [&](const std::string &unit, int layer) {
+    return fail(what, fmt::format("dataset 'metadata/ground_truth' places no node on {} of layer {}, whose weights are "
+                                  "nonzero",
+                                  unit, layer));
+  };
+  for (int l = 0; l < c.n_layers; ++l) {
+    std::set<int> heads;
+    std::vector<bool> neurons(size_t(c.d_mlp), false);
+    auto claim = [&](const auto &x) {
+      if (x.layer != l) return;
+      heads.insert(x.heads.begin(), x.heads.end());
+      // Ranges are within [0, d_mlp] (checkPlace ran first).
+      for (int j = std::max(x.mlpBegin, 0); j < x.mlpEnd; ++j) neurons[size_t(j)] = true;
+    };
+    for (const NodeInfo &n : m.nodes) {
+      claim(n);
+      for (const HelperBlock &h : n.helpers) claim(h);
+    }
+    std::string a = fmt::format("blocks.{}.attn.", l), p = fmt::format("blocks.{}.mlp.", l);
+    // Per head, the weights of head h are a contiguous block of each of these tensors.
+    for (int h = 0; h < c.n_heads; ++h) {
+      if (heads.count(h)) continue;
+      for (const char *w : {"W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V"}) {
+        const Tensor &t = m.tensors.at(a + w);
+        size_t per = t.data.size() / size_t(c.n_heads);
+        auto begin = t.data.begin() + ptrdiff_t(size_t(h) * per);
+        if (std::any_of(begin, begin + ptrdiff_t(per), [](float x) { return x != 0; }))
+          return uncovered(fmt::format("head {}", h), l);
+      }
+    }
+    const Tensor &win = m.tensors.at(p + "W_in"), &bin = m.tensors.at(p + "b_in"), &wout = m.tensors.at(p + "W_out");
+    for (int j = 0; j < c.d_mlp; ++j) {
+      if (neurons[size_t(j)]) continue;
+      bool nonzero = bin.data[size_t(j)] != 0;
+      for (int d = 0; d < c.d_model && !nonzero; ++d)
+        nonzero = win.at(d, j) != 0 || wout.at(j, d) != 0;
+      if (nonzero) return uncovered(fmt::format("MLP neuron {}", j), l);
+    }
+  }
+  return llvm::Error::success();
+}
+
 llvm::Error validateModel(const Model &m, const std::string &what) {
   const ModelConfig &c = m.cfg;
   struct Range {
@@ -526,6 +585,19 @@ llvm::Error validateModel(const Model &m, const std::string &what) {
                                     c.d_vocab_out));
   } else if (m.outputEncoding != "numerical") {
     return fail(what, "output_encoding is '" + m.outputEncoding + "', expected 'categorical' or 'numerical'");
+  } else if (c.d_vocab_out != 1) {
+    // A numerical output is one column (backend/Assemble.cpp).
+    return fail(what, fmt::format("attribute 'metadata/d_vocab_out' is {}, expected 1 for output_encoding 'numerical'",
+                                  c.d_vocab_out));
+  }
+  // The output node (the last node of that name; an unnamed output cannot be told
+  // apart) is encoded as the output says.
+  for (auto it = m.nodes.rbegin(); it != m.nodes.rend() && !m.outputName.empty(); ++it) {
+    if (it->name != m.outputName) continue;
+    if (!it->encoding.empty() && it->encoding != m.outputEncoding)
+      return fail(what, fmt::format("attribute 'metadata/output_encoding' is '{}' but the output node {} ('{}') is {}",
+                                    m.outputEncoding, it->id, it->name, it->encoding));
+    break;
   }
 
   // Ground truth.
@@ -560,7 +632,7 @@ llvm::Error validateModel(const Model &m, const std::string &what) {
                                       n.writes.size()));
     }
   }
-  return llvm::Error::success();
+  return checkGroundTruthCovers(m, what);
 }
 
 llvm::Error writeModel(const Model &m, const std::string &path, const files::OutputRule &rule) {
@@ -569,10 +641,16 @@ llvm::Error writeModel(const Model &m, const std::string &path, const files::Out
   return h5::writeAtomically(path, rule, [&](hid_t fid) { return Writer(path).model(fid, m); });
 }
 
-llvm::Expected<Model> readModel(const std::string &path) {
+llvm::Expected<Model> readModel(const std::string &path, int64_t maxParams) {
   auto f = h5::openForReading(path);
   if (!f) return f.takeError();
-  return Reader(path, f->get()).model();
+  return Reader(path, f->get(), maxParams).model();
+}
+
+llvm::Expected<Model> readModelFromImage(std::string bytes, const std::string &name, int64_t maxParams) {
+  auto f = h5::openImage(std::move(bytes), name);
+  if (!f) return f.takeError();
+  return Reader(name, f->get(), maxParams).model();
 }
 
 } // namespace raspc

@@ -8,11 +8,13 @@
 //                        bos_id, pad_id, int_tokens (ints), output_name,
 //                        output_encoding, source_name (strings)
 //   /metadata/vocab, residual_labels, output_values   1-d UTF-8 strings
-//   /metadata/source, ground_truth                     scalar UTF-8 strings
+//   /metadata/source, ground_truth                     one UTF-8 string, shape [1]
 //
+// Every dataset is chunked with a fletcher32 checksum, which the reader requires; the
+// attributes are checksummed by the HDF5 1.10 format's object headers.
 // Strings (attributes too) are written fixed-length, NUL-padded: variable-length
 // strings live in HDF5's global heap, which has no checksum, and libhdf5 crashes on a
-// damaged one. Both kinds are read.
+// damaged one. Both kinds are read (each heap reference is checked first).
 //
 // Every error names the file, then the tensor, attribute or dataset at fault, e.g.
 //   model.h5: tensor 'blocks.0.attn.W_Q' has shape [2, 10, 4], expected [2, 12, 4]
@@ -37,8 +39,13 @@ llvm::Error writeModel(const Model &m, const std::string &path, const files::Out
 
 // Reads and validates a weight file. Never crashes on malformed input: a missing,
 // truncated or non-HDF5 file, a missing or mis-typed tensor or attribute, a wrong
-// shape, a non-finite weight or inconsistent metadata is an llvm::StringError.
-llvm::Expected<Model> readModel(const std::string &path);
+// shape, a dataset without a checksum, a non-finite weight or inconsistent metadata is
+// an llvm::StringError. A configuration of more than `maxParams` parameters is refused
+// before any tensor is read.
+llvm::Expected<Model> readModel(const std::string &path, int64_t maxParams = kDefaultMaxParams);
+// The same from the bytes of a weight file in memory; `name` stands for the file name.
+llvm::Expected<Model> readModelFromImage(std::string bytes, const std::string &name,
+                                         int64_t maxParams = kDefaultMaxParams);
 
 // The tensors a model with configuration `cfg` must have, with their TransformerLens
 // shapes, in a fixed order (embed, pos_embed, blocks by layer, unembed).

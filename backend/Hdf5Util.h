@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -26,6 +27,11 @@ namespace raspc::h5 {
 
 // Limits that keep a hostile file from asking for absurd allocations.
 constexpr int64_t kMaxTensorElems = int64_t(1) << 31; // 8 GiB of float32
+// Deflate compresses at most about 1032:1, so a dataset declaring more bytes than this
+// ratio (plus a little slack for tiny datasets) of what it stores cannot be genuine: its
+// size is refused before anything is allocated.
+constexpr uint64_t kMaxCompressionRatio = 1100;
+constexpr uint64_t kCompressionSlackBytes = 4096;
 
 // "what: msg" as an llvm::StringError.
 llvm::Error fail(const std::string &what, const std::string &msg);
@@ -124,19 +130,66 @@ llvm::Error readDoubleAttr(hid_t loc, const std::string &what, const std::string
 llvm::Error readStringAttr(hid_t loc, const std::string &what, const std::string &where, const std::string &name,
                            std::string &out);
 // Reads the strings of an attribute or dataset `obj` (isAttr tells which) with file
-// type `ft` and `n` elements. Variable-length and fixed-length strings are accepted.
-bool readStrings(hid_t obj, bool isAttr, hid_t ft, hid_t sp, size_t n, std::vector<std::string> &out);
+// type `ft` and `n` elements; `full` names it in errors ("dataset 'metadata/vocab'").
+// Fixed-length and variable-length strings are accepted; the latter only from a file
+// opened by openForReading/openImage, and only after every element's global-heap
+// reference has been checked against the file's bytes (libhdf5 trusts the heap and
+// crashes on a damaged one).
+llvm::Error readStrings(hid_t obj, bool isAttr, hid_t ft, size_t n, const std::string &what, const std::string &full,
+                        std::vector<std::string> &out);
+
+// The error for a failed read of `full`: "tensor 'W' fails its checksum (corrupt data)"
+// when HDF5's error stack says so, else "cannot read tensor 'W' (corrupt data)".
+llvm::Error readFailure(const std::string &what, const std::string &full);
+
+// Checks, before a dataset's data is read, that it is checksummed (the fletcher32
+// filter; a dataset without elements has nothing to checksum) unless !requireChecksum,
+// and that its stored bytes can hold its `declaredBytes`: written at all (not only fill
+// values), and within kMaxCompressionRatio of them. `full` names it: "tensor 'embed.W_E'".
+//   model.h5: dataset 'metadata/source' has no checksum
+//   model.h5: tensor 'embed.W_E' has no stored data (never written)
+llvm::Error checkStoredData(hid_t dset, const std::string &what, const std::string &full, uint64_t declaredBytes,
+                            bool requireChecksum = true);
 
 // Reads float32 dataset `name` (`kind` names it in errors: "tensor", "dataset"). With
 // `shape`, its shape must be exactly that; without, any shape of rank `rank` (or any
-// rank when rank < 0) is read.
+// rank when rank < 0) is read. `checkShape`, if given, sees the declared shape before
+// anything is allocated or read (e.g. to check it against a configuration). The data
+// must be checksummed and actually stored (checkStoredData).
 llvm::Error readTensor(hid_t loc, const std::string &what, const std::string &name, Tensor &t,
                        const std::optional<std::vector<int64_t>> &shape, const std::string &kind = "tensor",
-                       int rank = -1);
+                       int rank = -1,
+                       const std::function<llvm::Error(const std::vector<int64_t> &)> &checkShape = nullptr);
 
-// Opens an HDF5 file for reading: a missing file, a directory, a non-HDF5, truncated or
-// corrupt file are errors naming `path`.
-llvm::Expected<Handle> openForReading(const std::string &path);
+// An HDF5 file opened read-only from its bytes in memory (the core driver on a file
+// image, never copied). Keeps the bytes alive while the file is open and lets the
+// string readers check variable-length strings against them.
+class File {
+public:
+  struct Image;
+  File() = default;
+  File(File &&) noexcept;
+  File &operator=(File &&) noexcept;
+  ~File();
+  hid_t get() const { return handle_.get(); }
+
+private:
+  friend llvm::Expected<File> openImage(std::string bytes, const std::string &what);
+  void release();
+  Handle handle_;
+  std::shared_ptr<Image> image_;
+};
+
+// Opens an HDF5 file for reading. The whole file is read into memory first
+// (files::readRegularFile: a directory, FIFO or device is refused at once, never waited
+// on), then opened from memory. A missing, non-HDF5, truncated or corrupt file, or one
+// in a format before HDF5 1.8's (no metadata checksums), is an error naming `path`:
+//   model.h5: not an HDF5 file
+//   model.h5: truncated HDF5 file
+//   model.h5: the file has no metadata checksums (HDF5 superblock version 0): write it with libver 'v110'
+llvm::Expected<File> openForReading(const std::string &path);
+// The same from bytes already in memory; `what` names them in errors.
+llvm::Expected<File> openImage(std::string bytes, const std::string &what);
 
 // Writes the HDF5 file that `fill` fills to `path` under files::writeFileAtomically's
 // rule (support/Files.h): `fill` writes into a file in memory, whose bytes are then

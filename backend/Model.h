@@ -83,7 +83,9 @@ struct NodeInfo {
 constexpr int64_t kDefaultMaxParams = int64_t(1) << 28; // 1 GiB of float32
 
 struct Model {
-  static constexpr int kFormatVersion = 1;
+  // 2: metadata/source and ground_truth are checksummed datasets of shape [1] (1 had
+  // unchecksummed scalars); every non-empty dataset must carry a checksum.
+  static constexpr int kFormatVersion = 2;
   ModelConfig cfg;
   std::map<std::string, Tensor> tensors; // "embed.W_E", "blocks.0.attn.W_Q", ...
 

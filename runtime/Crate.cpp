@@ -53,6 +53,11 @@ llvm::Error validateConfig(const CrateConfig &c, const std::string &what) {
   if (!std::isfinite(c.eta) || c.eta < 0) return fail(what, fmt::format("config eta is {}, expected >= 0", c.eta));
   if (!std::isfinite(c.lambda) || c.lambda < 0)
     return fail(what, fmt::format("config lambda is {}, expected >= 0", c.lambda));
+  // numPatches() is an int: bound the patch grid before any shape is computed from it.
+  int64_t side = c.image_size / c.patch_size;
+  if (side * side >= kMaxSize)
+    return fail(what, fmt::format("config image_size / patch_size = {} gives {} patches, more than the {} raspc reads",
+                                  side, side * side, kMaxSize - 1));
   double params = 0;
   for (auto &[name, shape] : crateTensorShapes(c)) {
     double n = 1;
@@ -268,10 +273,10 @@ llvm::Error writeCrateModel(const CrateModel &m, const std::string &path, const 
   });
 }
 
-llvm::Expected<CrateModel> readCrateModel(const std::string &path) {
-  auto f = h5::openForReading(path);
-  if (!f) return f.takeError();
-  hid_t fid = f->get();
+namespace {
+
+llvm::Expected<CrateModel> readCrateModelFrom(const h5::File &f, const std::string &path) {
+  hid_t fid = f.get();
   if (!h5::exists(fid, "metadata")) return fail(path, "missing group 'metadata'");
   if (h5::objectType(fid, "metadata") != H5I_GROUP) return fail(path, "'metadata' is not a group");
   h5::Handle g = h5::group(H5Gopen2(fid, "metadata", H5P_DEFAULT));
@@ -328,15 +333,24 @@ llvm::Expected<CrateModel> readCrateModel(const std::string &path) {
   return m;
 }
 
-llvm::Expected<CrateImages> readCrateImages(const std::string &path, const CrateConfig &c) {
-  auto f = h5::openForReading(path);
-  if (!f) return f.takeError();
+llvm::Expected<CrateImages> readCrateImagesFrom(const h5::File &f, const std::string &path, const CrateConfig &c) {
   Tensor t;
-  if (auto e = h5::readTensor(f->get(), path, "images", t, std::nullopt, "dataset", 4)) return e;
-  if (t.shape[0] < 1 || t.shape[1] != c.channels || t.shape[2] != c.image_size || t.shape[3] != c.image_size)
-    return fail(path, fmt::format("dataset 'images' has shape {}, expected [B, {}, {}, {}] with B >= 1 (the model's "
-                                  "channels and image size)",
-                                  formatShape(t.shape), c.channels, c.image_size, c.image_size));
+  // The declared shape is checked against the model and the limits before anything is
+  // allocated (a file of a few KB may declare any shape).
+  auto checkShape = [&](const std::vector<int64_t> &shape) -> llvm::Error {
+    if (shape[0] < 1 || shape[1] != c.channels || shape[2] != c.image_size || shape[3] != c.image_size)
+      return fail(path, fmt::format("dataset 'images' has shape {}, expected [B, {}, {}, {}] with B >= 1 (the model's "
+                                    "channels and image size)",
+                                    formatShape(shape), c.channels, c.image_size, c.image_size));
+    uint64_t perImage = uint64_t(c.channels) * uint64_t(c.image_size) * uint64_t(c.image_size);
+    if (shape[0] > kMaxImageBatch || uint64_t(shape[0]) > uint64_t(kMaxImageValues) / perImage)
+      return fail(path, fmt::format("dataset 'images' holds {} images, more than the {} raspc reads at once (at most "
+                                    "{} images and {} values)",
+                                    shape[0], std::min<uint64_t>(kMaxImageBatch, uint64_t(kMaxImageValues) / perImage),
+                                    kMaxImageBatch, kMaxImageValues));
+    return llvm::Error::success();
+  };
+  if (auto e = h5::readTensor(f.get(), path, "images", t, std::nullopt, "dataset", 4, checkShape)) return e;
   for (size_t i = 0; i < t.data.size(); ++i)
     if (!std::isfinite(t.data[i]))
       return fail(path, fmt::format("dataset 'images' has a non-finite value ({}) at {}",
@@ -346,6 +360,33 @@ llvm::Expected<CrateImages> readCrateImages(const std::string &path, const Crate
   im.batch = int(t.shape[0]);
   im.data = std::move(t.data);
   return im;
+}
+
+} // namespace
+
+llvm::Expected<CrateModel> readCrateModel(const std::string &path) {
+  auto f = h5::openForReading(path);
+  if (!f) return f.takeError();
+  return readCrateModelFrom(*f, path);
+}
+
+llvm::Expected<CrateModel> readCrateModelFromImage(std::string bytes, const std::string &name) {
+  auto f = h5::openImage(std::move(bytes), name);
+  if (!f) return f.takeError();
+  return readCrateModelFrom(*f, name);
+}
+
+llvm::Expected<CrateImages> readCrateImages(const std::string &path, const CrateConfig &c) {
+  auto f = h5::openForReading(path);
+  if (!f) return f.takeError();
+  return readCrateImagesFrom(*f, path, c);
+}
+
+llvm::Expected<CrateImages> readCrateImagesFromImage(std::string bytes, const std::string &name,
+                                                     const CrateConfig &c) {
+  auto f = h5::openImage(std::move(bytes), name);
+  if (!f) return f.takeError();
+  return readCrateImagesFrom(*f, name, c);
 }
 
 llvm::Error writeCrateImages(const std::string &path, const std::vector<float> &data, int batch, int channels,

@@ -92,14 +92,23 @@ llvm::Error validateCrateModel(const CrateModel &m, const std::string &what);
 // `rule` (support/Files.h).
 llvm::Error writeCrateModel(const CrateModel &m, const std::string &path, const files::OutputRule &rule = {});
 llvm::Expected<CrateModel> readCrateModel(const std::string &path);
+// The same from the bytes of a file in memory; `name` stands for the file name.
+llvm::Expected<CrateModel> readCrateModelFromImage(std::string bytes, const std::string &name);
 
 // A batch of images [B, C, H, W] float32 from dataset `images` of an HDF5 file, checked
-// against the model's channels and image size and for finite values.
+// against the model's channels and image size and the limits below before it is read,
+// then for finite values.
+// The most images, and values, one images file may hold: checked on the declared shape
+// before anything is read.
+constexpr int64_t kMaxImageBatch = 65536;
+constexpr int64_t kMaxImageValues = kDefaultMaxParams;
 struct CrateImages {
   int batch = 0;
   std::vector<float> data; // B * C * H * W, row-major
 };
 llvm::Expected<CrateImages> readCrateImages(const std::string &path, const CrateConfig &c);
+llvm::Expected<CrateImages> readCrateImagesFromImage(std::string bytes, const std::string &name,
+                                                     const CrateConfig &c);
 llvm::Error writeCrateImages(const std::string &path, const std::vector<float> &data, int batch, int channels,
                              int size, const files::OutputRule &rule = {});
 // An HDF5 file holding one float32 dataset `name` (e.g. the logits of a run), written

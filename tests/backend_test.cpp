@@ -5,6 +5,7 @@
 #include "backend/Hdf5.h"
 #include "backend/Json.h"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <hdf5.h>
 
@@ -14,6 +15,7 @@
 #include <fstream>
 #include <functional>
 #include <limits>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -335,7 +337,12 @@ TEST(Hdf5, EmptyNumericalOutputValuesAndNoNodes) {
   m.nodes.clear();
   m.source = "";
   std::string path = dir.file("m.h5");
-  ASSERT_EQ(errorText(writeModel(m, path, {true, {}})), "");
+  // No node places anything on the head that the weights use.
+  EXPECT_EQ(errorText(writeModel(m, path)),
+            path + ": dataset 'metadata/ground_truth' places no node on head 0 of layer 0, whose weights are nonzero");
+  m.tensors["blocks.0.attn.W_V"].at(0, 0, 0) = 0;
+  m.tensors["blocks.0.attn.W_O"].at(0, 0, 2) = 0;
+  ASSERT_EQ(errorText(writeModel(m, path)), "");
   auto back = readModel(path);
   ASSERT_TRUE(bool(back)) << errorOf(std::move(back));
   expectSameModel(m, *back);
@@ -398,6 +405,17 @@ TEST(Hdf5, ValidateModelNamesTheProblem) {
         "m.h5: ground truth node 4 ('out'): residual direction 16 is out of range (d_model = 16)");
   check([](Model &m) { m.nodes[4].writes = {14}; }, "m.h5: ground truth node 4 ('out'): 1 written directions for 2 values");
   check([](Model &m) { m.nodes[4].sublayer = "ffn"; }, "m.h5: ground truth node 4 ('out'): unknown sublayer 'ffn'");
+  // Metadata that contradicts the tensors.
+  check([](Model &m) { m.outputEncoding = "numerical"; },
+        "m.h5: attribute 'metadata/d_vocab_out' is 2, expected 1 for output_encoding 'numerical'");
+  check([](Model &m) { m.nodes.clear(); },
+        "m.h5: dataset 'metadata/ground_truth' places no node on head 0 of layer 0, whose weights are nonzero");
+  check([](Model &m) { m.nodes[4].mlpEnd = 2; },
+        "m.h5: dataset 'metadata/ground_truth' places no node on MLP neuron 2 of layer 0, whose weights are nonzero");
+  Model mean = test::meanModel();
+  mean.nodes[1].encoding = "categorical";
+  EXPECT_EQ(errorText(validateModel(mean, "m.h5")),
+            "m.h5: attribute 'metadata/output_encoding' is 'numerical' but the output node 1 ('frac') is categorical");
 }
 
 // ----------------------------------------------------------------------------------
@@ -428,9 +446,9 @@ print([v.decode() for v in md["vocab"][()]])
 print(md["vocab"].asstr()[()].tolist() == [v.decode() for v in md["vocab"][()]])
 print(len(md["residual_labels"][()]), md["residual_labels"][14].decode())
 print([json.loads(v) for v in md["output_values"][()]])
-gt = json.loads(md["ground_truth"][()])
+gt = json.loads(md["ground_truth"][0])
 print(len(gt), gt[3]["name"], gt[3]["value_set"], gt[4]["mlp"], gt[3]["mlp"], gt[4]["writes"], gt[3]["location"])
-print(md["source"].asstr()[()] == md["source"][()].decode(), md["source"][()].decode().splitlines()[0])
+print(md["source"].shape, md["source"].asstr()[0] == md["source"][0].decode(), md["source"][0].decode().splitlines()[0])
 )";
   auto r = test::run("/usr/bin/python3 " + script + " " + path);
   EXPECT_EQ(r.exitCode, 0) << r.out;
@@ -440,13 +458,13 @@ print(md["source"].asstr()[()] == md["source"][()].decode(), md["source"][()].de
             "['bos_id', 'causal', 'd_head', 'd_mlp', 'd_model', 'd_vocab', 'd_vocab_out', 'format_version', "
             "'int_tokens', 'n_ctx', 'n_heads', 'n_layers', 'output_encoding', 'output_name', 'pad_id', "
             "'source_name']\n"
-            "16 6 0 0 4 1 categorical out\xe2\x9c\x93\n"
+            "16 6 0 0 4 2 categorical out\xe2\x9c\x93\n"
             "['<bos>', '\xc3\xa9t\xc3\xa9', 'a \"quoted\" \\\\ token', '3', '<pad>']\n"
             "True\n"
             "16 out:x\n"
             "['', '\xe2\x9c\x93 \"q\"']\n"
             "5 p\"r\\ev [None, True, -3, 2.0, 0.1, 's'] [0, 3] None [14, 15] prev.rasp:1:8\n"
-            "True # caf\xc3\xa9 \xe2\x9c\x93\n");
+            "(1,) True # caf\xc3\xa9 \xe2\x9c\x93\n");
 }
 
 // ----------------------------------------------------------------------------------
@@ -461,13 +479,30 @@ void editFile(const std::string &path, const std::function<void(hid_t)> &edit) {
   ASSERT_GE(H5Fclose(f), 0);
 }
 
-// Replaces dataset `name` by one of `type` and `shape`, filled with zeros.
-void replaceDataset(hid_t f, const std::string &name, hid_t type, const std::vector<hsize_t> &shape) {
+// A dataset creation property list as raspc's writer makes them (the reader requires a
+// checksum): one chunk of `shape` with fletcher32, or the default for no elements.
+hid_t checksummed(const std::vector<hsize_t> &shape) {
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  size_t n = 1;
+  for (hsize_t x : shape) n *= x;
+  if (n > 0 && !shape.empty()) {
+    H5Pset_chunk(dcpl, int(shape.size()), shape.data());
+    H5Pset_fletcher32(dcpl);
+  }
+  return dcpl;
+}
+
+// Replaces dataset `name` by one of `type` and `shape`, filled with zeros (checksummed
+// unless `checksum` is false).
+void replaceDataset(hid_t f, const std::string &name, hid_t type, const std::vector<hsize_t> &shape,
+                    bool checksum = true) {
   if (H5Lexists(f, name.c_str(), H5P_DEFAULT) > 0) {
     ASSERT_GE(H5Ldelete(f, name.c_str(), H5P_DEFAULT), 0);
   }
   hid_t sp = H5Screate_simple(int(shape.size()), shape.data(), nullptr);
-  hid_t d = H5Dcreate2(f, name.c_str(), type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+  hid_t dcpl = checksum ? checksummed(shape) : H5Pcreate(H5P_DATASET_CREATE);
+  hid_t d = H5Dcreate2(f, name.c_str(), type, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  H5Pclose(dcpl);
   ASSERT_GE(d, 0);
   size_t n = 1;
   for (hsize_t x : shape) n *= x;
@@ -612,11 +647,11 @@ TEST_F(Malformed, BadMetadataAttributes) {
   EXPECT_EQ(readError(), path + ": attribute 'metadata/n_ctx' is -6, expected a value in [1, 16777216]");
   withMetadata([](hid_t g) {
     setIntAttr(g, "n_ctx", H5T_STD_U8LE, 6); // any integer type will do
-    setIntAttr(g, "format_version", H5T_STD_I64LE, 2);
-  });
-  EXPECT_EQ(readError(), path + ": unsupported format_version 2 (this raspc reads version 1)");
-  withMetadata([](hid_t g) {
     setIntAttr(g, "format_version", H5T_STD_I64LE, 1);
+  });
+  EXPECT_EQ(readError(), path + ": unsupported format_version 1 (this raspc reads version 2)");
+  withMetadata([](hid_t g) {
+    setIntAttr(g, "format_version", H5T_STD_I64LE, 2);
     setIntAttr(g, "output_encoding", H5T_STD_I64LE, 1);
   });
   EXPECT_EQ(readError(), path + ": attribute 'metadata/output_encoding' is int64, expected a string");
@@ -626,7 +661,7 @@ TEST_F(Malformed, BadMetadataAttributes) {
 
 TEST_F(Malformed, HugeDeclaredSizes) {
   withMetadata([](hid_t g) { setIntAttr(g, "d_mlp", H5T_STD_I64LE, 1 << 24); });
-  EXPECT_EQ(readError(), path + ": the configuration asks for 1107298138 parameters, more than the 1073741824 "
+  EXPECT_EQ(readError(), path + ": the configuration asks for 1107298138 parameters, more than the 268435456 "
                                 "raspc reads");
   withMetadata([](hid_t g) { setIntAttr(g, "d_mlp", H5T_STD_I64LE, 1 << 20); });
   EXPECT_EQ(readError(), path + ": tensor 'blocks.0.mlp.W_in' has shape [16, 4], expected [16, 1048576]");
@@ -655,8 +690,14 @@ TEST_F(Malformed, BadMetadataDatasets) {
   EXPECT_EQ(readError(), path + ": dataset 'metadata/ground_truth' is float64, expected strings");
   withMetadata([](hid_t g) { replaceStringDataset(g, "ground_truth", {"[]", "[]"}, false); });
   EXPECT_EQ(readError(), path + ": dataset 'metadata/ground_truth' is not a single string");
+  // An empty ground truth does not describe a model whose heads have weights.
   withMetadata([](hid_t g) { replaceStringDataset(g, "ground_truth", {"[]"}, false); });
-  EXPECT_EQ(readError(), "<no error>"); // a one-element array will do
+  EXPECT_EQ(readError(),
+            path + ": dataset 'metadata/ground_truth' places no node on head 0 of layer 0, whose weights are nonzero");
+  withMetadata([](hid_t g) {
+    replaceStringDataset(g, "ground_truth", {groundTruthJson(test::mapModel().nodes)}, false);
+  });
+  EXPECT_EQ(readError(), "<no error>"); // a one-element array of variable-length strings will do
 }
 
 TEST_F(Malformed, MissingMetadataGroup) {
@@ -672,7 +713,9 @@ TEST_F(Malformed, FixedLengthStringsAreAccepted) {
     H5Tset_size(t, 6);
     hsize_t n = 5;
     hid_t sp = H5Screate_simple(1, &n, nullptr);
-    hid_t d = H5Dcreate2(g, "vocab", t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t dcpl = checksummed({n});
+    hid_t d = H5Dcreate2(g, "vocab", t, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5Pclose(dcpl);
     char buf[30] = {};
     const char *v[] = {"<bos>", "1", "2", "3", "<pad>"};
     for (int i = 0; i < 5; ++i) std::strncpy(buf + 6 * i, v[i], 6);
@@ -741,6 +784,178 @@ TEST_F(Malformed, CorruptedBytesNeverCrash) {
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
   EXPECT_FALSE(WIFSIGNALED(status)) << "the reader died of signal " << WTERMSIG(status);
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+}
+
+// ----------------------------------------------------------------------------------
+// Validate before allocating; checksums; files opened from memory
+
+// Replaces tensor `name` by a chunked, checksummed float32 dataset of `shape` with
+// chunks of `chunk`, writing only the first chunk when `writeFirst` (else nothing: the
+// dataset holds fill values only).
+void declareTensor(hid_t f, const std::string &name, const std::vector<hsize_t> &shape,
+                   const std::vector<hsize_t> &chunk, bool writeFirst) {
+  ASSERT_GE(H5Ldelete(f, name.c_str(), H5P_DEFAULT), 0);
+  hid_t sp = H5Screate_simple(int(shape.size()), shape.data(), nullptr);
+  hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+  H5Pset_chunk(dcpl, int(chunk.size()), chunk.data());
+  H5Pset_fletcher32(dcpl);
+  hid_t d = H5Dcreate2(f, name.c_str(), H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+  ASSERT_GE(d, 0);
+  if (writeFirst) {
+    std::vector<hsize_t> start(shape.size(), 0);
+    size_t n = 1;
+    for (hsize_t x : chunk) n *= x;
+    std::vector<float> ones(n, 1.0f);
+    hid_t mem = H5Screate_simple(int(chunk.size()), chunk.data(), nullptr);
+    ASSERT_GE(H5Sselect_hyperslab(sp, H5S_SELECT_SET, start.data(), nullptr, chunk.data(), nullptr), 0);
+    ASSERT_GE(H5Dwrite(d, H5T_NATIVE_FLOAT, mem, sp, H5P_DEFAULT, ones.data()), 0);
+    H5Sclose(mem);
+  }
+  H5Dclose(d);
+  H5Pclose(dcpl);
+  H5Sclose(sp);
+}
+
+// A file whose metadata declares big sizes and whose datasets hold fill values (or one
+// chunk) is refused before the tensors are allocated, naming the tensor.
+TEST_F(Malformed, DeclaredSizesBeyondTheStoredBytes) {
+  withMetadata([](hid_t g) { setIntAttr(g, "d_mlp", H5T_STD_I64LE, 1 << 20); });
+  editFile(path, [](hid_t f) { declareTensor(f, "blocks.0.mlp.W_in", {16, 1 << 20}, {16, 1 << 16}, false); });
+  EXPECT_EQ(readError(), path + ": tensor 'blocks.0.mlp.W_in' has no stored data (never written)");
+  editFile(path, [](hid_t f) { declareTensor(f, "blocks.0.mlp.W_in", {16, 1 << 20}, {1, 1024}, true); });
+  EXPECT_EQ(readError(), path + ": tensor 'blocks.0.mlp.W_in' declares 67108864 bytes but stores only 4100 (more "
+                                "than 1100:1 compression is not genuine)");
+}
+
+// The reader requires a checksum on every dataset it reads.
+TEST_F(Malformed, DatasetsWithoutChecksum) {
+  editFile(path, [](hid_t f) { replaceDataset(f, "embed.W_E", H5T_IEEE_F32LE, {5, 16}, false); });
+  EXPECT_EQ(readError(), path + ": tensor 'embed.W_E' has no checksum");
+  editFile(path, [](hid_t f) { replaceDataset(f, "embed.W_E", H5T_IEEE_F32LE, {5, 16}); });
+  EXPECT_EQ(readError(), "<no error>");
+  // Format 1 wrote the source as an unchecksummed scalar.
+  withMetadata([](hid_t g) {
+    ASSERT_GE(H5Ldelete(g, "source", H5P_DEFAULT), 0);
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, 4);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t d = H5Dcreate2(g, "source", t, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    ASSERT_GE(H5Dwrite(d, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, "out\0"), 0);
+    H5Dclose(d);
+    H5Sclose(sp);
+    H5Tclose(t);
+  });
+  EXPECT_EQ(readError(), path + ": dataset 'metadata/source' has no checksum");
+}
+
+std::string fileBytes(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void writeBytes(const std::string &path, const std::string &bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+// One flipped bit in the ground truth or the source is a checksum error, never a
+// silently different model.
+TEST_F(Malformed, FlippedBitInGroundTruthOrSource) {
+  const std::string good = fileBytes(path);
+  size_t at = good.find("prev.rasp:1:8"); // a node's location: only in the ground truth
+  ASSERT_NE(at, std::string::npos);
+  ASSERT_EQ(good.find("prev.rasp:1:8", at + 1), std::string::npos);
+  std::string bad = good;
+  bad[at] ^= 0x02; // "prev" -> "rrev"
+  writeBytes(path, bad);
+  EXPECT_EQ(readError(), path + ": dataset 'metadata/ground_truth' fails its checksum (corrupt data)");
+  at = good.find("out = map(lambda x");
+  ASSERT_NE(at, std::string::npos);
+  bad = good;
+  bad[at] ^= 0x01;
+  writeBytes(path, bad);
+  EXPECT_EQ(readError(), path + ": dataset 'metadata/source' fails its checksum (corrupt data)");
+}
+
+// Files are read whole through files::readRegularFile: a FIFO is refused at once.
+TEST(Hdf5, ReadsRegularFilesOnlyAndFromMemory) {
+  TempDir dir;
+  std::string fifo = dir.file("fifo.h5");
+  if (::mkfifo(fifo.c_str(), 0600) != 0) GTEST_SKIP() << "cannot create a FIFO here";
+  EXPECT_EQ(errorOf(readModel(fifo)), fifo + ": is not a regular file (a FIFO)");
+  std::string path = dir.file("m.h5");
+  ASSERT_EQ(errorText(writeModel(test::mapModel(), path)), "");
+  auto m = readModelFromImage(fileBytes(path), "bytes");
+  ASSERT_TRUE(bool(m)) << errorOf(std::move(m));
+  EXPECT_EQ(m->outputName, "out");
+  EXPECT_EQ(errorOf(readModelFromImage("not hdf5", "bytes")), "bytes: not an HDF5 file");
+  EXPECT_EQ(errorOf(readModelFromImage(fileBytes(path).substr(0, 2000), "bytes")), "bytes: truncated HDF5 file");
+  // The reader's limit on parameters is an argument (mapModel has 2146).
+  EXPECT_EQ(errorOf(readModel(path, 1000)),
+            path + ": the configuration asks for 2146 parameters, more than the 1000 raspc reads");
+}
+
+// Rewrites a raspc model file with h5py: variable-length strings (h5py's default for
+// str) in every string attribute and dataset, checksummed tensors, the 1.10 format
+// (or h5py's default format with "earliest").
+const char *kH5pyRewrite = R"(import sys, h5py, numpy as np
+src, dst, libver = sys.argv[1], sys.argv[2], sys.argv[3]
+with h5py.File(src, "r") as f, h5py.File(dst, "w", libver=("earliest" if libver == "earliest" else (libver, libver))) as g:
+    for k in f:
+        if k != "metadata":
+            a = f[k][()]
+            g.create_dataset(k, data=a, chunks=a.shape if a.size else None, fletcher32=bool(a.size))
+    md, gm = f["metadata"], g.create_group("metadata")
+    for k, v in md.attrs.items():
+        gm.attrs[k] = v.decode() if isinstance(v, bytes) else v
+    for k in md:
+        gm.create_dataset(k, data=[x.decode() for x in md[k][()]], dtype=h5py.string_dtype())
+)";
+
+// Variable-length strings as h5py writes them are read; a damaged global heap is an
+// error naming the attribute, never a crash (libhdf5 1.10 follows a heap reference
+// unchecked: SIGSEGV in H5HG_read).
+TEST(Hdf5, H5pyVariableLengthStrings) {
+  if (!havePythonH5py()) GTEST_SKIP() << "/usr/bin/python3 with h5py and numpy is not available";
+  TempDir dir;
+  std::string ours = dir.file("ours.h5"), theirs = dir.file("theirs.h5"), script = dir.file("rewrite.py");
+  ASSERT_EQ(errorText(writeModel(test::mapModel(), ours)), "");
+  std::ofstream(script) << kH5pyRewrite;
+  auto r = test::run("/usr/bin/python3 " + script + " " + ours + " " + theirs + " v110");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  auto m = readModel(theirs);
+  ASSERT_TRUE(bool(m)) << errorOf(std::move(m));
+  Model want = test::mapModel();
+  EXPECT_EQ(m->outputName, want.outputName);
+  EXPECT_EQ(m->vocab, want.vocab);
+  EXPECT_EQ(m->source, want.source);
+  EXPECT_EQ(groundTruthJson(m->nodes), groundTruthJson(want.nodes));
+
+  // The attributes' strings are the first objects of the first heap collection.
+  const std::string good = fileBytes(theirs);
+  size_t gcol = good.find("GCOL");
+  ASSERT_NE(gcol, std::string::npos);
+  size_t obj = gcol + 16;
+  ASSERT_EQ(good[obj], 1); // object 1
+  std::string bad = good;
+  bad[obj + 8 + 5] = 1; // object 1's size: 2^40 bytes (the crash: a 2^40-byte memcpy)
+  writeBytes(theirs, bad);
+  EXPECT_EQ(errorOf(readModel(theirs)),
+            theirs + fmt::format(": attribute 'metadata/output_name' has a damaged variable-length string (entry 0: "
+                                 "heap collection at {} has an object past its end)",
+                                 gcol));
+  bad = good;
+  bad[obj] = 7; // object 1 is gone (libhdf5 indexes its object table with it unchecked)
+  writeBytes(theirs, bad);
+  EXPECT_EQ(errorOf(readModel(theirs)),
+            theirs + fmt::format(": attribute 'metadata/output_encoding' has a damaged variable-length string (entry "
+                                 "0: no object 1 in the heap collection at {})",
+                                 gcol));
+
+  // h5py's default format has no metadata checksums: refused with the way out.
+  r = test::run("/usr/bin/python3 " + script + " " + ours + " " + theirs + " earliest");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  EXPECT_EQ(errorOf(readModel(theirs)), theirs + ": the file has no metadata checksums (HDF5 superblock version 0): "
+                                                 "write it with libver 'v110'");
 }
 
 } // namespace

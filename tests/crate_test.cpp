@@ -15,6 +15,7 @@
 #include <random>
 #include <sstream>
 #include <stdexcept>
+#include <sys/stat.h>
 
 using namespace raspc;
 using raspc::test::raspcBinary;
@@ -455,10 +456,19 @@ struct Edit {
   explicit Edit(const std::string &path) { f = H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT); }
   ~Edit() { H5Fclose(f); }
   void remove(const std::string &name) { H5Ldelete(f, name.c_str(), H5P_DEFAULT); }
-  void put(const std::string &name, const std::vector<hsize_t> &dims, const std::vector<float> &data) {
+  // Replaces dataset `name`, chunked with a checksum as raspc writes it (unless not
+  // `checksum`).
+  void put(const std::string &name, const std::vector<hsize_t> &dims, const std::vector<float> &data,
+           bool checksum = true) {
     remove(name);
     hid_t sp = H5Screate_simple(int(dims.size()), dims.data(), nullptr);
-    hid_t d = H5Dcreate2(f, name.c_str(), H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    if (checksum) {
+      H5Pset_chunk(dcpl, int(dims.size()), dims.data());
+      H5Pset_fletcher32(dcpl);
+    }
+    hid_t d = H5Dcreate2(f, name.c_str(), H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5Pclose(dcpl);
     H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data.data());
     H5Dclose(d);
     H5Sclose(sp);
@@ -538,6 +548,57 @@ TEST_F(CrateMalformed, WrongInputImageSize) {
   ASSERT_EQ(errorText(writeCrateImages(images, bad, 1, 3, 2, {true, {}})), "<success>");
   EXPECT_EQ(errorText(readCrateImages(images, m.cfg)),
             images + ": dataset 'images' has a non-finite value (inf) at [0, 1, 0, 1]");
+}
+
+// An images file of a few KB declaring a huge shape (never written) is refused on its
+// declared shape, before anything is allocated; so is one beyond the batch limit.
+TEST_F(CrateMalformed, ImagesShapeCheckedBeforeReading) {
+  std::string images = tempPath("declared.h5");
+  ASSERT_EQ(errorText(writeCrateImages(images, std::vector<float>(12, 0.0f), 1, 3, 2, {true, {}})), "<success>");
+  auto declare = [&](std::vector<hsize_t> dims) {
+    Edit e(images);
+    e.remove("images");
+    hid_t sp = H5Screate_simple(4, dims.data(), nullptr);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hsize_t chunk[4] = {1, 1, 2, 2};
+    H5Pset_chunk(dcpl, 4, chunk);
+    H5Pset_fletcher32(dcpl);
+    H5Dclose(H5Dcreate2(e.f, "images", H5T_IEEE_F32LE, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT));
+    H5Pclose(dcpl);
+    H5Sclose(sp);
+  };
+  declare({1, 1, 46340, 46340});
+  EXPECT_LT(std::filesystem::file_size(images), 8000u);
+  EXPECT_EQ(errorText(readCrateImages(images, m.cfg)),
+            images + ": dataset 'images' has shape [1, 1, 46340, 46340], expected [B, 3, 2, 2] with B >= 1 (the "
+                     "model's channels and image size)");
+  declare({70000, 3, 2, 2});
+  EXPECT_EQ(errorText(readCrateImages(images, m.cfg)),
+            images + ": dataset 'images' holds 70000 images, more than the 65536 raspc reads at once (at most 65536 "
+                     "images and 268435456 values)");
+  declare({2, 3, 2, 2});
+  EXPECT_EQ(errorText(readCrateImages(images, m.cfg)), images + ": dataset 'images' has no stored data (never written)");
+}
+
+// Every dataset of a CRATE file must carry a checksum; reading is from memory, and a
+// FIFO is refused at once.
+TEST_F(CrateMalformed, ChecksumsRequiredAndRegularFilesOnly) {
+  std::vector<float> w = m.tensors["mlp_head.1.weight"].data;
+  Edit(path).put("mlp_head.1.weight", {5, 4}, w, false);
+  EXPECT_EQ(errorText(readCrateModel(path)), path + ": tensor 'mlp_head.1.weight' has no checksum");
+  Edit(path).put("mlp_head.1.weight", {5, 4}, w);
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), {});
+  auto back = readCrateModelFromImage(bytes, "bytes");
+  ASSERT_TRUE(bool(back)) << errorText(back.takeError());
+  EXPECT_EQ(back->tensors.at("mlp_head.1.weight").data, w);
+  EXPECT_EQ(errorText(readCrateImagesFromImage("", "bytes", m.cfg)), "bytes: not an HDF5 file");
+  std::string fifo = tempPath("fifo.h5");
+  std::remove(fifo.c_str());
+  if (::mkfifo(fifo.c_str(), 0600) != 0) GTEST_SKIP() << "cannot create a FIFO here";
+  EXPECT_EQ(errorText(readCrateModel(fifo)), fifo + ": is not a regular file (a FIFO)");
+  EXPECT_EQ(errorText(readCrateImages(fifo, m.cfg)), fifo + ": is not a regular file (a FIFO)");
+  std::remove(fifo.c_str());
 }
 
 // ------------------------------------------------------------------------------------

@@ -122,7 +122,7 @@ def describe(cfg):
 def write_model(path, cfg, arrays):
     """The layout readCrateModel reads (runtime/Crate.cpp): float32 datasets at the root in the
     order of crateTensorShapes, chunked with a checksum as writeCrateModel writes them, and
-    group `metadata`. Written to a temporary file beside `path`, then renamed."""
+    group `metadata`, in the HDF5 1.10 format (checksummed metadata), as raspc requires. Written to a temporary file beside `path`, then renamed."""
     import h5py
     d = os.path.dirname(os.path.abspath(path))
     try:
@@ -134,8 +134,14 @@ def write_model(path, cfg, arrays):
         with h5py.File(tmp, "w", libver=("v110", "v110")) as f:
             for key, _ in crate_torch.expected_shapes(cfg):
                 a = arrays[key]
-                small = a.nbytes < 2 ** 31
-                f.create_dataset(key, data=a, dtype="<f4", chunks=a.shape if small else None, fletcher32=small)
+                # raspc requires a fletcher32 checksum on every non-empty dataset. A chunk
+                # holds under 4 GiB: larger tensors are chunked by rows.
+                if a.size:
+                    rows = max(1, min(a.shape[0], (2 ** 31) // max(1, a.nbytes // a.shape[0])))
+                    chunks = (rows,) + a.shape[1:]
+                else:
+                    chunks = None
+                f.create_dataset(key, data=a, dtype="<f4", chunks=chunks, fletcher32=bool(a.size))
             g = f.create_group("metadata")
 
             def text(s):

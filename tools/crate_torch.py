@@ -324,8 +324,9 @@ def config_from_args(a, require_arch=True):
 def write_h5(path, name, array):
     import h5py
     tmp = path + ".tmp"
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset(name, data=array)
+    # The format raspc reads: HDF5 1.10 (checksummed metadata), a checksum on the data.
+    with h5py.File(tmp, "w", libver=("v110", "v110")) as f:
+        f.create_dataset(name, data=array, chunks=array.shape if array.size else None, fletcher32=bool(array.size))
     os.replace(tmp, path)
 
 

@@ -51,8 +51,9 @@ def load(path):
         m.vocab = [_text(t) for t in meta["vocab"][()]]
         m.residual_labels = [_text(t) for t in meta["residual_labels"][()]]
         m.output_values = [json.loads(_text(v)) for v in meta["output_values"][()]]
-        m.ground_truth = json.loads(_text(meta["ground_truth"][()]))
-        m.source = _text(meta["source"][()])
+        # Format 2: one string of shape [1] each.
+        m.ground_truth = json.loads(_text(meta["ground_truth"][0]))
+        m.source = _text(meta["source"][0])
         m.w = {name: np.asarray(f[name][()], dtype=np.float32) for name in f if name != "metadata"}
     m.token_ids = {t: i for i, t in enumerate(m.vocab) if i not in (m.bos_id, m.pad_id)}
     return m
