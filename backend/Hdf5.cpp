@@ -203,7 +203,8 @@ public:
       params = llvm::SaturatingAdd(params, n);
     }
     if (params > uint64_t(maxParams_))
-      return fail(what_, fmt::format("the configuration asks for {} parameters, more than the {} raspc reads",
+      return fail(what_, fmt::format("the configuration asks for {} parameters, more than the limit of {} (raise it "
+                                     "with --max-params)",
                                      params, maxParams_));
     for (auto &[name, shape] : expected) {
       Tensor t;

@@ -661,8 +661,8 @@ TEST_F(Malformed, BadMetadataAttributes) {
 
 TEST_F(Malformed, HugeDeclaredSizes) {
   withMetadata([](hid_t g) { setIntAttr(g, "d_mlp", H5T_STD_I64LE, 1 << 24); });
-  EXPECT_EQ(readError(), path + ": the configuration asks for 1107298138 parameters, more than the 268435456 "
-                                "raspc reads");
+  EXPECT_EQ(readError(), path + ": the configuration asks for 1107298138 parameters, more than the limit of "
+                                "268435456 (raise it with --max-params)");
   withMetadata([](hid_t g) { setIntAttr(g, "d_mlp", H5T_STD_I64LE, 1 << 20); });
   EXPECT_EQ(readError(), path + ": tensor 'blocks.0.mlp.W_in' has shape [16, 4], expected [16, 1048576]");
 }
@@ -891,7 +891,8 @@ TEST(Hdf5, ReadsRegularFilesOnlyAndFromMemory) {
   EXPECT_EQ(errorOf(readModelFromImage(fileBytes(path).substr(0, 2000), "bytes")), "bytes: truncated HDF5 file");
   // The reader's limit on parameters is an argument (mapModel has 2146).
   EXPECT_EQ(errorOf(readModel(path, 1000)),
-            path + ": the configuration asks for 2146 parameters, more than the 1000 raspc reads");
+            path + ": the configuration asks for 2146 parameters, more than the limit of 1000 (raise it with "
+                   "--max-params)");
 }
 
 // Rewrites a raspc model file with h5py: variable-length strings (h5py's default for

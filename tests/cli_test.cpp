@@ -454,6 +454,24 @@ TEST(CliLimits, CompileRefusesAModelOverMaxParams) {
   EXPECT_FALSE(llvm::sys::fs::exists(out));
 }
 
+// The reader's limit is the compiler's, raised or lowered by the same flag.
+TEST(CliLimits, RunAndInspectReadUnderMaxParams) {
+  std::string out = raspc::test::tempPath("limit.h5");
+  auto r = run(raspcBinary() + " compile " + example("sort") + " -o " + out + " --force --max-params 10535");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  std::string refused = "raspc: error: " + out +
+                        ": the configuration asks for 10535 parameters, more than the limit of 10534 (raise it with "
+                        "--max-params)\n";
+  r = run(raspcBinary() + " run " + out + " --input \"3 1 2\" --max-params 10534");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, refused);
+  r = run(raspcBinary() + " inspect " + out + " --max-params 10534");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, refused);
+  r = run(raspcBinary() + " run " + out + " --input \"3 1 2\" --max-params 10535");
+  EXPECT_EQ(r.out, "[1, 2, 3]\n");
+}
+
 TEST(CliLimits, EvalAllRefusesToPrintHugeSelectors) {
   std::string f = tempFile("allbig.rasp", "s = select(indices, indices, <);\nw = selector_width(s);\n");
   std::string input;

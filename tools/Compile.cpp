@@ -203,7 +203,7 @@ size_t tokenColumn(llvm::StringRef text, int pos) {
 
 int runModel(const std::string &path, const std::optional<std::string> &input,
              const std::optional<std::string> &inputsFile, bool json, bool trace, const std::string &precision,
-             const std::string &device, int batchSize) {
+             const std::string &device, int batchSize, int64_t maxParams) {
   Device dev = *parseDevice(device);
   if (dev == Device::Cuda && precision == "f64") { // a usage error, whether or not a GPU is here
     error("--precision f64 runs on the CPU only (the CUDA executor is float32)");
@@ -213,7 +213,7 @@ int runModel(const std::string &path, const std::optional<std::string> &input,
     error("--device " + device + ": " + llvm::toString(std::move(e)));
     return 1;
   }
-  auto m = readModel(path);
+  auto m = readModel(path, maxParams);
   if (!m) {
     error(llvm::toString(m.takeError()));
     return 1;
@@ -464,8 +464,8 @@ int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json) {
   return mismatches ? 1 : 0;
 }
 
-int runInspect(const std::string &path, bool json) {
-  auto m = readModel(path);
+int runInspect(const std::string &path, bool json, int64_t maxParams) {
+  auto m = readModel(path, maxParams);
   if (!m) {
     error(llvm::toString(m.takeError()));
     return 1;

@@ -26,8 +26,9 @@ void addProgramFlags(CLI::App *cmd, CommonFlags &f) {
   cmd->add_flag("--causal", f.causal, "causal meaning: selectors see only keys at or before the query");
 }
 
-void addMaxParams(CLI::App *cmd, CommonFlags &f) {
-  cmd->add_option("--max-params", f.maxParams,
+// One limit for the models compile writes and run / inspect read.
+void addMaxParams(CLI::App *cmd, std::optional<int64_t> &maxParams) {
+  cmd->add_option("--max-params", maxParams,
                   "refuse a model with more parameters (default " + std::to_string(kDefaultMaxParams) + ")")
       ->check(CLI::Range(int64_t(1), INT64_MAX));
 }
@@ -152,7 +153,7 @@ static int realMain(int argc, char **argv) {
   bool force = false, compileJson = false;
   auto *compile = app.add_subcommand("compile", "compile a RASP program into transformer weights (HDF5)");
   addProgramFlags(compile, compileFlags);
-  addMaxParams(compile, compileFlags);
+  addMaxParams(compile, compileFlags.maxParams);
   compile->add_option("-o,--out", compileOut, "the weight file to write, e.g. sort.h5")->required();
   compile->add_flag("--force", force, "overwrite an existing file");
   compile->add_flag("--json", compileJson, "print the summary as JSON");
@@ -171,6 +172,8 @@ static int realMain(int argc, char **argv) {
   run->add_flag("--trace", runTrace, "print every s-op decoded from the residual stream after each sublayer");
   run->add_option("--precision", precision, "f32 (default) or f64 (CPU only)")->check(CLI::IsMember({"f32", "f64"}));
   run->add_option("--device", device, "cpu (default) or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  std::optional<int64_t> runMaxParams, inspectMaxParams;
+  addMaxParams(run, runMaxParams);
 
   CommonFlags verifyFlags;
   int samples = 2000;
@@ -178,7 +181,7 @@ static int realMain(int argc, char **argv) {
   bool verifyJson = false;
   auto *verify = app.add_subcommand("verify", "compile, then check the model against the interpreter");
   addProgramFlags(verify, verifyFlags);
-  addMaxParams(verify, verifyFlags);
+  addMaxParams(verify, verifyFlags.maxParams);
   verify->add_option("--samples", samples, "random inputs when exhaustive checking is too large (default 2000)")
       ->check(CLI::Range(1, 100000000));
   verify->add_option("--seed", seed, "random seed (default 1)")->check(tools::seedValidator());
@@ -189,6 +192,7 @@ static int realMain(int argc, char **argv) {
   auto *inspect = app.add_subcommand("inspect", "show a compiled model: layers, heads, neurons, residual");
   inspect->add_option("MODEL", inspectFile, "compiled model (.h5)")->required();
   inspect->add_flag("--json", inspectJson, "print JSON");
+  addMaxParams(inspect, inspectMaxParams);
 
   auto crate = tools::addCrateCommands(app);
 
@@ -214,10 +218,11 @@ static int realMain(int argc, char **argv) {
       std::cerr << "raspc run: give --input \"...\" or --inputs FILE\n";
       return 2;
     }
-    return tools::runModel(modelFile, runInput, runInputs, runJson, runTrace, precision, device, runBatch);
+    return tools::runModel(modelFile, runInput, runInputs, runJson, runTrace, precision, device, runBatch,
+                           runMaxParams.value_or(kDefaultMaxParams));
   }
   if (verify->parsed()) return tools::runVerify(verifyFlags, samples, seed, verifyJson);
-  if (inspect->parsed()) return tools::runInspect(inspectFile, inspectJson);
+  if (inspect->parsed()) return tools::runInspect(inspectFile, inspectJson, inspectMaxParams.value_or(kDefaultMaxParams));
   if (auto rc = crate()) return *rc;
   return 2;
 }
