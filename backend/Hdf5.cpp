@@ -73,6 +73,7 @@ public:
       H5Pset_chunk(dcpl.get(), 1, &n);
       H5Pset_fletcher32(dcpl.get());
     }
+    H5Pset_obj_track_times(dcpl.get(), false);
     Handle ds = dataset(H5Dcreate2(loc, name.c_str(), t.get(), sp.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT));
     if (!ds.ok()) return fail(what_, "cannot create dataset 'metadata/" + name + "'");
     if (!v.empty() && H5Dwrite(ds.get(), t.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()) < 0)
@@ -83,7 +84,7 @@ public:
   llvm::Error model(hid_t fid, const Model &m) {
     for (const auto &[name, t] : m.tensors)
       if (auto e = tensor(fid, name, t)) return e;
-    Handle g = group(H5Gcreate2(fid, "metadata", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    Handle g = h5::createGroup(fid, "metadata");
     if (!g.ok()) return fail(what_, "cannot create group 'metadata'");
     hid_t gid = g.get();
     const ModelConfig &c = m.cfg;

@@ -48,6 +48,12 @@ Handle fixedUtf8(size_t size) {
   return t;
 }
 
+Handle createGroup(hid_t loc, const std::string &name) {
+  Handle gcpl = plist(H5Pcreate(H5P_GROUP_CREATE));
+  if (gcpl.ok()) H5Pset_obj_track_times(gcpl.get(), false);
+  return group(H5Gcreate2(loc, name.c_str(), H5P_DEFAULT, gcpl.ok() ? gcpl.get() : H5P_DEFAULT, H5P_DEFAULT));
+}
+
 std::string typeName(hid_t t) {
   size_t bits = H5Tget_size(t) * 8;
   switch (H5Tget_class(t)) {
@@ -145,20 +151,37 @@ llvm::Error checkTensors(const std::string &what, const std::map<std::string, Te
 // ------------------------------------------------------------------------------------
 // Writing
 
+std::vector<hsize_t> chunkShape(std::vector<hsize_t> dims, hsize_t elemBytes, hsize_t maxBytes) {
+  auto bytes = [&] {
+    hsize_t n = elemBytes;
+    for (hsize_t d : dims) n *= d;
+    return n;
+  };
+  while (bytes() > maxBytes) {
+    auto big = std::max_element(dims.begin(), dims.end());
+    if (*big <= 1) break;
+    *big = (*big + 1) / 2;
+  }
+  return dims;
+}
+
 llvm::Error writeTensor(hid_t loc, const std::string &what, const std::string &name, const Tensor &t) {
   std::vector<hsize_t> dims(t.shape.begin(), t.shape.end());
   Handle sp = space(H5Screate_simple(int(dims.size()), dims.data(), nullptr));
   if (!sp.ok()) return fail(what, "cannot create the dataspace of tensor '" + name + "'");
   Handle dcpl = plist(H5Pcreate(H5P_DATASET_CREATE));
   if (!dcpl.ok()) return fail(what, "cannot create a property list");
-  // One chunk per tensor, with a checksum (corruption is detected on reading) and
-  // deflate (compiled weights are mostly zeros). Both are built into h5py.
-  size_t bytes = t.numel() * sizeof(float);
-  if (t.numel() > 0 && bytes < (size_t(1) << 31)) {
-    H5Pset_chunk(dcpl.get(), int(dims.size()), dims.data());
+  // Chunked, with a checksum (corruption is detected on reading; the readers require
+  // it) and deflate (compiled weights are mostly zeros); both are built into h5py. One
+  // chunk per tensor up to 1 GiB; a larger one is split along its largest dimensions,
+  // as a chunk holds at most 4 GiB.
+  if (t.numel() > 0) {
+    std::vector<hsize_t> chunk = chunkShape(dims, sizeof(float), hsize_t(1) << 30);
+    H5Pset_chunk(dcpl.get(), int(chunk.size()), chunk.data());
     if (H5Zfilter_avail(H5Z_FILTER_DEFLATE) > 0) H5Pset_deflate(dcpl.get(), 4);
     H5Pset_fletcher32(dcpl.get());
   }
+  H5Pset_obj_track_times(dcpl.get(), false); // the same model, the same bytes
   Handle ds = dataset(
       H5Dcreate2(loc, name.c_str(), H5T_IEEE_F32LE, sp.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT));
   if (!ds.ok()) return fail(what, "cannot create tensor '" + name + "'");
@@ -694,7 +717,9 @@ llvm::Error writeAtomically(const std::string &path, const files::OutputRule &ru
     // interpreted. Readable by any h5py built on HDF5 >= 1.10.
     H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_V110);
     std::string name = fmt::format("raspc-image-{}-{}", ::getpid(), serial++);
-    Handle f = file(H5Fcreate(name.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, fapl.get()));
+    Handle fcpl = plist(H5Pcreate(H5P_FILE_CREATE));
+    if (fcpl.ok()) H5Pset_obj_track_times(fcpl.get(), false); // the root group's header
+    Handle f = file(H5Fcreate(name.c_str(), H5F_ACC_EXCL, fcpl.ok() ? fcpl.get() : H5P_DEFAULT, fapl.get()));
     if (!f.ok()) return fail(path, "cannot create an HDF5 file in memory: " + errorText());
     if (auto e = fill(f.get())) return e;
     if (H5Fflush(f.get(), H5F_SCOPE_GLOBAL) < 0) return fail(path, "cannot write the HDF5 file: " + errorText());

@@ -85,6 +85,9 @@ inline Handle space(hid_t id) { return Handle(id, H5Sclose); }
 inline Handle type(hid_t id) { return Handle(id, H5Tclose); }
 inline Handle plist(hid_t id) { return Handle(id, H5Pclose); }
 
+// A new group `name` in `loc`, without timestamps (the same model, the same bytes).
+Handle createGroup(hid_t loc, const std::string &name);
+
 // A fixed-length UTF-8 string type of `size` bytes, NUL-padded.
 Handle fixedUtf8(size_t size);
 
@@ -111,6 +114,10 @@ llvm::Error checkFinite(const std::string &what, const std::string &name, const 
 // matching number of values, and finite values.
 llvm::Error checkTensors(const std::string &what, const std::map<std::string, Tensor> &tensors,
                          const std::vector<std::pair<std::string, std::vector<int64_t>>> &expected);
+
+// The chunk shape for a dataset of shape `dims`: the whole of it when it holds at most
+// `maxBytes`, else the largest dimensions halved until it does.
+std::vector<hsize_t> chunkShape(std::vector<hsize_t> dims, hsize_t elemBytes, hsize_t maxBytes);
 
 // Writing. `where` is the group's path as errors name it ("metadata"; "" for the root).
 llvm::Error writeTensor(hid_t loc, const std::string &what, const std::string &name, const Tensor &t);

@@ -242,7 +242,7 @@ llvm::Error writeCrateModel(const CrateModel &m, const std::string &path, const 
   return h5::writeAtomically(path, rule, [&](hid_t fid) -> llvm::Error {
     for (auto &[name, shape] : crateTensorShapes(m.cfg))
       if (auto e = h5::writeTensor(fid, path, name, m.tensors.at(name))) return e;
-    h5::Handle g = h5::group(H5Gcreate2(fid, "metadata", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    h5::Handle g = h5::createGroup(fid, "metadata");
     if (!g.ok()) return fail(path, "cannot create group 'metadata'");
     const CrateConfig &c = m.cfg;
     if (auto e = h5::writeStringAttr(g.get(), path, "metadata", "format", "crate")) return e;
@@ -262,7 +262,7 @@ llvm::Error writeCrateModel(const CrateModel &m, const std::string &path, const 
     if (auto e = h5::writeDoubleAttr(g.get(), path, "metadata", "lambda", c.lambda)) return e;
     if (auto e = h5::writeStringAttr(g.get(), path, "metadata", "pool", c.pool)) return e;
     if (!m.synthTokens.shape.empty()) {
-      h5::Handle s = h5::group(H5Gcreate2(fid, "synth", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+      h5::Handle s = h5::createGroup(fid, "synth");
       if (!s.ok()) return fail(path, "cannot create group 'synth'");
       if (auto e = h5::writeTensor(s.get(), path, "tokens", m.synthTokens)) return e;
       Tensor labels({int64_t(m.synthLabels.size())});

@@ -3,6 +3,7 @@
 #include "TestModels.h"
 #include "TestUtil.h"
 #include "backend/Hdf5.h"
+#include "backend/Hdf5Util.h"
 #include "backend/Json.h"
 
 #include <fmt/format.h>
@@ -346,6 +347,30 @@ TEST(Hdf5, EmptyNumericalOutputValuesAndNoNodes) {
   auto back = readModel(path);
   ASSERT_TRUE(bool(back)) << errorOf(std::move(back));
   expectSameModel(m, *back);
+}
+
+// The same model gives the same bytes (no timestamps): files can be compared and
+// cached by content.
+TEST(Hdf5, WritingIsDeterministic) {
+  TempDir dir;
+  std::string a = dir.file("a.h5"), b = dir.file("b.h5");
+  ASSERT_EQ(errorText(writeModel(test::prevTokenModel(true), a)), "");
+  ASSERT_EQ(errorText(writeModel(test::prevTokenModel(true), b)), "");
+  auto bytes = [](const std::string &path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  EXPECT_GT(bytes(a).size(), 1000u);
+  EXPECT_EQ(bytes(a), bytes(b));
+}
+
+// A tensor over 1 GiB is split into chunks of at most 1 GiB (a chunk holds at most
+// 4 GiB), so that it keeps its checksum.
+TEST(Hdf5, ChunksOfLargeTensors) {
+  EXPECT_EQ(raspc::h5::chunkShape({10, 7}, 4, 1000), (std::vector<hsize_t>{10, 7}));
+  EXPECT_EQ(raspc::h5::chunkShape({10, 7}, 4, 80), (std::vector<hsize_t>{5, 4}));
+  EXPECT_EQ(raspc::h5::chunkShape({1, 1}, 4, 1), (std::vector<hsize_t>{1, 1}));
+  EXPECT_EQ(raspc::h5::chunkShape({50257, 768 * 40}, 4, hsize_t(1) << 30), (std::vector<hsize_t>{12565, 15360}));
 }
 
 TEST(Hdf5, WriteIsAtomicAndValidates) {
