@@ -293,6 +293,21 @@ class ConverterErrors(unittest.TestCase):
         self.assertEqual((rc, err), (0, ""))
         self.assertEqual(read(out, "mlp_head.1.weight").tolist(), self.sd["mlp_head.1.weight"].tolist())
 
+    def test_outputs_never_written_even_with_force(self):
+        p = self.save("input.pth", {"state_dict": self.sd})
+        with open(p, "rb") as f:
+            before = f.read()
+        rc, err = convert_in_process(p, "-o", p, *SMALL_FLAGS, "--force")
+        self.assertEqual((rc, err), (1, f"crate_convert: error: {p}: is an input of this command\n"))
+        with open(p, "rb") as f:
+            self.assertEqual(f.read(), before)
+        rc, err = convert_in_process(p, "-o", "/dev/null", *SMALL_FLAGS, "--force")
+        self.assertEqual((rc, err), (1, "crate_convert: error: /dev/null: is not a regular file\n"))
+        d = os.path.dirname(p)
+        rc, err = convert_in_process(p, "-o", d, *SMALL_FLAGS, "--force")
+        self.assertEqual((rc, err), (1, f"crate_convert: error: {d}: is a directory\n"))
+        self.assertEqual([n for n in os.listdir(d) if n.endswith(".tmp")], [])
+
 
 def main():
     global RASPC

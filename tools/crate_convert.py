@@ -14,6 +14,8 @@ import argparse
 import math
 import os
 import pickle
+import signal
+import stat
 import sys
 import tempfile
 
@@ -119,17 +121,48 @@ def describe(cfg):
             f"patch {cfg['patch_size']}, {cfg['channels']} channels, {cfg['num_classes']} classes")
 
 
-def write_model(path, cfg, arrays):
+def check_output(path, inputs, force):
+    """The rule every raspc writer follows (support/Files.h): never a directory, a device or
+    another non-regular file, a dangling symbolic link or one of the inputs, even with
+    --force; an existing file only with --force. Returns the file to replace or create (a
+    symbolic link's target)."""
+    if not path:
+        raise ConvertError("-o: empty file name")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ConvertError(f"{path}: is a dangling symbolic link") from None
+        return path
+    if stat.S_ISDIR(st.st_mode):
+        raise ConvertError(f"{path}: is a directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise ConvertError(f"{path}: is not a regular file")
+    for i in inputs:
+        try:
+            if os.path.samefile(i, path):
+                raise ConvertError(f"{path}: is an input of this command")
+        except OSError:
+            pass
+    if not force:
+        raise ConvertError(f"{path}: exists; pass --force to overwrite it")
+    return os.path.realpath(path)
+
+
+def write_model(path, cfg, arrays, force=False, inputs=()):
     """The layout readCrateModel reads (runtime/Crate.cpp): float32 datasets at the root in the
     order of crateTensorShapes, chunked with a checksum as writeCrateModel writes them, and
     group `metadata`, in the HDF5 1.10 format (checksummed metadata), as raspc requires. Written to a temporary file beside `path`, then renamed."""
     import h5py
-    d = os.path.dirname(os.path.abspath(path))
+    target = check_output(path, inputs, force)
+    d = os.path.dirname(os.path.abspath(target))
     try:
-        fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(dir=d, prefix="." + os.path.basename(target) + ".", suffix=".tmp")
     except OSError as e:
         raise ConvertError(f"{path}: cannot write: {e.strerror}") from None
     os.close(fd)
+    # SIGTERM mid-write: unwind through `finally`, which removes the temporary file.
+    old_term = signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         with h5py.File(tmp, "w", libver=("v110", "v110")) as f:
             for key, _ in crate_torch.expected_shapes(cfg):
@@ -158,19 +191,23 @@ def write_model(path, cfg, arrays):
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes it 0600
-        os.replace(tmp, path)
+        if force:
+            os.replace(tmp, target)
+        else:
+            # Never replace a file that appeared since the check.
+            os.link(tmp, target)
+    except FileExistsError:
+        raise ConvertError(f"{path}: exists; pass --force to overwrite it") from None
     except OSError as e:
         raise ConvertError(f"{path}: cannot write: {e.strerror or e}") from None
     finally:
+        signal.signal(signal.SIGTERM, old_term)
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
 def convert(a):
-    if os.path.exists(a.out) and not a.force:
-        raise ConvertError(f"{a.out}: exists; pass --force to overwrite it")
-    if os.path.isdir(a.out):
-        raise ConvertError(f"{a.out}: is a directory")
+    check_output(a.out, [a.checkpoint], a.force)  # before the work
     sd = load_checkpoint(a.checkpoint, a.unsafe_pickle)
     non_str = [k for k in sd if not isinstance(k, str)]
     if non_str:
@@ -186,7 +223,7 @@ def convert(a):
         what = describe(cfg) if "dim" in cfg and "depth" in cfg else "CRATE"
         raise ConvertError(f"{a.checkpoint}: does not match {what} ({len(lines)} problem"
                            f"{'s' if len(lines) > 1 else ''}):\n" + "\n".join("  " + x for x in lines))
-    write_model(a.out, cfg, arrays)
+    write_model(a.out, cfg, arrays, force=a.force, inputs=[a.checkpoint])
     n = sum(x.size for x in arrays.values())
     print(f"wrote {a.out}: {n} parameters, {describe(cfg)}, pool {cfg['pool']}, eta {cfg['eta']:g}, "
           f"lambda {cfg['lambd']:g}")
