@@ -74,17 +74,8 @@ const char *typeWord(ir::TokenType type) {
 }
 
 SelectorRows::SelectorRows(const ir::Graph &g, NodeId sel, bool causal) : g_(g), causal_(causal) {
-  // The selectors `sel` is built from (an explicit stack: and/or chains can be long).
-  std::vector<NodeId> stack = {sel};
-  std::unordered_set<NodeId> seen;
-  while (!stack.empty()) {
-    NodeId x = stack.back();
-    stack.pop_back();
-    if (!seen.insert(x).second) continue;
-    order_.push_back(x);
-    if (g[x].kind != NodeKind::Select)
-      for (NodeId a : g[x].args) stack.push_back(a);
-  }
+  // The selectors `sel` is built from.
+  order_ = g.preorder(sel, [](const ir::Node &n) { return n.kind != NodeKind::Select; });
   // Args have smaller ids: sorted ids are a topological order.
   std::sort(order_.begin(), order_.end());
   argSlots_.resize(order_.size());

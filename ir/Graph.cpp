@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <unordered_set>
+
 #include <algorithm>
 
 namespace raspc::ir {
@@ -114,6 +116,19 @@ std::vector<NodeId> Graph::reachable(const std::vector<NodeId> &roots) const {
   std::vector<NodeId> out;
   for (size_t i = 0; i < nodes_.size(); ++i)
     if (seen[i]) out.push_back(static_cast<NodeId>(i));
+  return out;
+}
+
+std::vector<NodeId> Graph::preorder(NodeId root, const std::function<bool(const Node &)> &descend) const {
+  std::vector<NodeId> out, stack = {root};
+  std::unordered_set<NodeId> seen;
+  while (!stack.empty()) {
+    NodeId x = stack.back();
+    stack.pop_back();
+    if (!seen.insert(x).second) continue;
+    out.push_back(x);
+    if (descend(nodes_[x])) stack.insert(stack.end(), nodes_[x].args.rbegin(), nodes_[x].args.rend());
+  }
   return out;
 }
 

@@ -9,6 +9,7 @@
 #include <llvm/Support/SMLoc.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -92,6 +93,10 @@ public:
 
   // Nodes reachable from `roots`, as a sorted (topological) list.
   std::vector<NodeId> reachable(const std::vector<NodeId> &roots) const;
+  // The nodes under `root`, each once, in preorder with arguments left to right, going
+  // into the arguments of the nodes for which `descend` holds. An explicit stack, not
+  // recursion: and/or chains of selectors can be long.
+  std::vector<NodeId> preorder(NodeId root, const std::function<bool(const Node &)> &descend) const;
   // A short human label: the name if any, else the operation.
   std::string label(NodeId id) const;
   // Graphviz DOT of the nodes reachable from roots.

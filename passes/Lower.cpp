@@ -586,36 +586,21 @@ private:
   // ---- attention ----
 
   // Selectors are and/or/not formulas over select atoms, walked with explicit stacks
-  // and evaluated in id order: and-chains can be long, and shared.
+  // (Graph::preorder) and evaluated in id order: and-chains can be long, and shared.
+  static bool inFormula(const ir::Node &n) { return n.kind != NodeKind::Select; }
 
   // The selector's atoms (select nodes), each once, leftmost first.
   void atoms(NodeId sel, std::vector<NodeId> &out) {
     std::unordered_set<NodeId> seen(out.begin(), out.end());
-    std::vector<NodeId> stack = {sel};
-    while (!stack.empty()) {
-      NodeId x = stack.back();
-      stack.pop_back();
-      if (!seen.insert(x).second) continue;
-      const ir::Node &n = a_.g[x];
-      if (n.kind == NodeKind::Select) out.push_back(x);
-      else stack.insert(stack.end(), n.args.rbegin(), n.args.rend());
-    }
+    for (NodeId x : a_.g.preorder(sel, inFormula))
+      if (a_.g[x].kind == NodeKind::Select && seen.insert(x).second) out.push_back(x);
   }
 
   // The value of a selector formula, given the value of each atom.
   bool evalSelector(NodeId sel, const std::function<bool(NodeId)> &atom) {
     auto it = formulas_.find(sel);
     if (it == formulas_.end()) {
-      std::vector<NodeId> nodes, stack = {sel};
-      std::unordered_set<NodeId> seen;
-      while (!stack.empty()) {
-        NodeId x = stack.back();
-        stack.pop_back();
-        if (!seen.insert(x).second) continue;
-        nodes.push_back(x);
-        if (a_.g[x].kind != NodeKind::Select)
-          for (NodeId c : a_.g[x].args) stack.push_back(c);
-      }
+      std::vector<NodeId> nodes = a_.g.preorder(sel, inFormula);
       std::sort(nodes.begin(), nodes.end()); // args first
       it = formulas_.emplace(sel, std::move(nodes)).first;
     }
@@ -636,16 +621,9 @@ private:
 
   // The top-level `and` factors of a selector, each once, leftmost first.
   void andFactors(NodeId sel, std::vector<NodeId> &out) {
-    std::unordered_set<NodeId> seen;
-    std::vector<NodeId> stack = {sel};
-    while (!stack.empty()) {
-      NodeId x = stack.back();
-      stack.pop_back();
-      if (!seen.insert(x).second) continue;
-      const ir::Node &n = a_.g[x];
-      if (n.kind == NodeKind::SelectAnd) stack.insert(stack.end(), n.args.rbegin(), n.args.rend());
-      else out.push_back(x);
-    }
+    auto isAnd = [](const ir::Node &n) { return n.kind == NodeKind::SelectAnd; };
+    for (NodeId x : a_.g.preorder(sel, isAnd))
+      if (!isAnd(a_.g[x])) out.push_back(x);
   }
 
   // A group whose query and key features are tuples of the given s-ops.

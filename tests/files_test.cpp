@@ -59,6 +59,17 @@ struct TempDir {
 
 OutputRule force() { return OutputRule{true, {}}; }
 
+// What a forked child wrote into the pipe, until it closed its end.
+std::string readPipe(int pipefd[2]) {
+  ::close(pipefd[1]);
+  std::string out;
+  char buf[512];
+  ssize_t n;
+  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) out.append(buf, size_t(n));
+  ::close(pipefd[0]);
+  return out;
+}
+
 TEST(FilesWrite, RefusesAnExistingFileWithoutForce) {
   TempDir d;
   std::string p = d.file("out.bin");
@@ -169,12 +180,7 @@ TEST(FilesWrite, AWriteErrorLeavesTheOldFileAndNoTemporary) {
     (void)!::write(pipefd[1], msg.data(), msg.size());
     ::_exit(0);
   }
-  ::close(pipefd[1]);
-  std::string msg;
-  char buf[512];
-  ssize_t n;
-  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) msg.append(buf, size_t(n));
-  ::close(pipefd[0]);
+  std::string msg = readPipe(pipefd);
   int status = 0;
   ::waitpid(pid, &status, 0);
   EXPECT_EQ(msg, p + ": cannot write: File too large");
@@ -253,12 +259,7 @@ TEST(FilesWrite, SigtermMidWriteLeavesNothing) {
     ::close(pipefd[1]);
     for (;;) ::pause();
   }
-  ::close(pipefd[1]);
-  std::string tmp;
-  char buf[512];
-  ssize_t n;
-  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) tmp.append(buf, size_t(n));
-  ::close(pipefd[0]);
+  std::string tmp = readPipe(pipefd);
   ASSERT_FALSE(tmp.empty());
   EXPECT_TRUE(fs::exists(tmp));
   EXPECT_EQ(tmp.rfind(d.path + "/.out.h5.raspc-", 0), 0u) << tmp;
