@@ -20,6 +20,19 @@ bool scalarTruthy(const Scalar &s) {
 }
 
 bool selects(ir::Comparison c, const Scalar &key, const Scalar &query, std::string *error) {
+  // Two ints (indices, int tokens): the N^2 comparisons of a select are the
+  // interpreter's hot loop, so compare them without building operands and a result.
+  const int64_t *k = std::get_if<int64_t>(&key), *q = std::get_if<int64_t>(&query);
+  if (k && q) {
+    switch (c) {
+    case ir::Comparison::Eq: return *k == *q;
+    case ir::Comparison::Lt: return *k < *q;
+    case ir::Comparison::Gt: return *k > *q;
+    case ir::Comparison::Ge: return *k >= *q;
+    case ir::Comparison::Le: return *k <= *q;
+    case ir::Comparison::Ne: return *k != *q;
+    }
+  }
   static const MapOp ops[] = {MapOp::Eq, MapOp::Lt, MapOp::Gt, MapOp::Ge, MapOp::Le, MapOp::Ne};
   Scalar args[2] = {key, query};
   OpResult r = applyOp(ops[int(c)], args, 2);
