@@ -8,6 +8,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 #include <sys/mount.h>
@@ -59,15 +60,28 @@ struct TempDir {
 
 OutputRule force() { return OutputRule{true, {}}; }
 
-// What a forked child wrote into the pipe, until it closed its end.
-std::string readPipe(int pipefd[2]) {
+// Runs `body` in a forked child, which reports through the pipe `fd`; returns once the
+// child has closed it (by exiting, or closing it itself), with what it wrote.
+struct Child {
+  pid_t pid = -1;
+  std::string said;
+};
+Child forkChild(const std::function<void(int fd)> &body) {
+  int pipefd[2];
+  if (::pipe(pipefd) != 0) return {};
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::close(pipefd[0]);
+    body(pipefd[1]);
+    ::_exit(0);
+  }
   ::close(pipefd[1]);
-  std::string out;
+  Child c{pid, ""};
   char buf[512];
   ssize_t n;
-  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) out.append(buf, size_t(n));
+  while ((n = ::read(pipefd[0], buf, sizeof buf)) > 0) c.said.append(buf, size_t(n));
   ::close(pipefd[0]);
-  return out;
+  return c;
 }
 
 TEST(FilesWrite, RefusesAnExistingFileWithoutForce) {
@@ -167,23 +181,17 @@ TEST(FilesWrite, AWriteErrorLeavesTheOldFileAndNoTemporary) {
   TempDir d;
   std::string p = d.file("out.h5");
   put(p, "the old contents");
-  int pipefd[2];
-  ASSERT_EQ(::pipe(pipefd), 0);
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::close(pipefd[0]);
+  Child c = forkChild([&](int fd) {
     ::signal(SIGXFSZ, SIG_IGN);
     struct rlimit rl = {4096, 4096};
     ::setrlimit(RLIMIT_FSIZE, &rl);
     std::string msg = errorText(writeFileAtomically(p, std::string(1 << 20, 'x'), force()));
-    (void)!::write(pipefd[1], msg.data(), msg.size());
-    ::_exit(0);
-  }
-  std::string msg = readPipe(pipefd);
+    (void)!::write(fd, msg.data(), msg.size());
+  });
+  ASSERT_GE(c.pid, 0);
   int status = 0;
-  ::waitpid(pid, &status, 0);
-  EXPECT_EQ(msg, p + ": cannot write: File too large");
+  ::waitpid(c.pid, &status, 0);
+  EXPECT_EQ(c.said, p + ": cannot write: File too large");
   EXPECT_EQ(slurp(p), "the old contents");
   EXPECT_EQ(d.names(), std::set<std::string>{"out.h5"});
 }
@@ -245,22 +253,19 @@ TEST(FilesWrite, ConcurrentWritersNeverCorruptTheFile) {
 TEST(FilesWrite, SigtermMidWriteLeavesNothing) {
   TempDir d;
   std::string p = d.file("out.h5");
-  int pipefd[2];
-  ASSERT_EQ(::pipe(pipefd), 0);
-  pid_t pid = ::fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    ::close(pipefd[0]);
+  Child c = forkChild([&](int fd) {
     auto f = AtomicFile::create(p, {});
     if (!f) ::_exit(3);
     if (f->write("partial")) ::_exit(4);
     std::string tmp = f->tempPath();
-    (void)!::write(pipefd[1], tmp.data(), tmp.size());
-    ::close(pipefd[1]);
+    (void)!::write(fd, tmp.data(), tmp.size());
+    ::close(fd);
     for (;;) ::pause();
-  }
-  std::string tmp = readPipe(pipefd);
-  ASSERT_FALSE(tmp.empty());
+  });
+  ASSERT_GE(c.pid, 0);
+  pid_t pid = c.pid;
+  const std::string &tmp = c.said;
+  EXPECT_FALSE(tmp.empty()); // not ASSERT: the child must be stopped either way
   EXPECT_TRUE(fs::exists(tmp));
   EXPECT_EQ(tmp.rfind(d.path + "/.out.h5.raspc-", 0), 0u) << tmp;
   ::kill(pid, SIGTERM);
