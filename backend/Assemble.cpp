@@ -6,6 +6,7 @@
 #include <cmath>
 #include <fmt/format.h>
 #include <map>
+#include <set>
 
 namespace raspc {
 
@@ -160,6 +161,16 @@ Model assembleModel(const craft::Program &p, const std::vector<int> &order, cons
   m.tensors["unembed.W_U"] = std::move(WU);
   m.tensors["unembed.b_U"] = std::move(bU);
   return m;
+}
+
+int usedHeads(const Model &m) {
+  std::set<std::pair<int, int>> heads;
+  for (const NodeInfo &n : m.nodes) {
+    for (int h : n.heads) heads.insert({n.layer, h});
+    for (const HelperBlock &b : n.helpers)
+      for (int h : b.heads) heads.insert({b.layer, h});
+  }
+  return int(heads.size());
 }
 
 } // namespace raspc

@@ -105,4 +105,8 @@ struct Model {
   std::vector<NodeInfo> nodes;        // ground truth, in graph order
 };
 
+// Attention heads that compute or serve a node: distinct (layer, head) pairs of the
+// ground truth. The count `compile` and `inspect` print; cfg.n_heads is per layer.
+int usedHeads(const Model &m);
+
 } // namespace raspc

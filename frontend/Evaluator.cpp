@@ -60,7 +60,14 @@ public:
   }
 
   // ---- graph construction helpers ----
+  bool inPrelude(llvm::SMLoc loc) const {
+    const char *p = loc.getPointer();
+    return p && p >= ev.preludeBegin_ && p < ev.preludeEnd_;
+  }
   NodeId addNode(ir::Node n) {
+    // A node built inside the standard library is the user's call of it: ground truth,
+    // inspect and warnings then point at the user's line, not into the prelude.
+    if (inPrelude(n.loc) && !ev.userCalls_.empty()) n.loc = ev.userCalls_.back();
     if (g.size() >= ir::Graph::kMaxNodes)
       fail(n.loc, llvm::Twine("the program builds more than ") + llvm::Twine(ir::Graph::kMaxNodes) +
                       " s-op and selector nodes");
@@ -650,10 +657,16 @@ public:
     Env *frame = definesFunctions(def.body) ? ev.newEnv(fn.closure) : &local;
     for (size_t i = 0; i < args.size(); ++i) frame->vars[def.params[i]] = args[i];
     ++callDepth;
+    const bool userCall = !inPrelude(loc);
+    if (userCall) ev.userCalls_.push_back(loc);
     struct Dec {
       unsigned &d;
-      ~Dec() { --d; }
-    } dec{callDepth};
+      std::vector<llvm::SMLoc> *calls;
+      ~Dec() {
+        --d;
+        if (calls) calls->pop_back();
+      }
+    } dec{callDepth, userCall ? &ev.userCalls_ : nullptr};
     // Errors inside a function body propagate to the call site's statement: the
     // body's location is reported, with a note at the call.
     for (auto &s : def.body) {
@@ -827,6 +840,8 @@ bool Evaluator::runModule(unsigned bufferId, Env *env, bool isMain) {
 bool Evaluator::loadPrelude() {
   auto &sm = diags_.sourceMgr();
   unsigned id = sm.AddNewSourceBuffer(llvm::MemoryBuffer::getMemBuffer(kPreludeSource, "<prelude>"), llvm::SMLoc());
+  preludeBegin_ = sm.getMemoryBuffer(id)->getBufferStart();
+  preludeEnd_ = sm.getMemoryBuffer(id)->getBufferEnd();
   Env *prelude = newEnv(builtinEnv_);
   bool ok = runModule(id, prelude, false);
   // The main program sees the prelude's public names only.

@@ -71,6 +71,10 @@ private:
   std::map<std::string, Env *> loaded_; // path -> module scope (nullptr while loading)
   std::vector<std::string> topNames_;
   std::optional<std::string> lastSOp_;
+  // The prelude's text: nodes built there are located at the user's call instead.
+  const char *preludeBegin_ = nullptr, *preludeEnd_ = nullptr;
+  // Call sites in the user's files of the calls now running, innermost last.
+  std::vector<llvm::SMLoc> userCalls_;
   uint64_t steps_ = 0;
   Env *newEnv(Env *parent);
   bool runModule(unsigned bufferId, Env *env, bool isMain);

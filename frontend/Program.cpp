@@ -125,12 +125,15 @@ std::optional<ProgramOptions> Program::headerOptions() {
             opts.maxLen = int(n);
           }
         }
-      } else if (a == "--output") {
+      } else if (a == "--sop") {
         if (auto v = value()) opts.output = *v;
+      } else if (a == "--output") {
+        diags_.error(loc, "header option --output is now --sop NAME (the s-op to show or compile)");
+        ok = false;
       } else if (a == "--causal") {
         opts.causal = true;
       } else {
-        diags_.error(loc, "unknown header option '" + a + "' (known: --vocab, --max-len, --output, --causal)");
+        diags_.error(loc, "unknown header option '" + a + "' (known: --vocab, --max-len, --sop, --causal)");
         ok = false;
       }
     }
@@ -146,7 +149,7 @@ std::optional<ir::NodeId> Program::resolveOutput(const std::optional<std::string
   } else if (eval_.lastSOpName()) {
     n = *eval_.lastSOpName();
   } else {
-    diags_.error(llvm::SMLoc(), "the program assigns no s-op at the top level; name the output with --output");
+    diags_.error(llvm::SMLoc(), "the program assigns no s-op at the top level; name the output with --sop");
     return std::nullopt;
   }
   const Value *v = eval_.lookup(n);

@@ -16,7 +16,7 @@
 namespace raspc {
 
 // Compile options a program may carry in a leading comment line:
-//   # raspc: --vocab "1 2 3" --max-len 5 --output sorted --causal
+//   # raspc: --vocab "1 2 3" --max-len 5 --sop sorted --causal
 struct ProgramOptions {
   std::optional<std::vector<std::string>> vocab;
   std::optional<int> maxLen;

@@ -109,8 +109,8 @@ llvm::Expected<Model> compileProgram(const ir::Graph &g, ir::NodeId output, cons
     stats->layers = m.cfg.n_layers;
     stats->residual = m.cfg.d_model;
     stats->mlpWidth = m.cfg.d_mlp;
-    stats->heads = 0;
-    for (auto &b : program->blocks) stats->heads += b.kind == craft::BlockKind::Attention;
+    stats->heads = usedHeads(m);
+    stats->headsPerLayer = m.cfg.n_heads;
     stats->parameters = 0;
     for (auto &[name, t] : m.tensors) stats->parameters += int64_t(t.numel());
   }

@@ -31,6 +31,7 @@ struct CompileOptions {
 
 struct CompileStats {
   int layers = 0, heads = 0, residual = 0, mlpWidth = 0;
+  int headsPerLayer = 0; // the most heads in one layer (n_heads)
   int64_t parameters = 0;
 };
 

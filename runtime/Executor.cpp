@@ -111,6 +111,42 @@ std::vector<std::pair<std::string, std::vector<Scalar>>> decodeNodes(const Model
   return out;
 }
 
+std::vector<Eigen::MatrixXd> attentionPatterns(const Model &m, int layer, const Eigen::MatrixXd &residual) {
+  const ModelConfig &c = m.cfg;
+  std::vector<Eigen::MatrixXd> out;
+  if (layer < 0 || layer >= c.n_layers || residual.cols() != c.d_model) return out;
+  const std::string a = fmt::format("blocks.{}.attn.", layer);
+  const Tensor &wq = m.tensors.at(a + "W_Q"), &wk = m.tensors.at(a + "W_K"), &bq = m.tensors.at(a + "b_Q"),
+               &bk = m.tensors.at(a + "b_K");
+  const Eigen::Index T = residual.rows(), D = c.d_model, Dh = c.d_head;
+  const double scale = Dh > 0 ? 1.0 / std::sqrt(double(Dh)) : 1.0;
+  for (int h = 0; h < c.n_heads; ++h) {
+    Eigen::MatrixXd WQ(D, Dh), WK(D, Dh);
+    Eigen::RowVectorXd BQ(Dh), BK(Dh);
+    for (Eigen::Index i = 0; i < D; ++i)
+      for (Eigen::Index j = 0; j < Dh; ++j) {
+        WQ(i, j) = wq.at(h, i, j);
+        WK(i, j) = wk.at(h, i, j);
+      }
+    for (Eigen::Index j = 0; j < Dh; ++j) {
+      BQ(j) = bq.at(h, j);
+      BK(j) = bk.at(h, j);
+    }
+    Eigen::MatrixXd q = (residual * WQ).rowwise() + BQ, k = (residual * WK).rowwise() + BK;
+    Eigen::MatrixXd s = (q * k.transpose()) * scale;
+    for (Eigen::Index i = 0; i < T; ++i) {
+      const Eigen::Index visible = c.causal ? i + 1 : T; // the mask of the forward pass
+      const double mx = s.row(i).head(visible).maxCoeff();
+      double sum = 0;
+      for (Eigen::Index j = 0; j < visible; ++j) sum += (s(i, j) = std::exp(s(i, j) - mx));
+      s.row(i).head(visible) /= sum;
+      s.row(i).tail(T - visible).setZero();
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
 // ------------------------------------------------------------------------------------
 
 llvm::Expected<std::vector<int>> Executor::Impl::encode(const std::vector<std::string> &tokens, int seq) const {

@@ -136,4 +136,11 @@ std::string nodeLabel(const NodeInfo &n);
 
 std::vector<std::pair<std::string, std::vector<Scalar>>> decodeNodes(const Model &m, const Eigen::MatrixXd &residual);
 
+// The attention pattern of every head of `layer` (cfg.n_heads of them, numbered as in
+// the file) on one sequence, from the residual stream entering the layer (rows: BOS
+// then tokens, as given to a TraceFn; that of the sublayer before). [query, key]
+// weights, each row summing to 1, later keys 0 when causal. Computed in double from
+// the file's weights: what the forward pass computes, up to its rounding.
+std::vector<Eigen::MatrixXd> attentionPatterns(const Model &m, int layer, const Eigen::MatrixXd &residual);
+
 } // namespace raspc

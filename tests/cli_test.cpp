@@ -51,7 +51,7 @@ TEST(Cli, EvalJsonTypes) {
                                          "b = p == \"a\";\n");
   auto r = run(raspcBinary() + " eval " + f + " --input \"a b\" --json");
   EXPECT_EQ(r.out, "{\"output\": \"b\", \"value\": [null, true]}\n");
-  r = run(raspcBinary() + " eval " + f + " --input \"a b\" --json --output p");
+  r = run(raspcBinary() + " eval " + f + " --input \"a b\" --json --sop p");
   EXPECT_EQ(r.out, "{\"output\": \"p\", \"value\": [null, \"a\"]}\n");
 }
 
@@ -94,7 +94,7 @@ TEST(Cli, BadHeaderOptionIsLocated) {
   std::string f = tempFile("hdr.rasp", "# raspc: --vocab \"1 2\" --colour\nx = tokens;\n");
   auto r = run(raspcBinary() + " eval " + f + " --input \"1\"");
   EXPECT_EQ(r.exitCode, 1);
-  EXPECT_EQ(r.out, f + ":1:24: error: unknown header option '--colour' (known: --vocab, --max-len, --output, "
+  EXPECT_EQ(r.out, f + ":1:24: error: unknown header option '--colour' (known: --vocab, --max-len, --sop, "
                        "--causal)\n# raspc: --vocab \"1 2\" --colour\n                       ^\n");
 }
 
@@ -108,14 +108,14 @@ TEST(Cli, RuntimeErrorIsLocated) {
 }
 
 TEST(Cli, OutputMustExistAndBeAnSOp) {
-  auto r = run(raspcBinary() + " eval " + example("sort") + " --input \"1\" --output nope");
+  auto r = run(raspcBinary() + " eval " + example("sort") + " --input \"1\" --sop nope");
   EXPECT_EQ(r.exitCode, 1);
   EXPECT_EQ(r.out, "raspc: error: output 'nope' is not defined by the program\n");
   std::string f = tempFile("noout.rasp", "k = 3;\n");
   r = run(raspcBinary() + " eval " + f + " --input \"1\"");
   EXPECT_EQ(r.exitCode, 1);
-  EXPECT_EQ(r.out, "raspc: error: the program assigns no s-op at the top level; name the output with --output\n");
-  r = run(raspcBinary() + " eval " + f + " --input \"1\" --output k");
+  EXPECT_EQ(r.out, "raspc: error: the program assigns no s-op at the top level; name the output with --sop\n");
+  r = run(raspcBinary() + " eval " + f + " --input \"1\" --sop k");
   EXPECT_EQ(r.out, "raspc: error: output 'k' is an int, not an s-op\n");
 }
 
@@ -125,7 +125,7 @@ TEST(Cli, MissingFileAndBadFlags) {
   EXPECT_EQ(r.out, "raspc: error: /nonexistent.rasp: cannot open: No such file or directory\n");
   r = run(raspcBinary() + " eval " + example("sort"));
   EXPECT_EQ(r.exitCode, 2);
-  EXPECT_NE(r.out.find("--input is required"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out, "raspc eval: give --input \"...\" or --inputs FILE\n");
   r = run(raspcBinary() + " frobnicate");
   EXPECT_EQ(r.exitCode, 2);
 }
@@ -233,7 +233,7 @@ TEST(CliCompile, CompileRunInspectVerify) {
   std::remove(out.c_str());
   auto r = run(raspcBinary() + " compile " + example("sort") + " -o " + out);
   EXPECT_EQ(r.exitCode, 0);
-  EXPECT_EQ(r.out, "wrote " + out + ": 3 layers, 3 heads, residual width 28, MLP width 22, 10535 parameters\n");
+  EXPECT_EQ(r.out, "wrote " + out + ": 3 layers, 3 heads (at most 2 per layer), residual width 28, MLP width 22, 10535 parameters\n");
   // An existing file is kept unless --force.
   r = run(raspcBinary() + " compile " + example("sort") + " -o " + out);
   EXPECT_EQ(r.exitCode, 1);
@@ -259,7 +259,7 @@ TEST(CliCompile, CompileRunInspectVerify) {
   EXPECT_NE(r.out.find("  out = [1, 2]\n"), std::string::npos) << r.out;
   r = run(raspcBinary() + " verify " + example("sort"));
   EXPECT_EQ(r.exitCode, 0);
-  EXPECT_EQ(r.out, sourceDir() + "/examples/sort.rasp: all 363 inputs, 0 mismatches (3 layers, 3 heads, residual "
+  EXPECT_EQ(r.out, sourceDir() + "/examples/sort.rasp: all 363 inputs, 0 mismatches (3 layers, 3 heads (at most 2 per layer), residual "
                                  "width 28, MLP width 22, 10535 parameters)\n");
   r = run(raspcBinary() + " verify " + example("hist") + " --max-len 20 --samples 300 --json");
   EXPECT_EQ(r.exitCode, 0);
@@ -479,8 +479,8 @@ TEST(CliLimits, EvalAllRefusesToPrintHugeSelectors) {
   auto r = run(raspcBinary() + " eval " + f + " --input \"" + input + "\" --all");
   EXPECT_EQ(r.exitCode, 1);
   EXPECT_EQ(r.out, "raspc: error: --all prints selectors as matrices, for inputs of at most 1000 tokens (this one "
-                   "has 1001); print an s-op with --output NAME\n");
-  r = run(raspcBinary() + " eval " + f + " --input \"" + input + "\" --output w");
+                   "has 1001); print an s-op with --sop NAME\n");
+  r = run(raspcBinary() + " eval " + f + " --input \"" + input + "\" --sop w");
   EXPECT_EQ(r.exitCode, 0);
 }
 
@@ -669,3 +669,91 @@ TEST(CliInputs, JsonIsValidForAnyBytesInMetadata) {
 }
 
 } // namespace
+
+// Issue 10's command-line gaps: --sop, eval --inputs, the trace's attention and JSON,
+// one head count, locations at the user's call.
+TEST(CliGaps, OutputFlagIsNowSop) {
+  auto r = run(raspcBinary() + " eval " + example("sort") + " --input \"2 1\" --output out");
+  EXPECT_EQ(r.exitCode, 2);
+  EXPECT_EQ(r.out, "raspc: error: --output is now --sop NAME (the s-op to show or compile); the file a command "
+                   "writes is -o/--out\n");
+  std::string f = tempFile("old_header.rasp", "# raspc: --output x\nx = tokens;\n");
+  r = run(raspcBinary() + " eval " + f + " --input \"1\"");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out.rfind(f + ":1:10: error: header option --output is now --sop NAME (the s-op to show or compile)\n", 0),
+            0u)
+      << r.out;
+  r = run(raspcBinary() + " eval " + example("sort") + " --input \"2 1\" --sop smaller");
+  EXPECT_EQ(r.exitCode, 0);
+  EXPECT_EQ(r.out, "[1, 0]\n");
+}
+
+TEST(CliGaps, EvalInputsFile) {
+  std::string in = tempFile("eval_inputs.txt", "3 1 2\n1\n\n2 2 1\n");
+  auto r = run(raspcBinary() + " eval " + example("sort") + " --inputs " + in);
+  EXPECT_EQ(r.exitCode, 0);
+  EXPECT_EQ(r.out, "[1, 2, 3]\n[1]\n[]\n[1, 2, 2]\n");
+  r = run(raspcBinary() + " eval " + example("sort") + " --inputs " + in + " --json");
+  EXPECT_EQ(r.out, "{\"output\": \"out\", \"value\": [1, 2, 3]}\n{\"output\": \"out\", \"value\": [1]}\n"
+                   "{\"output\": \"out\", \"value\": []}\n{\"output\": \"out\", \"value\": [1, 2, 2]}\n");
+  std::string bad = tempFile("eval_bad.txt", "1 2\n3  9 1\n");
+  r = run(raspcBinary() + " eval " + example("sort") + " --inputs " + bad);
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "[1, 2]\nraspc: error: " + bad + ":2:4: input token '9' is not in the vocabulary {1 2 3}\n");
+  r = run(raspcBinary() + " eval " + example("sort") + " --inputs " + in + " --input \"1\"");
+  EXPECT_EQ(r.exitCode, 2);
+  r = run(raspcBinary() + " eval " + example("sort"));
+  EXPECT_EQ(r.exitCode, 2);
+  EXPECT_EQ(r.out, "raspc eval: give --input \"...\" or --inputs FILE\n");
+}
+
+TEST(CliGaps, TraceShowsAttentionAndHasJson) {
+  std::string out = raspc::test::tempPath("gaps_sort.h5");
+  auto r = run(raspcBinary() + " compile " + example("sort") + " -o " + out + " --force");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  // Layer 2's head moves each token to its place: "2 1" -> out = [1, 2]; query 0 reads key 1.
+  r = run(raspcBinary() + " run " + out + " --input \"2 1\" --trace");
+  EXPECT_EQ(r.exitCode, 0);
+  EXPECT_NE(r.out.find("  head 0 (out) attends:\n    BOS: BOS 1.00\n    0: 1 1.00\n    1: 0 1.00\n"), std::string::npos)
+      << r.out;
+  r = run(raspcBinary() + " run " + out + " --input \"2 1\" --trace --json");
+  EXPECT_EQ(r.exitCode, 0);
+  EXPECT_EQ(r.out.rfind("{\"value\": [1, 2], \"trace\": [{\"layer\": -1, \"sublayer\": \"embed\", \"values\": "
+                        "{\"tokens\": [2, 1], ", 0), 0u) << r.out;
+  auto j = raspc::json::parse(r.out);
+  ASSERT_TRUE(bool(j)) << r.out;
+  const auto &trace = j->get("trace")->array;
+  ASSERT_EQ(trace.size(), 7u); // embed, then attn and mlp of 3 layers
+  const auto &l2 = trace[5];   // layer 2 attn
+  EXPECT_EQ(l2.get("layer")->i, 2);
+  EXPECT_EQ(l2.get("sublayer")->s, "attn");
+  const auto &outValues = l2.get("values")->get("out")->array;
+  ASSERT_EQ(outValues.size(), 2u);
+  EXPECT_EQ(outValues[0].i, 1);
+  EXPECT_EQ(outValues[1].i, 2);
+  const auto &head = l2.get("attention")->array.at(0);
+  EXPECT_EQ(head.get("node")->s, "out");
+  const auto &pattern = head.get("pattern")->array;
+  ASSERT_EQ(pattern.size(), 3u); // BOS and 2 tokens
+  EXPECT_NEAR(pattern[1].array.at(2).d, 1.0, 1e-4); // position 0 (row 1) reads position 1 (column 2)
+  EXPECT_EQ(trace[0].get("attention"), nullptr);     // the embedding has no heads
+}
+
+TEST(CliGaps, OneHeadCountAndUserCallSites) {
+  std::string prog = tempFile("gaps_hist.rasp", "# raspc: --vocab \"a b\" --max-len 4\nx = hist(tokens);\n");
+  std::string out = raspc::test::tempPath("gaps_hist.h5");
+  auto r = run(raspcBinary() + " compile " + prog + " -o " + out + " --force --json");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  auto c = raspc::json::parse(r.out);
+  ASSERT_TRUE(bool(c)) << r.out;
+  r = run(raspcBinary() + " inspect " + out + " --json");
+  auto i = raspc::json::parse(r.out);
+  ASSERT_TRUE(bool(i)) << r.out;
+  EXPECT_EQ(c->get("heads")->i, 1);
+  EXPECT_EQ(i->get("heads")->i, 1);
+  EXPECT_EQ(c->get("n_heads")->i, i->get("n_heads")->i);
+  // hist is defined in the prelude; its head is located at the user's call.
+  EXPECT_EQ(i->get("layers")->array.at(0).array.at(0).get("location")->s, prog + ":2:5");
+  r = run(raspcBinary() + " inspect " + out);
+  EXPECT_EQ(r.out.rfind(out + ": 1 layer, 1 head (n_heads 1 per layer, d_head", 0), 0u) << r.out;
+}

@@ -22,7 +22,8 @@ int runRepl(const std::optional<std::string> &file);
 // Flags shared by the commands that read a RASP program.
 struct ProgramFlags {
   std::string file;
-  std::optional<std::string> output;
+  std::optional<std::string> output; // --sop
+  std::optional<std::string> renamedOutput; // --output, the old spelling of --sop: an error
   std::optional<std::string> vocab;
   std::optional<int> maxLen;
   bool causal = false;
@@ -44,6 +45,8 @@ struct Output {
 // error (returns 1); each is printed. 0: every output can be written.
 int checkOutputs(const std::vector<Output> &outs, const files::OutputRule &rule);
 
+// eval --inputs: the output s-op for each line of the file, one line (or JSON object) each.
+int runEvalInputs(const ProgramFlags &f, const std::string &inputsFile, bool json);
 int runCompile(const ProgramFlags &f, const std::string &out, bool force, bool json);
 int runModel(const std::string &model, const std::optional<std::string> &input,
              const std::optional<std::string> &inputsFile, bool json, bool trace, const std::string &precision,

@@ -7,17 +7,20 @@
 #include "tools/Commands.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <llvm/Support/FileSystem.h>
 #include <llvm/Support/MemoryBuffer.h>
 #include <llvm/Support/SourceMgr.h>
 #include <llvm/Support/raw_ostream.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <random>
 #include <unistd.h>
 
@@ -107,9 +110,9 @@ std::optional<Compiled> compileFile(Program &p, const ProgramFlags &f) {
 }
 
 std::string summary(const CompileStats &s) {
-  return fmt::format("{} layer{}, {} head{}, residual width {}, MLP width {}, {} parameters", s.layers,
-                     s.layers == 1 ? "" : "s", s.heads, s.heads == 1 ? "" : "s", s.residual, s.mlpWidth,
-                     s.parameters);
+  return fmt::format("{} layer{}, {} head{} (at most {} per layer), residual width {}, MLP width {}, {} parameters",
+                     s.layers, s.layers == 1 ? "" : "s", s.heads, s.heads == 1 ? "" : "s", s.headsPerLayer,
+                     s.residual, s.mlpWidth, s.parameters);
 }
 
 } // namespace
@@ -128,10 +131,10 @@ int runCompile(const ProgramFlags &f, const std::string &out, bool force, bool j
     return 1;
   }
   if (json)
-    std::cout << fmt::format("{{\"file\": \"{}\", \"layers\": {}, \"heads\": {}, \"residual\": {}, \"mlp\": {}, "
-                             "\"parameters\": {}, \"seconds\": {:.6f}}}\n",
-                             jsonEscape(out), c->stats.layers, c->stats.heads, c->stats.residual, c->stats.mlpWidth,
-                             c->stats.parameters, c->seconds);
+    std::cout << fmt::format("{{\"file\": \"{}\", \"layers\": {}, \"heads\": {}, \"n_heads\": {}, \"residual\": {}, "
+                             "\"mlp\": {}, \"parameters\": {}, \"seconds\": {:.6f}}}\n",
+                             jsonEscape(out), c->stats.layers, c->stats.heads, c->stats.headsPerLayer,
+                             c->stats.residual, c->stats.mlpWidth, c->stats.parameters, c->seconds);
   else
     std::cout << "wrote " << out << ": " << summary(c->stats) << "\n";
   return 0;
@@ -201,6 +204,54 @@ size_t tokenColumn(llvm::StringRef text, int pos) {
 
 } // namespace
 
+int runEvalInputs(const ProgramFlags &f, const std::string &inputsFile, bool json) {
+  Program p;
+  auto opts = tools::loadProgram(p, f);
+  if (!opts) return 1;
+  auto out = p.resolveOutput(opts->output);
+  if (!out) return 1;
+  LineReader reader(inputsFile);
+  if (auto e = reader.open()) {
+    error(llvm::toString(std::move(e)));
+    return 1;
+  }
+  Interpreter interp(p.graph(), p.interpreterOptions(*opts));
+  const std::string name = opts->output ? *opts->output : *p.evaluator().lastSOpName();
+  std::string line;
+  // The outputs of the lines before an error come first, as on a terminal.
+  auto fail = [](const std::string &msg) {
+    std::cout.flush();
+    error(msg);
+    return 1;
+  };
+  while (true) {
+    auto more = reader.next(line);
+    if (!more) return fail(llvm::toString(more.takeError()));
+    if (!*more) break;
+    // Checked here, not by parseInput, so that errors name the file's line and column.
+    std::vector<std::string> tokens = splitArgs(line);
+    const std::string at = fmt::format("{}:{}", inputsFile, reader.lineNumber());
+    if (opts->maxLen && int(tokens.size()) > *opts->maxLen)
+      return fail(fmt::format("{}: {} tokens, more than the maximum length {}", at, tokens.size(), *opts->maxLen));
+    if (opts->vocab)
+      for (size_t i = 0; i < tokens.size(); ++i)
+        if (std::find(opts->vocab->begin(), opts->vocab->end(), tokens[i]) == opts->vocab->end())
+          return fail(fmt::format("{}:{}: input token '{}' is not in the vocabulary {{{}}}", at,
+                                  tokenColumn(line, int(i)), tokens[i], fmt::join(*opts->vocab, " ")));
+    std::cout.flush();
+    if (!p.interpret(interp, tokens, {*out})) {
+      std::cerr << at << ": note: the input on this line\n";
+      return 1;
+    }
+    const auto &v = interp.sop(*out);
+    if (json)
+      std::cout << "{\"output\": \"" << jsonEscape(name) << "\", \"value\": " << formatSequence(v, true) << "}\n";
+    else
+      std::cout << formatSequence(v, false) << "\n";
+  }
+  return 0;
+}
+
 int runModel(const std::string &path, const std::optional<std::string> &input,
              const std::optional<std::string> &inputsFile, bool json, bool trace, const std::string &precision,
              const std::string &device, int batchSize, int64_t maxParams) {
@@ -256,10 +307,63 @@ int runModel(const std::string &path, const std::optional<std::string> &input,
     }
   }
   uint64_t seqBase = 0; // sequences before this batch (for the trace's "[seq]" labels)
+  // What each head computes or serves, for the attention part of the trace.
+  std::map<std::pair<int, int>, std::string> headLabels;
+  for (const NodeInfo &n : m->nodes) {
+    for (int h : n.heads) headLabels[{n.layer, h}] = nodeLabel(n);
+    for (const HelperBlock &b : n.helpers)
+      for (int h : b.heads) headLabels[{b.layer, h}] = nodeLabel(n) + " (" + b.role + ")";
+  }
+  std::map<int, Eigen::MatrixXd> entering; // per sequence: the residual entering the next sublayer
+  std::vector<std::string> traceJson;      // per sequence of the batch, with --json
   TraceFn fn = [&](int layer, const std::string &sub, const Eigen::MatrixXd &res, int seq) {
+    std::vector<std::pair<int, Eigen::MatrixXd>> patterns;
+    if (sub == "attn") {
+      auto all = attentionPatterns(*m, layer, entering[seq]);
+      for (int h = 0; h < int(all.size()); ++h)
+        if (headLabels.count({layer, h})) patterns.emplace_back(h, std::move(all[size_t(h)]));
+    }
+    entering[seq] = res;
+    auto values = decodeNodes(*m, res);
+    if (json) {
+      if (traceJson.size() <= size_t(seq)) traceJson.resize(size_t(seq) + 1);
+      std::string &t = traceJson[size_t(seq)];
+      t += fmt::format("{}{{\"layer\": {}, \"sublayer\": \"{}\", \"values\": {{", t.empty() ? "" : ", ", layer, sub);
+      for (size_t i = 0; i < values.size(); ++i)
+        t += fmt::format("{}\"{}\": {}", i ? ", " : "", jsonEscape(values[i].first), formatSequence(values[i].second, true));
+      t += "}";
+      if (!patterns.empty()) {
+        t += ", \"attention\": [";
+        for (size_t i = 0; i < patterns.size(); ++i) {
+          auto &[h, p] = patterns[i];
+          t += fmt::format("{}{{\"head\": {}, \"node\": \"{}\", \"pattern\": [", i ? ", " : "", h,
+                           jsonEscape(headLabels[{layer, h}]));
+          for (Eigen::Index q = 0; q < p.rows(); ++q) {
+            t += q ? ", [" : "[";
+            for (Eigen::Index k = 0; k < p.cols(); ++k) t += fmt::format("{}{:.6g}", k ? ", " : "", p(q, k));
+            t += "]";
+          }
+          t += "]}";
+        }
+        t += "]";
+      }
+      t += "}";
+      return;
+    }
     std::cout << (multi ? fmt::format("[{}] ", seqBase + uint64_t(seq)) : "")
               << (layer < 0 ? std::string("embedding") : fmt::format("layer {} {}", layer, sub)) << ":\n";
-    for (auto &[name, vals] : decodeNodes(*m, res)) std::cout << "  " << name << " = " << formatSequence(vals, false) << "\n";
+    for (auto &[name, vals] : values) std::cout << "  " << name << " = " << formatSequence(vals, false) << "\n";
+    // Each query row: the keys it attends to with weight at least 0.005 (BOS is the row/key before position 0).
+    for (auto &[h, p] : patterns) {
+      std::cout << "  head " << h << " (" << headLabels[{layer, h}] << ") attends:\n";
+      auto pos = [](Eigen::Index i) { return i == 0 ? std::string("BOS") : std::to_string(i - 1); };
+      for (Eigen::Index q = 0; q < p.rows(); ++q) {
+        std::string row;
+        for (Eigen::Index k = 0; k < p.cols(); ++k)
+          if (p(q, k) >= 0.005) row += fmt::format("{}{} {:.2f}", row.empty() ? "" : ", ", pos(k), p(q, k));
+        std::cout << "    " << pos(q) << ": " << row << "\n";
+      }
+    }
   };
   const size_t maxLen = size_t(exec->maxLength());
   bool first = true;
@@ -288,6 +392,8 @@ int runModel(const std::string &path, const std::optional<std::string> &input,
     }
     if (first) multi = batch.size() > 1 || havePending;
     first = false;
+    traceJson.clear();
+    entering.clear();
     auto out = exec->run(batch, trace ? &fn : nullptr);
     if (!out) {
       llvm::Error err = out.takeError();
@@ -316,8 +422,15 @@ int runModel(const std::string &path, const std::optional<std::string> &input,
           [&](const llvm::ErrorInfoBase &e) { error(e.message()); });
       return 1;
     }
-    for (auto &v : *out)
-      std::cout << (json ? "{\"value\": " + formatSequence(v, true) + "}" : formatSequence(v, false)) << "\n";
+    for (size_t b = 0; b < out->size(); ++b) {
+      const auto &v = (*out)[b];
+      if (!json)
+        std::cout << formatSequence(v, false) << "\n";
+      else if (trace)
+        std::cout << "{\"value\": " << formatSequence(v, true) << ", \"trace\": [" << traceJson[b] << "]}\n";
+      else
+        std::cout << "{\"value\": " << formatSequence(v, true) << "}\n";
+    }
     std::cout.flush(); // each batch's lines before any later error on stderr
     seqBase += batch.size();
   }
@@ -496,10 +609,10 @@ int runInspect(const std::string &path, bool json, int64_t maxParams) {
     return out;
   };
   if (json) {
-    std::string s = fmt::format("{{\"file\": \"{}\", \"n_layers\": {}, \"n_heads\": {}, \"d_head\": {}, "
+    std::string s = fmt::format("{{\"file\": \"{}\", \"n_layers\": {}, \"heads\": {}, \"n_heads\": {}, \"d_head\": {}, "
                                 "\"d_model\": {}, \"d_mlp\": {}, \"n_ctx\": {}, \"causal\": {}, \"output\": \"{}\", "
                                 "\"output_encoding\": \"{}\", \"layers\": [",
-                                jsonEscape(path), c.n_layers, c.n_heads, c.d_head, c.d_model, c.d_mlp, c.n_ctx,
+                                jsonEscape(path), c.n_layers, usedHeads(*m), c.n_heads, c.d_head, c.d_model, c.d_mlp, c.n_ctx,
                                 c.causal ? "true" : "false", jsonEscape(m->outputName), m->outputEncoding);
     for (int l = 0; l < c.n_layers; ++l) {
       s += (l ? ", [" : "[");
@@ -520,9 +633,10 @@ int runInspect(const std::string &path, bool json, int64_t maxParams) {
   }
   std::string vocab;
   for (auto &v : m->vocab) vocab += (vocab.empty() ? "" : " ") + v;
-  std::cout << fmt::format("{}: {} layer{}, {} head{} per layer (d_head {}), d_model {}, d_mlp {}, n_ctx {}{}\n", path,
-                           c.n_layers, c.n_layers == 1 ? "" : "s", c.n_heads, c.n_heads == 1 ? "" : "s", c.d_head,
-                           c.d_model, c.d_mlp, c.n_ctx, c.causal ? ", causal" : "");
+  const int heads = usedHeads(*m);
+  std::cout << fmt::format("{}: {} layer{}, {} head{} (n_heads {} per layer, d_head {}), d_model {}, d_mlp {}, n_ctx {}{}\n",
+                           path, c.n_layers, c.n_layers == 1 ? "" : "s", heads, heads == 1 ? "" : "s", c.n_heads,
+                           c.d_head, c.d_model, c.d_mlp, c.n_ctx, c.causal ? ", causal" : "");
   std::cout << "vocabulary: " << vocab << "\noutput: " << m->outputName << " (" << m->outputEncoding << ")\n";
   for (int l = 0; l < c.n_layers; ++l) {
     std::cout << fmt::format("layer {}:\n", l);

@@ -18,7 +18,9 @@ using CommonFlags = tools::ProgramFlags;
 
 void addProgramFlags(CLI::App *cmd, CommonFlags &f) {
   cmd->add_option("FILE", f.file, "RASP program")->required();
-  cmd->add_option("--output", f.output, "the s-op to show (default: the last s-op assigned at top level)");
+  cmd->add_option("--sop", f.output, "the s-op to show or compile (default: the last s-op assigned at top level)");
+  // The old spelling, so that it gets a clear error rather than CLI11's "not expected".
+  cmd->add_option("--output", f.renamedOutput)->group("");
   cmd->add_option("--vocab", f.vocab, "vocabulary, tokens separated by spaces (default: from the file header)")
       ->check(CLI::Validator([](std::string &v) { return vocabularyProblem(splitArgs(v)); }, "TOKENS"));
   cmd->add_option("--max-len", f.maxLen, "maximum input length (default: from the file header)")
@@ -66,7 +68,7 @@ int runEval(const CommonFlags &f, const std::string &input, bool json, bool all)
   for (auto &[name, v] : named)
     if (v.is(Value::Sel) && tokens->size() > kMaxSelectorPrint) {
       std::cerr << "raspc: error: --all prints selectors as matrices, for inputs of at most " << kMaxSelectorPrint
-                << " tokens (this one has " << tokens->size() << "); print an s-op with --output NAME\n";
+                << " tokens (this one has " << tokens->size() << "); print an s-op with --sop NAME\n";
       return 1;
     }
   if (!p.interpret(interp, *tokens, roots)) return 1;
@@ -136,7 +138,10 @@ static int realMain(int argc, char **argv) {
   bool json = false, all = false;
   auto *eval = app.add_subcommand("eval", "evaluate a RASP program on an input with the reference interpreter");
   addProgramFlags(eval, evalFlags);
-  eval->add_option("--input", input, "input tokens separated by spaces, e.g. \"3 1 2 2\"")->required();
+  std::optional<std::string> evalInputs;
+  auto *evalIn = eval->add_option("--input", input, "input tokens separated by spaces, e.g. \"3 1 2 2\"");
+  eval->add_option("--inputs", evalInputs, "a file with one input sequence per line (one output line each)")
+      ->excludes(evalIn);
   eval->add_flag("--json", json, "print {\"output\": NAME, \"value\": [...]}");
   eval->add_flag("--all", all, "print every named top-level s-op and selector");
 
@@ -209,7 +214,26 @@ static int realMain(int argc, char **argv) {
     app.exit(e);
     return 2;
   }
-  if (eval->parsed()) return runEval(evalFlags, input, json, all);
+  for (auto *f : {&evalFlags, &graphFlags, &compileFlags, &verifyFlags})
+    if (f->renamedOutput) {
+      std::cerr << "raspc: error: --output is now --sop NAME (the s-op to show or compile); "
+                   "the file a command writes is -o/--out\n";
+      return 2;
+    }
+  if (eval->parsed()) {
+    if (evalInputs) {
+      if (all) {
+        std::cerr << "raspc: error: --all prints one input's s-ops; give it with --input\n";
+        return 2;
+      }
+      return tools::runEvalInputs(evalFlags, *evalInputs, json);
+    }
+    if (evalIn->count() == 0) {
+      std::cerr << "raspc eval: give --input \"...\" or --inputs FILE\n";
+      return 2;
+    }
+    return runEval(evalFlags, input, json, all);
+  }
   if (graph->parsed()) return runGraph(graphFlags);
   if (repl->parsed()) return tools::runRepl(replFile);
   if (compile->parsed()) return tools::runCompile(compileFlags, compileOut, force, compileJson);
