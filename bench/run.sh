@@ -15,6 +15,23 @@ echo "== forward throughput: sort, N = 32, vocabulary {1,2,3} ($(nproc) cores)"
 "$BUILD/bench/bench_forward" "$model" "${SECONDS_PER_ROW:-2}"
 /usr/bin/python3 bench/forward_numpy.py "$model" "${SECONDS_PER_ROW:-2}"
 
+# Threads: `raspc run` of sort (N = 64) over 1,024 lines, one thread against one per core,
+# on an idle machine and beside one busy process per core (a shared node).
+echo
+echo "== run threads: sort, N = 64, 1,024 lines ($(nproc) cores), seconds"
+model64=$(mktemp --suffix=.h5)
+lines=$(mktemp)
+trap 'rm -f "$model" "$model64" "$lines"' EXIT
+"$BUILD/tools/raspc" compile examples/sort.rasp --max-len 64 -o "$model64" --force >/dev/null
+/usr/bin/python3 -c 'import random; random.seed(1); print("\n".join(" ".join(random.choice("123") for _ in range(64)) for _ in range(1024)))' >"$lines"
+time_run() { /usr/bin/time -f %e "$BUILD/tools/raspc" run "$model64" --inputs "$lines" --threads "$1" 2>&1 >/dev/null | tail -1; }
+printf '%-14s %10s %10s\n' "" "--threads 1" "--threads 0"
+printf '%-14s %10s %10s\n' "idle" "$(time_run 1)" "$(time_run 0)"
+busy=()
+for _ in $(seq "$(nproc)"); do (while :; do :; done) & busy+=($!); done
+printf '%-14s %10s %10s\n' "busy cores" "$(time_run 1)" "$(time_run 0)"
+kill "${busy[@]}" 2>/dev/null; wait "${busy[@]}" 2>/dev/null || true
+
 # CRATE on the CPU: raspc's CrateExecutor beside the PyTorch reference, same random weights
 # (a checkpoint converted by tools/crate_convert.py) and images, same thread count.
 echo
@@ -23,7 +40,7 @@ if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
   echo "(skipped: /usr/bin/python3 cannot import torch; ./scripts/install-deps.sh test installs python3-torch)"
 else
   crate=$(mktemp -d)
-  trap 'rm -f "$model"; rm -rf "$crate"' EXIT
+  trap 'rm -f "$model" "$model64" "$lines"; rm -rf "$crate"' EXIT
   batches=${CRATE_BATCHES:-1 64}
   max=$(echo "$batches" | tr ' ' '\n' | sort -n | tail -1)
   /usr/bin/python3 tools/crate_torch.py images --config tiny --batch "$max" --seed 1 -o "$crate/images.h5" >/dev/null

@@ -26,6 +26,8 @@ template <class T> struct CpuImpl final : HostLogitsImpl<T> {
   }
 
   llvm::Error forward(const TraceFn *trace) override {
+    // Eigen's thread count is process-wide: set it for this executor's products.
+    Eigen::setNbThreads(this->threads);
     const int Tn = seqRows;
     const Eigen::Index N = Eigen::Index(nSeq) * Tn, D = cfg.d_model, Dh = cfg.d_head;
     ensure(X, N, D);

@@ -7,6 +7,7 @@
 #include <llvm/ADT/StringRef.h>
 #include <llvm/Support/raw_ostream.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <unordered_map>
@@ -257,5 +258,7 @@ Eigen::MatrixXd Executor::logits(int seq) const { return impl_->logits(seq); }
 Precision Executor::precision() const { return impl_->precision; }
 Device Executor::device() const { return impl_->device; }
 int Executor::maxLength() const { return impl_->cfg.n_ctx - 1; }
+void Executor::setThreads(int n) { impl_->threads = std::max(0, n); }
+int Executor::threads() const { return impl_->threads; }
 
 } // namespace raspc

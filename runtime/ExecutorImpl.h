@@ -32,6 +32,7 @@ struct Executor::Impl {
   ModelConfig cfg;
   Precision precision = Precision::F32;
   Device device = Device::Cpu;
+  int threads = 1; // Executor::setThreads
   std::unordered_map<std::string, int> vocabIds; // user tokens only
   std::vector<std::string> vocab;
   int bosId = 0, padId = 0;

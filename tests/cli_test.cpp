@@ -757,3 +757,20 @@ TEST(CliGaps, OneHeadCountAndUserCallSites) {
   r = run(raspcBinary() + " inspect " + out);
   EXPECT_EQ(r.out.rfind(out + ": 1 layer, 1 head (n_heads 1 per layer, d_head", 0), 0u) << r.out;
 }
+
+// --threads changes only the speed: the same outputs with 1, 2 and one per core.
+TEST(CliGaps, ThreadsDoNotChangeOutputs) {
+  std::string out = raspc::test::tempPath("threads_sort.h5");
+  auto r = run(raspcBinary() + " compile " + example("sort") + " --max-len 16 -o " + out + " --force");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  std::string in = tempFile("threads_in.txt", "3 1 2 2 3 1 1 2 3 3 2 1 2 3 1 2\n2 1\n\n3 3 3\n");
+  const std::string want = "[1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3]\n[1, 2]\n[]\n[3, 3, 3]\n";
+  for (const char *t : {"1", "2", "0"}) {
+    r = run(raspcBinary() + " run " + out + " --inputs " + in + " --threads " + t);
+    EXPECT_EQ(r.exitCode, 0);
+    EXPECT_EQ(r.out, want) << "--threads " << t;
+  }
+  r = run(raspcBinary() + " run " + out + " --inputs " + in + " --threads -1");
+  EXPECT_EQ(r.exitCode, 2);
+  EXPECT_NE(r.out.find("--threads"), std::string::npos) << r.out;
+}

@@ -50,8 +50,8 @@ int runEvalInputs(const ProgramFlags &f, const std::string &inputsFile, bool jso
 int runCompile(const ProgramFlags &f, const std::string &out, bool force, bool json);
 int runModel(const std::string &model, const std::optional<std::string> &input,
              const std::optional<std::string> &inputsFile, bool json, bool trace, const std::string &precision,
-             const std::string &device, int batchSize, int64_t maxParams);
-int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json);
+             const std::string &device, int batchSize, int64_t maxParams, int threads);
+int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json, int threads);
 int runInspect(const std::string &model, bool json, int64_t maxParams);
 
 // --seed: a non-negative integer (CLI11 would wrap "-1" around to 2^64 - 1).

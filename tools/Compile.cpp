@@ -254,7 +254,7 @@ int runEvalInputs(const ProgramFlags &f, const std::string &inputsFile, bool jso
 
 int runModel(const std::string &path, const std::optional<std::string> &input,
              const std::optional<std::string> &inputsFile, bool json, bool trace, const std::string &precision,
-             const std::string &device, int batchSize, int64_t maxParams) {
+             const std::string &device, int batchSize, int64_t maxParams, int threads) {
   Device dev = *parseDevice(device);
   if (dev == Device::Cuda && precision == "f64") { // a usage error, whether or not a GPU is here
     error("--precision f64 runs on the CPU only (the CUDA executor is float32)");
@@ -274,6 +274,7 @@ int runModel(const std::string &path, const std::optional<std::string> &input,
     error(llvm::toString(exec.takeError()));
     return 1;
   }
+  exec->setThreads(threads);
   std::optional<LineReader> reader;
   if (inputsFile) {
     reader.emplace(*inputsFile);
@@ -461,7 +462,7 @@ private:
 
 } // namespace
 
-int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json) {
+int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json, int threads) {
   Program p;
   auto c = compileFile(p, f);
   if (!c) return 1;
@@ -470,6 +471,7 @@ int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json) {
     error(llvm::toString(exec.takeError()));
     return 1;
   }
+  exec->setThreads(threads);
   const auto &vocab = *c->opts.vocab;
   int N = *c->opts.maxLen;
   // Every input of every length up to N when there are at most a million.
