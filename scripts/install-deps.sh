@@ -8,6 +8,7 @@ set -euo pipefail
 PKGS=(
   make cmake g++ pkg-config git
   llvm-14-dev clang-14 libclang-rt-14-dev   # LLVM Support; clang for the libFuzzer target
+  libedit-dev                                # LLVM LineEditor (the REPL), linked statically
   libeigen3-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev libhdf5-dev
   python3 python3-numpy python3-h5py
 )
