@@ -102,10 +102,16 @@ std::string typeName(nb::handle h) { return nb::cast<std::string>(nb::str(nb::ha
 // The host function of a Func node: calls the Python callable (with the GIL, on the
 // caller's thread) and turns what it returns, or raises, into a value or an error
 // that names the function and the arguments.
-ir::HostFunction::Fn pythonFunction(nb::object fn, std::string label) {
-  return [fn = std::move(fn), label = std::move(label)](const Scalar *args, size_t n, Scalar &out,
-                                                          std::string &error) -> bool {
+ir::HostFunction::Fn pythonFunction(PyGraph *owner, size_t index, std::string label) {
+  // The graph owns the node and so the function: `owner` outlives every call.
+  return [owner, index, label = std::move(label)](const Scalar *args, size_t n, Scalar &out,
+                                                  std::string &error) -> bool {
     nb::gil_scoped_acquire gil;
+    if (index >= owner->callables.size()) { // cleared by the garbage collector
+      error = label + ": the function is gone (its graph is being freed)";
+      return false;
+    }
+    nb::handle fn = owner->callables[index];
     nb::list list;
     for (size_t i = 0; i < n; ++i) list.append(toPython(args[i]));
     nb::tuple tuple = nb::tuple(list);
@@ -129,10 +135,25 @@ ir::HostFunction::Fn pythonFunction(nb::object fn, std::string label) {
   };
 }
 
+int graphTraverse(PyObject *self, visitproc visit, void *arg) {
+  Py_VISIT(Py_TYPE(self));
+  if (!nb::inst_ready(self)) return 0;
+  for (const nb::object &fn : nb::inst_ptr<PyGraph>(self)->callables) Py_VISIT(fn.ptr());
+  return 0;
+}
+
+int graphClear(PyObject *self) {
+  nb::inst_ptr<PyGraph>(self)->callables.clear();
+  return 0;
+}
+
+PyType_Slot graphSlots[] = {{Py_tp_traverse, (void *)graphTraverse}, {Py_tp_clear, (void *)graphClear}, {0, nullptr}};
+
 } // namespace
 
 void bindGraph(nb::module_ &m) {
-  nb::class_<PyGraph>(m, "Graph", "A RASP computation graph built node by node; node ids are ints.")
+  nb::class_<PyGraph>(m, "Graph", nb::type_slots(graphSlots),
+                      "A RASP computation graph built node by node; node ids are ints.")
       .def(nb::init<>())
       .def("__len__", [](const PyGraph &g) { return g.g.size(); })
       .def(
@@ -181,7 +202,9 @@ void bindGraph(nb::module_ &m) {
             n.op = ir::MapOp::Func;
             for (int64_t a : args) n.args.push_back(g.sop(a, "func"));
             auto t = std::make_shared<ir::Table>();
-            t->fn = std::make_shared<ir::HostFunction>(label, args.size(), pythonFunction(fn, label));
+            g.callables.push_back(fn);
+            t->fn = std::make_shared<ir::HostFunction>(label, args.size(),
+                                                       pythonFunction(&g, g.callables.size() - 1, label));
             n.table = std::move(t);
             return g.add(std::move(n));
           },

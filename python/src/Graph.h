@@ -16,6 +16,10 @@ struct PyGraph {
   ir::Graph g;
   size_t located = 0; // nodes [0, located) have a line in a "<graph>" buffer
   std::string listing; // those lines, for the model's metadata/source
+  // The Python callables of its Func nodes, by index. Held here, not in the nodes, so
+  // that the garbage collector sees them (tp_traverse): a lambda whose globals hold
+  // the graph is a cycle through C++ otherwise never freed.
+  std::vector<nb::object> callables;
 
   ir::NodeId add(ir::Node n);
   ir::NodeId node(int64_t id, const char *what) const;
