@@ -8,7 +8,7 @@ FUZZ_SECONDS ?= 60
 CMAKE_FLAGS ?=
 ifneq ($(filter true 1 yes,$(CI)),)
   CMAKE_FLAGS += -DRASPC_WERROR=ON
-  PIP_FLAGS += -C cmake.define.RASPC_WERROR=ON
+  PIP_FLAGS += --config-settings=cmake.define.RASPC_WERROR=ON
 endif
 
 .PHONY: all deps deps-test configure build demo test test-python test-asan fuzz bench clean

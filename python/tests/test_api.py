@@ -300,3 +300,16 @@ def test_graph_bad_return_and_big_ints():
         g.func(abs, [99], "abs")
     with pytest.raises(raspc.RaspcError, match="1, 2 or 3"):
         g.func(lambda *a: 0, [t, t, t, t])
+
+
+def test_causal_compile_eval_and_patterns():
+    path = ROOT / "examples" / "frac_prevs.rasp"
+    model = raspc.compile(path, causal=True)
+    assert model.metadata["causal"] is True and model.config["causal"] is True
+    inputs = random_inputs(model.vocab, model.max_len, 30, seed="causal")
+    assert model.run(inputs) == raspc.eval(path, inputs, causal=True)
+    tr = model.trace(["x", "y", "y", "x"])
+    assert tr.final["out"] == [1.0, 0.5, 1 / 3, 0.5]
+    for p in tr.attention:
+        for h in range(p.shape[0]):
+            assert np.all(np.triu(p[h], k=1) == 0)  # no query sees a later key
