@@ -41,7 +41,11 @@ void PyGraph::locate() {
   // Line k + 1 describes node k in every buffer, so a line number is a node id + 1.
   std::string text(located, '\n');
   std::vector<size_t> offsets;
-  auto ref = [&](ir::NodeId a) { return g[a].name.empty() ? fmt::format("n{}", a) : g[a].name; };
+  auto ref = [&](ir::NodeId a) {
+    const ir::Node &n = g[a];
+    bool builtin = n.kind == NodeKind::Tokens || n.kind == NodeKind::Indices || n.kind == NodeKind::Length;
+    return !n.name.empty() || (builtin && n.encoding == ir::Encoding::Categorical) ? g.label(a) : fmt::format("n{}", a);
+  };
   for (size_t i = located; i < g.size(); ++i) {
     const ir::Node &n = g[ir::NodeId(i)];
     offsets.push_back(text.size());

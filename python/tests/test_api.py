@@ -6,6 +6,7 @@ import pathlib
 import random
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -313,3 +314,22 @@ def test_causal_compile_eval_and_patterns():
     for p in tr.attention:
         for h in range(p.shape[0]):
             assert np.all(np.triu(p[h], k=1) == 0)  # no query sees a later key
+
+
+def test_import_needs_no_torch():
+    code = "import sys, raspc; raspc.compile('out = tokens;', vocab=[1], max_len=2); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_numpy_inputs_and_tokens():
+    model = raspc.compile(ROOT / "examples" / "reverse.rasp")
+    assert model.run(np.array([1, 2, 3])) == [3, 2, 1]
+    assert model.run(np.array([[1, 2], [3, 1]])) == [[2, 1], [1, 3]]
+    g = _core.Graph()
+    half = g.func(lambda x: np.float64(x) / 2, [g.tokens()], "half")
+    assert g.evaluate(half, [1, 3]) == [0.5, 1.5]
+    twice = g.func(lambda x: np.int64(x) * 2, [g.tokens()], "twice")  # numpy scalars are values
+    assert g.evaluate(twice, [1, 3]) == [2, 6]
+    odd = g.func(lambda x: np.bool_(x % 2), [g.tokens()], "odd")
+    assert g.evaluate(odd, [1, 2]) == [True, False]
