@@ -58,7 +58,7 @@ def test_sort_values_and_types():
     assert model.vocab == ["1", "2", "3"]
     assert model.max_len == 5
     md = model.metadata
-    assert md["output"] == "out" or md["output"]  # the header's or last s-op's name
+    assert md["output"] == "out"  # the last s-op assigned
     assert md["causal"] is False
     assert md["config"]["n_ctx"] == 6
     assert md["config"]["d_vocab"] == 5  # 3 tokens, BOS, PAD
@@ -93,8 +93,10 @@ def test_weights_and_ground_truth():
     assert w["blocks.0.attn.W_Q"].shape == (c["n_heads"], c["d_model"], c["d_head"])
     assert w["unembed.W_U"].dtype == np.float32
     gt = model.ground_truth
-    names = {n.get("name") for n in (gt if isinstance(gt, list) else gt["nodes"])}
-    assert "out" in names or model.metadata["output"] in names
+    assert isinstance(gt, list)
+    out = next(n for n in gt if n["name"] == "out")
+    assert out["kind"] == "aggregate" and out["layer"] == c["n_layers"] - 1 and out["sublayer"] == "attn"
+    assert model.metadata["output"] == "out"
 
 
 def test_save_load_round_trip_equals_cli(tmp_path):
@@ -194,7 +196,7 @@ def test_trace_shapes_and_reverse_head():
         np.testing.assert_allclose(p.sum(axis=2), 1.0, rtol=1e-9)
     # The head of `out` attends from position i to position n - 1 - i (BOS is row 0).
     gt = model.ground_truth
-    nodes = gt if isinstance(gt, list) else gt["nodes"]
+    nodes = gt
     node = next(n for n in nodes if n.get("name") == "out")
     p = tr.attention[node["layer"]][node["heads"][0]]
     n = len(tokens)
@@ -218,6 +220,9 @@ def test_graph_func_maps():
     g.name(total, "total")
     model = _core.compile_graph(g, total, [1, 2, 3], 5)
     assert isinstance(model, raspc.Model)
+    nodes = {n["id"]: n for n in model.ground_truth}
+    assert (nodes[twice]["op"], nodes[total]["op"], nodes[total]["name"]) == ("twice", "<lambda>", "total")
+    assert model.metadata["output"] == "total"
     for inp in inputs_over([1, 2, 3], 5):
         want = [2 * x + 1 + k for k, x in enumerate(inp)]
         assert g.evaluate(total, inp) == want
