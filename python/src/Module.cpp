@@ -240,7 +240,10 @@ nb::list evalSource(const std::string &source, const std::string &name, bool isF
 
 PyModel load(const std::string &path, int64_t maxParams) {
   auto m = readModel(path, maxParams);
-  if (!m) throwError(m.takeError());
+  if (!m) { // the file is the place of the error (no line: it is HDF5)
+    std::string text = llvm::toString(m.takeError());
+    throw Error(text, text, path);
+  }
   PyModel pm;
   pm.m = std::move(*m);
   return pm;

@@ -136,6 +136,7 @@ def test_load_errors(tmp_path):
     with pytest.raises(raspc.RaspcError) as e:
         raspc.load(bad)
     assert str(bad) in str(e.value)
+    assert (e.value.file, e.value.line, e.value.col) == (str(bad), None, None)
     with pytest.raises(raspc.RaspcError):
         raspc.load(tmp_path / "missing.h5")
 
