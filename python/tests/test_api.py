@@ -339,3 +339,20 @@ def test_numpy_inputs_and_tokens():
     assert g.evaluate(twice, [1, 3]) == [2, 6]
     odd = g.func(lambda x: np.bool_(x % 2), [g.tokens()], "odd")
     assert g.evaluate(odd, [1, 2]) == [True, False]
+
+
+def test_graph_model_save_and_load(tmp_path):
+    g = _core.Graph()
+    t = g.tokens()
+    quoted = g.func(lambda x: f'"{x}"', [t], 'say "it"')
+    width = g.selector_width(g.select(t, t, "true"))
+    out = g.func(lambda q, w: q * w, [quoted, width], "repeat")
+    model = _core.compile_graph(g, out, ["a", "b"], 3)
+    model.save(tmp_path / "g.h5")
+    loaded = raspc.load(tmp_path / "g.h5")
+    inputs = inputs_over(["a", "b"], 3)
+    assert loaded.run(inputs) == model.run(inputs) == [g.evaluate(out, x) for x in inputs]
+    assert loaded.run(["a", "b"]) == ['"a""a"', '"b""b"']
+    assert loaded.metadata["source_name"] == "<graph>"
+    assert 'say "it"' in {n["op"] for n in loaded.ground_truth}
+    assert "true" in {n["op"] for n in loaded.ground_truth}
