@@ -8,9 +8,10 @@ FUZZ_SECONDS ?= 60
 CMAKE_FLAGS ?=
 ifneq ($(filter true 1 yes,$(CI)),)
   CMAKE_FLAGS += -DRASPC_WERROR=ON
+  PIP_FLAGS += --config-settings=cmake.define.RASPC_WERROR=ON
 endif
 
-.PHONY: all deps deps-test configure build demo test test-asan fuzz bench clean
+.PHONY: all deps deps-test configure build demo test test-python test-asan fuzz bench clean
 
 all: build
 
@@ -43,6 +44,14 @@ demo: configure
 test: deps-test
 	@$(MAKE) --no-print-directory build
 	@ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+	@$(MAKE) --no-print-directory test-python
+
+# The pip package (pyproject.toml) in a cached venv (scripts/python-venv.sh), then its
+# tests; they compare saved models with $(BUILD)/tools/raspc's.
+test-python: deps-test
+	@venv=$$(./scripts/python-venv.sh python/requirements-test.txt) && \
+	  "$$venv/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation $(PIP_FLAGS) . && \
+	  RASPC_BINARY=$(CURDIR)/$(BUILD)/tools/raspc "$$venv/bin/python" -m pytest -q python/tests
 
 # Compile sizes and times beside Tracr's, forward throughput beside numpy, CRATE beside PyTorch.
 bench: deps-test

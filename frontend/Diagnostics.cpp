@@ -41,6 +41,7 @@ void DiagnosticEngine::print(llvm::SMLoc loc, llvm::SourceMgr::DiagKind kind,
 }
 
 void DiagnosticEngine::error(llvm::SMLoc loc, const llvm::Twine &msg) {
+  if (!first_) first_.emplace(loc, msg.str());
   auto key = std::make_pair(loc.getPointer(), msg.str());
   if (auto it = repeats_.find(key); it != repeats_.end()) {
     ++it->second;

@@ -8,6 +8,7 @@
 #include <llvm/Support/raw_ostream.h>
 
 #include <map>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -52,6 +53,9 @@ public:
   void flushRepeats();
 
   unsigned errorCount() const { return errors_; }
+  // The first error reported (its location and message, without the source line), for
+  // callers that hand errors on as data (the Python package's RaspcError).
+  const std::optional<std::pair<llvm::SMLoc, std::string>> &firstError() const { return first_; }
   // Past this many errors the rest are dropped (one line says so): junk input must
   // not produce megabytes of diagnostics.
   bool tooMany() const { return errors_ >= kMaxErrors; }
@@ -70,6 +74,7 @@ private:
   // the order they were first shown in (for the notes).
   std::map<std::pair<const char *, std::string>, unsigned> repeats_;
   std::vector<std::pair<const char *, std::string>> shown_;
+  std::optional<std::pair<llvm::SMLoc, std::string>> first_;
 };
 
 // "file:line:col" for a location (or "<unknown>").

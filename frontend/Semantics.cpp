@@ -20,6 +20,9 @@ bool scalarTruthy(const Scalar &s) {
 }
 
 bool selects(ir::Comparison c, const Scalar &key, const Scalar &query, std::string *error) {
+  // Constant comparisons select every key (even None) or none, as in Tracr.
+  if (c == ir::Comparison::True) return true;
+  if (c == ir::Comparison::False) return false;
   // Two ints (indices, int tokens): the N^2 comparisons of a select are the
   // interpreter's hot loop, so compare them without building operands and a result.
   const int64_t *k = std::get_if<int64_t>(&key), *q = std::get_if<int64_t>(&query);
@@ -31,6 +34,7 @@ bool selects(ir::Comparison c, const Scalar &key, const Scalar &query, std::stri
     case ir::Comparison::Ge: return *k >= *q;
     case ir::Comparison::Le: return *k <= *q;
     case ir::Comparison::Ne: return *k != *q;
+    default: break;
     }
   }
   static const MapOp ops[] = {MapOp::Eq, MapOp::Lt, MapOp::Gt, MapOp::Ge, MapOp::Le, MapOp::Ne};
@@ -197,6 +201,16 @@ OpResult applyOp(MapOp op, const Scalar *args, size_t n, const ir::Table *table)
     for (size_t i = 0; i < table->keys.size(); ++i)
       if (DictValue::keyOf(table->keys[i]) == key) return ok(table->values[i]);
     return err(fmt::format("key {} not in dictionary", formatScalar(a, true)));
+  }
+  case MapOp::Func: {
+    Scalar out;
+    std::string error;
+    if (!table->fn->call(args, n, out, error)) {
+      OpResult r = err(std::move(error));
+      r.hostFailure = true;
+      return r;
+    }
+    return ok(std::move(out));
   }
   default: return err("unknown operation");
   }

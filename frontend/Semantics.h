@@ -12,10 +12,15 @@ struct OpResult {
   bool ok = true;
   Scalar value;
   std::string error; // set when !ok: what went wrong, without a location
+  // A host function (MapOp::Func) failed. The value-set pass skips argument
+  // combinations on which a built-in operation fails (they may never occur), but a
+  // failing host function is the user's bug, reported wherever it is first called.
+  bool hostFailure = false;
 };
 
 // Applies `op` to args (1 for unary ops, In and Lookup; 2 for binary; 3 for IfElse as
-// {then, cond, else}). None in any argument gives None.
+// {then, cond, else}; the host function's arity for Func). None in any argument gives
+// None.
 OpResult applyOp(ir::MapOp op, const Scalar *args, size_t nargs, const ir::Table *table = nullptr);
 
 bool scalarTruthy(const Scalar &s);

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <unordered_set>
 
 #include <algorithm>
@@ -50,6 +51,7 @@ const char *opName(MapOp op) {
   case MapOp::IfElse: return "if-else";
   case MapOp::In: return "in";
   case MapOp::Lookup: return "lookup";
+  case MapOp::Func: return "func";
   }
   return "?";
 }
@@ -62,6 +64,8 @@ const char *cmpName(Comparison c) {
   case Comparison::Ge: return ">=";
   case Comparison::Le: return "<=";
   case Comparison::Ne: return "!=";
+  case Comparison::True: return "true";
+  case Comparison::False: return "false";
   }
   return "?";
 }
@@ -77,7 +81,31 @@ const char *tokenTypeName(TokenType t) {
   return "tokens";
 }
 
+HostFunction::HostFunction(std::string label, size_t arity, Fn fn)
+    : label_(std::move(label)), arity_(arity), fn_(std::move(fn)) {
+  static std::atomic<uint64_t> next{0};
+  id_ = next++;
+}
+
+bool HostFunction::call(const Scalar *args, size_t n, Scalar &out, std::string &error) const {
+  std::string key;
+  for (size_t i = 0; i < n; ++i) key += scalarKey(args[i]) + ",";
+  auto it = memo_.find(key);
+  if (it == memo_.end()) {
+    Result r{false, {}, {}};
+    r.ok = fn_(args, n, r.value, r.error);
+    it = memo_.emplace(std::move(key), std::move(r)).first;
+  }
+  if (!it->second.ok) {
+    error = it->second.error;
+    return false;
+  }
+  out = it->second.value;
+  return true;
+}
+
 std::string Table::key() const {
+  if (fn) return fmt::format("F{}", fn->id());
   std::string k = isList ? "L[" : "D[";
   for (size_t i = 0; i < values.size(); ++i) {
     if (!isList) k += scalarKey(keys[i]) + ":";
@@ -106,6 +134,10 @@ void Graph::nameNode(NodeId id, const std::string &name) {
   if (nodes_[id].name.empty()) nodes_[id].name = name;
 }
 
+void Graph::locateNode(NodeId id, llvm::SMLoc loc) {
+  if (!nodes_[id].loc.isValid()) nodes_[id].loc = loc;
+}
+
 std::vector<NodeId> Graph::reachable(const std::vector<NodeId> &roots) const {
   std::vector<char> seen(nodes_.size(), 0);
   for (NodeId r : roots) seen[r] = 1;
@@ -132,13 +164,19 @@ std::vector<NodeId> Graph::preorder(NodeId root, const std::function<bool(const 
   return out;
 }
 
+// A map's operation; a host function by its label.
+static std::string funcLabel(const Node &n) {
+  if (n.op == MapOp::Func && n.table && n.table->fn && !n.table->fn->label().empty()) return n.table->fn->label();
+  return opName(n.op);
+}
+
 std::string Graph::label(NodeId id) const {
   const Node &n = nodes_[id];
   if (!n.name.empty()) return n.name;
   switch (n.kind) {
   case NodeKind::Tokens: return tokenTypeName(n.tokenType);
   case NodeKind::Constant: return formatScalar(n.value, true);
-  case NodeKind::Map: return opName(n.op);
+  case NodeKind::Map: return funcLabel(n);
   case NodeKind::Select: return fmt::format("select {}", cmpName(n.cmp));
   default: return kindName(n.kind);
   }
@@ -159,7 +197,7 @@ std::string Graph::toDot(const std::vector<NodeId> &roots) const {
     const Node &n = nodes_[id];
     std::string what;
     switch (n.kind) {
-    case NodeKind::Map: what = opName(n.op); break;
+    case NodeKind::Map: what = funcLabel(n); break;
     case NodeKind::Select: what = fmt::format("select {}", cmpName(n.cmp)); break;
     case NodeKind::Constant: what = formatScalar(n.value, true); break;
     case NodeKind::Tokens: what = tokenTypeName(n.tokenType); break;

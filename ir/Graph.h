@@ -43,17 +43,51 @@ enum class MapOp : uint8_t {
   IfElse,                                 // args = {then, cond, else}
   In,                                     // args[0] in Node::table (keys)
   Lookup,                                 // Node::table[args[0]]
+  Func,                                   // Node::table->fn(args...): a host function
 };
 
-enum class Comparison : uint8_t { Eq, Lt, Gt, Ge, Le, Ne };
+// True selects every key, False none (Tracr's Comparison.TRUE / FALSE).
+enum class Comparison : uint8_t { Eq, Lt, Gt, Ge, Le, Ne, True, False };
 enum class Encoding : uint8_t { Categorical, Numerical };
 enum class TokenType : uint8_t { Auto, Int, Str, Float, Bool };
 
-// A host list or dict captured by `sop in list` and `list[sop]` / `dict[sop]`.
+// A map given as a function of the host (a Python callable, from the Python package):
+// the value-set pass, the interpreter and the lowering call it through applyOp like any
+// other operation, so it needs no case of its own anywhere. Each one is its own identity
+// (two functions never hash-cons together). Calls are memoized per argument tuple: the
+// passes ask for the same tuples again and again, and a Python call is slow. Called only
+// on the thread that compiles or interprets (never from a worker thread).
+class HostFunction {
+public:
+  // Computes fn(args[0..n)) into `out`, or returns false with `error` set (what failed,
+  // without a location).
+  using Fn = std::function<bool(const Scalar *args, size_t n, Scalar &out, std::string &error)>;
+  HostFunction(std::string label, size_t arity, Fn fn);
+  bool call(const Scalar *args, size_t n, Scalar &out, std::string &error) const;
+  const std::string &label() const { return label_; }
+  size_t arity() const { return arity_; }
+  uint64_t id() const { return id_; }
+
+private:
+  std::string label_;
+  size_t arity_;
+  Fn fn_;
+  uint64_t id_;
+  struct Result {
+    bool ok;
+    Scalar value;
+    std::string error;
+  };
+  mutable std::unordered_map<std::string, Result> memo_;
+};
+
+// A host list or dict captured by `sop in list` and `list[sop]` / `dict[sop]`, or the
+// host function of a Func map.
 struct Table {
   bool isList = true; // list: keys are 0..n-1 (negative indices allowed); dict: explicit keys
   std::vector<Scalar> keys;
   std::vector<Scalar> values;
+  std::shared_ptr<const HostFunction> fn; // MapOp::Func
   std::string key() const;
 };
 
@@ -65,7 +99,7 @@ struct Node {
   TokenType tokenType = TokenType::Auto;
   std::vector<NodeId> args;
   Scalar value;                        // Constant value, Aggregate default
-  std::shared_ptr<const Table> table;  // In / Lookup
+  std::shared_ptr<const Table> table;  // In / Lookup / Func
   // Not part of the node's identity:
   llvm::SMLoc loc;                     // where the expression was written
   std::string name;                    // first name it was assigned to, or empty
@@ -90,6 +124,9 @@ public:
   size_t size() const { return nodes_.size(); }
   // Record that `id` was assigned to `name` (the first name wins).
   void nameNode(NodeId id, const std::string &name);
+  // Sets where a node was written, when it has no location yet (graphs built from
+  // Python get theirs when they are first compiled or evaluated).
+  void locateNode(NodeId id, llvm::SMLoc loc);
 
   // Nodes reachable from `roots`, as a sorted (topological) list.
   std::vector<NodeId> reachable(const std::vector<NodeId> &roots) const;

@@ -28,7 +28,8 @@ static void groundTruth(Model &m, const Analysis &a, const craft::Program &p, co
     info.id = int(id);
     info.name = n.name;
     info.kind = ir::kindName(n.kind);
-    if (n.kind == ir::NodeKind::Map) info.op = ir::opName(n.op);
+    if (n.kind == ir::NodeKind::Map)
+      info.op = n.op == ir::MapOp::Func ? n.table->fn->label() : ir::opName(n.op); // a host function by its label
     if (n.kind == ir::NodeKind::Select) info.op = ir::cmpName(n.cmp);
     if (n.kind == ir::NodeKind::Tokens) info.op = ir::tokenTypeName(n.tokenType);
     if (n.kind == ir::NodeKind::Constant) info.op = formatScalar(n.value, true);

@@ -106,6 +106,7 @@ llvm::Error inferValueSets(Analysis &a) {
         if (!empty) {
           OpResult r = applyOp(n.op, buf, args.size(), n.table.get());
           if (r.ok) out.push_back(std::move(r.value));
+          else if (r.hostFailure) return locatedError(n.loc, r.error);
         }
         for (size_t i = 0; i < idx.size(); ++i) {
           if (++idx[i] < std::max<size_t>(1, args[i]->size())) break;

@@ -14,7 +14,7 @@ PKGS=(
 )
 case "${1:-}" in
   "") ;;
-  test) PKGS+=(python3-torch) ;;
+  test) PKGS+=(python3-torch python3-venv python3-dev) ;; # python3-venv, -dev: the pip package's venv
   *) echo "usage: $0 [test]" >&2; exit 2 ;;
 esac
 missing=()

@@ -405,3 +405,93 @@ TEST(CompileLimits, LengthAtTheLargestMaxLenIsRefused) {
 }
 
 } // namespace
+
+// A map given as a host function (MapOp::Func, the Python package's Graph.func) and
+// constant selects (Comparison::True / False, Tracr's TRUE / FALSE) go through the same
+// passes as every built-in operation: compiled exactly, the function called once per
+// argument value, and a failing function a located error.
+TEST(Compiler, HostFunctionsAndConstantSelects) {
+  ir::Graph g;
+  auto add = [&](ir::NodeKind k, std::vector<ir::NodeId> args = {}) {
+    ir::Node n;
+    n.kind = k;
+    n.args = std::move(args);
+    return n;
+  };
+  int calls = 0;
+  auto func = [&](std::string label, size_t arity, ir::HostFunction::Fn fn, std::vector<ir::NodeId> args) {
+    ir::Node n = add(ir::NodeKind::Map, std::move(args));
+    n.op = ir::MapOp::Func;
+    auto t = std::make_shared<ir::Table>();
+    t->fn = std::make_shared<ir::HostFunction>(std::move(label), arity, std::move(fn));
+    n.table = std::move(t);
+    return g.intern(std::move(n));
+  };
+  ir::NodeId tokens = g.intern(add(ir::NodeKind::Tokens)), indices = g.intern(add(ir::NodeKind::Indices));
+  ir::NodeId square = func("square", 1, [&](const Scalar *a, size_t, Scalar &out, std::string &) {
+    ++calls;
+    out = std::get<int64_t>(a[0]) * std::get<int64_t>(a[0]);
+    return true;
+  }, {tokens});
+  ir::Node num = g[square];
+  num.encoding = ir::Encoding::Numerical;
+  ir::NodeId squareNum = g.intern(num);
+  auto select = [&](ir::Comparison c) {
+    ir::Node s = add(ir::NodeKind::Select, {indices, indices});
+    s.cmp = c;
+    return g.intern(std::move(s));
+  };
+  ir::Node mean = add(ir::NodeKind::Aggregate, {select(ir::Comparison::True), squareNum});
+  mean.encoding = ir::Encoding::Numerical;
+  mean.value = int64_t(0);
+  ir::NodeId meanId = g.intern(std::move(mean));
+  ir::NodeId none = g.intern(add(ir::NodeKind::SelectorWidth, {select(ir::Comparison::False)}));
+  ir::NodeId out = func("mix", 2, [](const Scalar *a, size_t, Scalar &o, std::string &) {
+    o = int64_t(std::llround(toDouble(a[0]) * 12)) + 100 * std::get<int64_t>(a[1]);
+    return true;
+  }, {meanId, none});
+  // Two functions with the same label and arguments are still two nodes.
+  EXPECT_NE(func("square", 1, [](const Scalar *, size_t, Scalar &, std::string &) { return true; }, {tokens}), square);
+
+  llvm::SourceMgr sm;
+  CompileOptions co;
+  co.vocab = {"1", "2", "3"};
+  co.maxLen = 4;
+  auto m = compileProgram(g, out, co, sm);
+  ASSERT_TRUE(bool(m)) << llvm::toString(m.takeError());
+  EXPECT_EQ(calls, 3); // memoized: once per token value
+  auto exec = Executor::create(*m);
+  ASSERT_TRUE(bool(exec));
+  auto inputs = allInputs(co.vocab, co.maxLen);
+  auto outs = exec->run(inputs);
+  ASSERT_TRUE(bool(outs)) << llvm::toString(outs.takeError());
+  InterpreterOptions io;
+  io.intTokens = true;
+  Interpreter interp(g, io);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    ASSERT_FALSE(bool(interp.run(inputs[i], {out})));
+    int64_t sum = 0;
+    for (auto &t : inputs[i]) sum += std::stoll(t) * std::stoll(t);
+    Scalar want = int64_t(std::llround(double(sum) / double(inputs[i].size()) * 12));
+    for (size_t p = 0; p < inputs[i].size(); ++p) {
+      EXPECT_TRUE(scalarEquals(interp.sop(out)[p], want));
+      EXPECT_TRUE(scalarEquals((*outs)[i][p], want)) << formatSequence((*outs)[i], false);
+    }
+  }
+
+  // A failing host function stops the compile at its node, naming what failed.
+  ir::NodeId bad = func("bad", 1, [](const Scalar *a, size_t, Scalar &o, std::string &e) {
+    if (std::get<int64_t>(a[0]) == 2) {
+      e = "bad(2) raised ValueError";
+      return false;
+    }
+    o = a[0];
+    return true;
+  }, {tokens});
+  auto failed = compileProgram(g, bad, co, sm);
+  ASSERT_FALSE(bool(failed));
+  std::string msg;
+  llvm::handleAllErrors(failed.takeError(), [&](const LocatedError &e) { msg = e.message(); },
+                        [&](const llvm::ErrorInfoBase &e) { msg = "not located: " + e.message(); });
+  EXPECT_EQ(msg, "bad(2) raised ValueError");
+}
