@@ -13,15 +13,16 @@ Semantics that users rely on and that this module keeps exactly:
 - ``Map(f, Map(g, x))`` becomes one ``Map`` of ``f . g`` unless ``simplify=False``.
 - ``Select(keys, queries, predicate)`` is ``M[q][k] = predicate(keys[k], queries[q])``;
   a ``Comparison`` raises ``ValueError`` on a ``None`` key or query.
-- ``Aggregate`` gives ``default`` where a query selects nothing; where the selected
-  values are ints or bools, their mean (a float, even for one value); one selected
-  value of another type is returned as is; several of another type raise ``ValueError``.
+- ``Aggregate`` gives ``default`` where a query selects nothing, the value itself
+  where it selects one, the mean (a float) where it selects several numbers (int,
+  bool, float), and raises ``ValueError`` where it selects several of another type.
 - ``&``, ``|`` and ``~`` of two ``Select`` over the same keys and queries (or a
   ``Full``) fold into one ``Select`` with a combined predicate.
-- ``annotate``/``named``/``numerical``/``categorical`` change the object they are given
-  and return it.
+- ``annotate``/``named``/``numerical``/``categorical`` return a shallow copy carrying
+  the new annotations; the original is unchanged (as in tracr 1.0, tracr-pypi).
 """
 
+import copy
 import enum
 import itertools
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
@@ -117,6 +118,10 @@ class RASPExpr:
     def label(self) -> str:
         return f"{self.name}_{self.unique_id}"
 
+    def copy(self):
+        """A shallow copy (its id is drawn anew unless this one's was already drawn)."""
+        return copy.copy(self)
+
     def named(self, name: str):
         return annotate(self, name=name)
 
@@ -125,9 +130,10 @@ class RASPExpr:
 
 
 def annotate(expr, **annotations):
-    """Sets annotations on `expr` (later values win) and returns `expr` itself."""
-    expr.annotations = {**expr.annotations, **annotations}
-    return expr
+    """A copy of `expr` with `annotations` added (they replace equal keys)."""
+    new = expr.copy()
+    new.annotations = {**expr.annotations, **annotations}
+    return new
 
 
 ### S-ops
@@ -590,11 +596,12 @@ DEFAULT_ANNOTATORS[_NAME_KEY] = default_name
 def _mean(selected: List[Value], default: Value) -> Value:
     if not selected:
         return default
-    if isinstance(selected[0], (int, bool)):
-        return sum(selected) / len(selected)
     if len(selected) == 1:
         return selected[0]
-    raise ValueError(f"Unsupported type for aggregation: {selected}")
+    if all(isinstance(v, (int, bool, float)) for v in selected):
+        return sum(selected) / len(selected)
+    raise ValueError(f"Aggregate can only average int, bool and float values; "
+                     f"selected {selected}")
 
 
 class DefaultRASPEvaluator:
