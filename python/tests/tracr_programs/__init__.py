@@ -70,7 +70,7 @@ def prefix():
 
 # --- Tracr's lib.py programs -------------------------------------------------------
 
-@program(LETTERS, L, tracr=True)
+@program(LETTERS, L)
 def lib_length():
     return lib.make_length()
 
@@ -96,17 +96,17 @@ def lib_sort_unique_by_tokens():
     return lib.make_sort_unique(rasp.tokens, rasp.tokens)
 
 
-@program(SMALL, L, tracr=True)
+@program(SMALL, L)
 def lib_sort():
     return lib.make_sort(rasp.tokens, rasp.tokens, max_seq_len=L, min_key=1)
 
 
-@program(SMALL, L, tracr=True)
+@program(SMALL, L)
 def lib_sort_freq():
     return lib.make_sort_freq(max_seq_len=L)
 
 
-@program(DYCK1, L, tracr=True)
+@program(DYCK1, L)
 def lib_pair_balance():
     return lib.make_pair_balance(rasp.tokens, "(", ")")
 
@@ -126,7 +126,7 @@ def lib_frac_prevs():
     return lib.make_frac_prevs(rasp.tokens == "a")
 
 
-@program(LETTERS, L, causal=True, tracr=True)
+@program(LETTERS, L, causal=True)
 def lib_shift_by():
     return lib.shift_by(2, rasp.tokens)
 
@@ -136,12 +136,12 @@ def lib_detect_pattern():
     return lib.detect_pattern(rasp.tokens, "abc")
 
 
-@program(LETTERS, L, tracr=True)
+@program(LETTERS, L)
 def lib_count_less_freq():
     return lib.make_count_less_freq(2)
 
 
-@program(LETTERS, L, tracr=True)
+@program(LETTERS, L)
 def lib_count():
     return lib.make_count(rasp.tokens, "a")
 
@@ -229,7 +229,7 @@ def map_rsub():
     return 10 - rasp.tokens
 
 
-@program(NUMS, L, tracr=True)
+@program(NUMS, L)
 def map_to_numerical():
     return rasp.numerical(rasp.Map(lambda x: x / 2, rasp.tokens))
 
@@ -415,7 +415,7 @@ def agg_first_token():
     return rasp.Aggregate(rasp.Select(rasp.indices, rasp.Full(0), rasp.Comparison.EQ), rasp.tokens)
 
 
-@program(NUMS, L, tracr=True)
+@program(NUMS, L)
 def agg_last_token():
     last = rasp.Select(rasp.indices, lib.make_length() - 1, rasp.Comparison.EQ)
     return rasp.Aggregate(last, rasp.tokens)

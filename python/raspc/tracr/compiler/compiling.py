@@ -82,6 +82,7 @@ _CMP = {
 
 class _Builder:
     def __init__(self, core, vocab, max_seq_len):
+        self.token_type = _token_type(vocab)
         self.g = core.Graph()
         self.sets = lowering.ValueSets(vocab, max_seq_len)
         self.interned = _Interned()
@@ -109,7 +110,7 @@ class _Builder:
     def add(self, node) -> int:
         g = self.g
         if isinstance(node, rasp.TokensType):
-            out = g.tokens()
+            out = g.tokens(self.token_type)
         elif isinstance(node, rasp.IndicesType):
             out = g.indices()
         elif isinstance(node, rasp.LengthType):
@@ -166,6 +167,22 @@ class _Builder:
                 # The user's name where it is unique in the program, else Tracr's label.
                 self.g.name(gid, node.name if names[node.name] == 1 else node.label)
         return self.ids[id(program)]
+
+
+def _token_type(vocab) -> str:
+    """raspc's type for the input tokens, so that functions see the vocabulary's values
+    (not their text): bool, int, float (ints and floats mixed) or str."""
+    if all(isinstance(v, bool) for v in vocab):
+        return "bool"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in vocab):
+        return "int"
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vocab):
+        return "float"
+    if all(isinstance(v, str) for v in vocab):
+        return "str"
+    kinds = sorted({type(v).__name__ for v in vocab})
+    raise UnsupportedError(f"the vocabulary mixes {', '.join(kinds)} tokens; raspc's input is "
+                           f"all bool, all numbers or all str")
 
 
 def _core():
