@@ -33,12 +33,16 @@ def expected(entry, program, xs):
 
 
 def agrees(got, want, numerical):
+    """raspc's criterion (runtime matchesInterpreter): None only with None, numerical
+    outputs within 1e-6 relative to max(1, |want|) (the forward pass computes in
+    floating point and snaps to the nearest value of the output's value set, which may
+    hold values 1e-16 apart, e.g. 0.2 - 0.6 and -0.4), anything else equal and of the
+    same type."""
     if len(got) != len(want):
         return False
     for g, w in zip(got, want):
         if numerical and w is not None:
-            # raspc decodes a numerical s-op to a float; Tracr's evaluator may hold an int.
-            if not isinstance(g, (int, float)) or g != w:
+            if not isinstance(g, (int, float)) or abs(g - w) > 1e-6 * max(1.0, abs(w)):
                 return False
         elif g != w or type(g) is not type(w):
             return False
@@ -156,6 +160,18 @@ def test_function_failing_on_a_reachable_value_is_reported():
     program = rasp.Select(rasp.tokens, rasp.Map(lambda x: 10 // (x - 1), rasp.tokens), lambda k, q: k < q)
     with pytest.raises(NotImplementedError, match=r"map_\d+: its function raised ZeroDivisionError"):
         compile_rasp_to_model(rasp.SelectorWidth(program), {1, 2}, 3)
+
+
+def test_numerical_from_a_none_default_is_refused():
+    # A known difference: Tracr compiles this (its model has no None), raspc refuses a
+    # numerical s-op whose input can be None, even where the selector always selects.
+    first = rasp.Aggregate(rasp.Select(rasp.indices, rasp.Full(0), rasp.Comparison.EQ), rasp.tokens)
+    same = rasp.numerical(rasp.SequenceMap(lambda x, f: x == f, rasp.tokens, first)).named("same_as_first")
+    program = rasp.numerical(rasp.Aggregate(rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.TRUE),
+                                            same, default=0))
+    with pytest.raises(raspc.RaspcError, match="numerical but can be None") as err:
+        compile_rasp_to_model(program, {1, 2}, 3)
+    assert "same_as_first" in str(err.value)
 
 
 def test_raspc_compile_errors_name_the_node():

@@ -445,7 +445,9 @@ def agg_reverse_indices_plus_tokens():
 @program(NUMS, L)
 def agg_rotate_left():
     n = lib.make_length()
-    target = rasp.SequenceMap(lambda i, m: (i + 1) % m, rasp.indices, n)
+    # make_length's value set includes 0 (a selector width): guard the modulo, or
+    # tabulating the function over the value sets fails (in Tracr as in raspc).
+    target = rasp.SequenceMap(lambda i, m: (i + 1) % m if m else 0, rasp.indices, n)
     return rasp.Aggregate(rasp.Select(rasp.indices, target, rasp.Comparison.EQ), rasp.tokens)
 
 
@@ -516,7 +518,11 @@ def num_frac_small():
 
 @program(NUMS, L)
 def num_frac_equal_first():
-    first = rasp.Aggregate(rasp.Select(rasp.indices, rasp.Full(0), rasp.Comparison.EQ), rasp.tokens)
+    # default=-1, not None: raspc refuses a numerical s-op that can be None (see
+    # test_numerical_from_a_none_default_is_refused); Tracr's compiler would refuse the
+    # categorical default, so this entry is not in the real-Tracr subset.
+    first = rasp.Aggregate(rasp.Select(rasp.indices, rasp.Full(0), rasp.Comparison.EQ), rasp.tokens,
+                           default=-1)
     same = rasp.numerical(rasp.SequenceMap(lambda x, f: x == f, rasp.tokens, first))
     return rasp.numerical(rasp.Aggregate(select_all(), same, default=0))
 
@@ -631,7 +637,9 @@ def mix_most_frequent_count():
 
 @program(NUMS, L)
 def mix_palindrome():
-    rev = lib.make_reverse(rasp.tokens)
+    opposite = rasp.SequenceMap(lambda n, i: n - i - 1, rasp.length, rasp.indices)
+    # default=-1 for the reason given at num_frac_equal_first.
+    rev = rasp.Aggregate(rasp.Select(rasp.indices, opposite, rasp.Comparison.EQ), rasp.tokens, default=-1)
     same = rasp.numerical(rasp.SequenceMap(lambda x, y: x != y, rasp.tokens, rev))
     mismatch = rasp.numerical(rasp.Aggregate(select_all(), same, default=0))
     return rasp.Map(lambda m: m == 0, mismatch)
