@@ -157,9 +157,20 @@ def test_compile_argument_errors():
 
 
 def test_function_failing_on_a_reachable_value_is_reported():
-    program = rasp.Select(rasp.tokens, rasp.Map(lambda x: 10 // (x - 1), rasp.tokens), lambda k, q: k < q)
-    with pytest.raises(NotImplementedError, match=r"map_\d+: its function raised ZeroDivisionError"):
+    table = {1: 10}
+    program = rasp.Select(rasp.tokens, rasp.Map(lambda x: table[x], rasp.tokens), lambda k, q: k < q)
+    with pytest.raises(NotImplementedError, match=r"map_\d+: its function raised KeyError: 2"):
         compile_rasp_to_model(rasp.SelectorWidth(program), {1, 2}, 3)
+    with pytest.raises(NotImplementedError, match=r"map_\d+: its function raised KeyError: 2 on the input value\(s\) \(2,\)"):
+        compile_rasp_to_model(rasp.Map(lambda x: table[x], rasp.tokens), {1, 2}, 3)
+
+
+def test_arithmetic_errors_on_unreachable_values_are_ignored_as_tracr():
+    # make_length can be 0 as far as value sets know; no input gives it.
+    n = lib.make_length()
+    program = rasp.SequenceMap(lambda i, m: 12 // m + i, rasp.indices, n)
+    model = compile_rasp_to_model(program, {"a"}, 4, compiler_bos="BOS")
+    assert model.apply(["BOS", "a", "a", "a"]).decoded == ["BOS", 4, 5, 6]
 
 
 def test_numerical_from_a_none_default_is_refused():

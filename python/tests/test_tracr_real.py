@@ -31,6 +31,15 @@ INPUTS = 12
 NUMERICAL_TOLERANCE = 0.02
 SIZES = {}
 
+# Programs of the subset that real Tracr refuses (raspc compiles them all): the test
+# checks that Tracr still raises this, so the list stays true.
+TRACR_REFUSES = {
+    "num_mean_tokens": (NotImplementedError, "can currently only average binary variables"),
+    "width_prefix_length": (ValueError, "does not include rasp.tokens"),
+    "agg_first_token": (NotImplementedError, "Full object .* cannot be translated"),
+    "width_and": (AttributeError, "'SelectorAnd' object has no attribute 'queries'"),
+}
+
 
 def tracr_sizes(model):
     cfg = model.model_config
@@ -46,30 +55,42 @@ def raspc_sizes(model):
             "mlp_hidden": cfg["d_mlp"], "params": int(sum(w.size for w in weights.values()))}
 
 
+def compile_with_tracr(entry, program):
+    return tracr_compiling.compile_rasp_to_model(
+        convert.to_tracr(program), vocab=set(entry.vocab), max_seq_len=entry.max_seq_len,
+        causal=entry.causal, compiler_bos="BOS", compiler_pad="PAD")
+
+
 @pytest.mark.parametrize("entry", SUBSET, ids=lambda e: e.name)
 def test_raspc_beside_real_tracr(entry):
     program = entry.build()
-    theirs = tracr_compiling.compile_rasp_to_model(
-        convert.to_tracr(program), vocab=set(entry.vocab), max_seq_len=entry.max_seq_len,
-        causal=entry.causal, compiler_bos="BOS", compiler_pad="PAD")
     ours = compile_rasp_to_model(program, vocab=set(entry.vocab), max_seq_len=entry.max_seq_len,
                                  causal=entry.causal, compiler_bos="BOS", compiler_pad="PAD")
+    theirs = None
+    if entry.name in TRACR_REFUSES:
+        kind, message = TRACR_REFUSES[entry.name]
+        with pytest.raises(kind, match=message):
+            compile_with_tracr(entry, program)
+    else:
+        theirs = compile_with_tracr(entry, program)
     numerical = rasp.is_numerical(program)
     rng = random.Random("real" + entry.name)
     for xs in entry.inputs(rng, INPUTS):
         want = rasp.evaluate(program, xs)
         a = ours.apply(["BOS"] + xs).decoded
-        b = theirs.apply(["BOS"] + xs).decoded
-        assert a[0] == b[0] == "BOS"
+        b = theirs.apply(["BOS"] + xs).decoded if theirs else None
+        assert a[0] == "BOS" and (b is None or b[0] == "BOS")
         for i, w in enumerate(want):
             if w is None:
+                assert a[i + 1] is None
                 continue  # Tracr's model leaves None unspecified (it decodes some value)
             if numerical:
                 assert abs(a[i + 1] - w) <= 1e-6 * max(1.0, abs(w)), (xs, a, want)
-                assert abs(b[i + 1] - w) <= NUMERICAL_TOLERANCE, (xs, b, want)
+                assert b is None or abs(b[i + 1] - w) <= NUMERICAL_TOLERANCE, (xs, b, want)
             else:
-                assert a[i + 1] == b[i + 1] == w, (xs, a, b, want)
-    SIZES[entry.name] = {"tracr": tracr_sizes(theirs), "raspc": raspc_sizes(ours)}
+                assert a[i + 1] == w and (b is None or b[i + 1] == w), (xs, a, b, want)
+    SIZES[entry.name] = {"tracr": tracr_sizes(theirs) if theirs else "refused",
+                         "raspc": raspc_sizes(ours)}
     print(f"\n{entry.name}: tracr {SIZES[entry.name]['tracr']}  raspc {SIZES[entry.name]['raspc']}")
 
 

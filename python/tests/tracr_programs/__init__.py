@@ -347,7 +347,7 @@ def width_same_parity():
     return rasp.SelectorWidth(rasp.Select(rasp.tokens, rasp.tokens, lambda k, q: k % 2 == q % 2))
 
 
-@program(NUMS, L)
+@program(NUMS, L, tracr=True)
 def width_and():
     sel = (rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ)
            & rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.LT))
@@ -445,9 +445,9 @@ def agg_reverse_indices_plus_tokens():
 @program(NUMS, L)
 def agg_rotate_left():
     n = lib.make_length()
-    # make_length's value set includes 0 (a selector width): guard the modulo, or
-    # tabulating the function over the value sets fails (in Tracr as in raspc).
-    target = rasp.SequenceMap(lambda i, m: (i + 1) % m if m else 0, rasp.indices, n)
+    # make_length's value set includes 0 (a selector width): the modulo by zero that
+    # tabulating meets there is ignored, as Tracr's basis inference ignores it.
+    target = rasp.SequenceMap(lambda i, m: (i + 1) % m, rasp.indices, n)
     return rasp.Aggregate(rasp.Select(rasp.indices, target, rasp.Comparison.EQ), rasp.tokens)
 
 

@@ -103,7 +103,13 @@ class _Builder:
 
         def call(*xs):
             xs = [interned.decode(x) if d else x for x, d in zip(xs, decode)]
-            return interned.encode(f(*xs), intern)
+            try:
+                y = f(*xs)
+            except ArithmeticError:
+                # Tracr's basis inference ignores arithmetic errors: they come from
+                # combinations of values no input produces. None in the table.
+                return None
+            return interned.encode(y, intern)
 
         return self.g.func(call, [self.ids[id(a)] for a in args], node.label)
 

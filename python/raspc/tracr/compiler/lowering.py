@@ -77,6 +77,11 @@ class ValueSets:
     def _apply(self, node, f, args):
         try:
             return f(*args)
+        except ArithmeticError:
+            # As Tracr's basis inference: a division by zero on a combination of values
+            # no input produces (length 0 from a selector width) is left out. raspc's
+            # tables give None there (see compiling.host_function).
+            return None
         except Exception as e:  # a function that fails on a value the s-op can hold
             raise UnsupportedError(
                 f"{node.label}: its function raised {type(e).__name__}: {e} on the input "
