@@ -185,6 +185,17 @@ def test_numerical_from_a_none_default_is_refused():
     assert "same_as_first" in str(err.value)
 
 
+def test_categorical_aggregate_of_equal_values_keeps_their_type():
+    # Tracr's evaluator averages several equal values into a float (True, True -> 1.0);
+    # the compiled model (Tracr's and raspc's) moves the value itself.
+    same = rasp.Select(rasp.tokens, rasp.tokens, rasp.Comparison.EQ)
+    program = rasp.Aggregate(same, rasp.tokens == 1)
+    assert program([1, 2, 1]) == [1.0, False, 1.0]
+    model = compile_rasp_to_model(program, {1, 2}, 4, compiler_bos="BOS")
+    decoded = model.apply(["BOS", 1, 2, 1]).decoded
+    assert decoded == ["BOS", True, False, True] and type(decoded[1]) is bool
+
+
 def test_raspc_compile_errors_name_the_node():
     # A categorical aggregate that would average different values: raspc refuses it
     # (Tracr's compiler silently gives wrong outputs there).

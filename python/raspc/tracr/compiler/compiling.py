@@ -123,10 +123,7 @@ class _Builder:
             out = g.length()
         elif isinstance(node, rasp.Full):
             out = g.constant(self.interned.encode(node.fill, self.is_opaque(node)))
-        elif isinstance(node, rasp.LinearSequenceMap):
-            a, b = node.fst_fac, node.snd_fac
-            out = self.host_function(node, lambda x, y: a * x + b * y, [node.fst, node.snd])
-        elif isinstance(node, rasp.SequenceMap):
+        elif isinstance(node, rasp.SequenceMap):  # LinearSequenceMap too: f is fst_fac*x + snd_fac*y
             out = self.host_function(node, node.f, [node.fst, node.snd])
         elif isinstance(node, rasp.Map):
             out = self.host_function(node, node.f, [node.inner])
