@@ -705,6 +705,24 @@ def mix_named_nodes():
     return (a * b).named("product")
 
 
+@program([True, False], L)
+def pred_bool_vocab_opposite():
+    # How many positions hold the other boolean, signed by this one.
+    width = rasp.SelectorWidth(rasp.Select(rasp.tokens, rasp.tokens, lambda k, q: k == (not q)))
+    return rasp.SequenceMap(lambda w, t: w if t else -w, width, rasp.tokens)
+
+
+@program(LETTERS, L)
+def pred_next_letter_width():
+    return rasp.SelectorWidth(rasp.Select(rasp.tokens, rasp.tokens, lambda k, q: ord(k) == ord(q) + 1))
+
+
+@program(NUMS, L)
+def pred_general_relation():
+    # Neither disjoint nor nested: lowered to one select per set of keys, or'ed.
+    return rasp.SelectorWidth(rasp.Select(rasp.tokens, rasp.indices, lambda k, q: abs(k - q) == 1))
+
+
 def by_name(name: str) -> Entry:
     for e in CORPUS:
         if e.name == name:

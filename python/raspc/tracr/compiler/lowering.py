@@ -196,7 +196,10 @@ class _Lowerer:
             # Keys labelled by their class, queries by theirs; no class: labels that
             # never meet (-1 for keys, -2 for queries). Singleton classes labelled by
             # their key, so that a bijective relabelling of keys becomes the identity.
-            singletons = all(len(c) == 1 for c in classes)
+            numbers = all(isinstance(k, (int, float)) and not isinstance(k, bool) for k in K)
+            strings = all(isinstance(k, str) for k in K)
+            # (Sentinels of the keys' own type exist for numbers and strings only.)
+            singletons = all(len(c) == 1 for c in classes) and (numbers or strings)
             label_of_class = {c: (K[next(iter(c))] if singletons else j) for j, c in enumerate(classes)}
             if singletons:
                 miss_k, miss_q = self._missing_labels(K)
@@ -250,11 +253,15 @@ class _Lowerer:
 
     @staticmethod
     def _missing_labels(K):
-        """Two labels equal to no key value (and to each other), of the keys' kind."""
-        if all(isinstance(k, (int, float)) and not isinstance(k, bool) for k in K):
-            low = min(K) if K else 0
-            return low - 1, low - 2
-        return "\x00no_key", "\x00no_query"
+        """Two labels equal to no key value (nor to each other), of the keys' kind:
+        numbers below the smallest key, or strings no key equals."""
+        if all(isinstance(k, str) for k in K):
+            taken = set(K)
+            miss_k = next(s for s in ("~none", "~none1", "~none2", "~none3") if s not in taken)
+            miss_q = next(s for s in ("~no_query", "~no_query1", "~no_query2") if s not in taken)
+            return miss_k, miss_q
+        low = min(K) if K else 0
+        return low - 1, low - 2
 
     @staticmethod
     def keep(old: rasp.RASPExpr, new: rasp.RASPExpr) -> rasp.RASPExpr:
