@@ -146,6 +146,11 @@ def test_module_spellings():
                  "SOp", "Selector", "selector_and", "selector_or", "selector_not", "DEFAULT_ANNOTATORS"]:
         assert hasattr(rasp, name), name
         assert hasattr(tracr_rasp, name), name
+    import types
+    import typing
+    public = {n for n in dir(tracr_rasp) if not n.startswith("_") and not hasattr(typing, n)
+              and not isinstance(getattr(tracr_rasp, n), types.ModuleType)}
+    assert sorted(n for n in public if not hasattr(rasp, n)) == []
     assert [c.name for c in rasp.Comparison] == [c.name for c in tracr_rasp.Comparison]
     assert [c.value for c in rasp.Comparison] == [c.value for c in tracr_rasp.Comparison]
 

@@ -15,7 +15,7 @@ read them and at the output.
 """
 
 import numbers
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Set
 
 from raspc.tracr import convert
 from raspc.tracr.compiler import assemble, lowering

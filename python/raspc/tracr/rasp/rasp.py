@@ -25,14 +25,15 @@ Semantics that users rely on and that this module keeps exactly:
 import copy
 import enum
 import itertools
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, TypeVar, Union
 
 __all__ = [
-    "Aggregate", "Comparison", "ConstantSOp", "ConstantSelector", "DEFAULT_ANNOTATORS",
+    "Aggregate", "Annotator", "Comparison", "ConstantSOp", "ConstantSelector", "DEFAULT_ANNOTATORS",
     "DefaultRASPEvaluator", "Encoding", "Full", "IndicesType", "LengthType", "LinearSequenceMap",
-    "Map", "NumericValue", "Predicate", "RASPEvaluator", "RASPExpr", "SOp", "Select",
+    "Map", "NumericValue", "Predicate", "RASPEvaluator", "RASPExpr", "RASPExprT", "SOp", "SOpT",
+    "Select",
     "Selector", "SelectorAnd", "SelectorNot", "SelectorOr", "SelectorValue", "SelectorWidth",
-    "SequenceMap", "TokensType", "Value", "annotate", "categorical", "default_encoding",
+    "SequenceMap", "TokensType", "VT", "Value", "annotate", "categorical", "default_encoding",
     "default_name", "evaluate", "get_encoding", "indices", "is_categorical", "is_numerical",
     "length", "numerical", "selector_and", "selector_not", "selector_or", "sop_not", "tokens",
 ]
@@ -40,13 +41,18 @@ __all__ = [
 Value = Union[None, int, float, str, bool]
 NumericValue = Union[int, float]
 SelectorValue = List[List[bool]]
+# Type variables and the annotator type, for user code that annotates with them.
+VT = TypeVar("VT", bound=Value)
+RASPExprT = TypeVar("RASPExprT", bound="RASPExpr")
+SOpT = TypeVar("SOpT", bound="SOp")
+Annotator = Callable[["RASPExpr"], Any]
 
 _NAME_KEY = "name"
 _ENCODING_KEY = "encoding"
 
 # Annotation defaults, computed on first access: key -> function(expr) -> value.
 # Users may register their own, as with Tracr.
-DEFAULT_ANNOTATORS: Dict[str, Callable[["RASPExpr"], Any]] = {}
+DEFAULT_ANNOTATORS: Dict[str, Annotator] = {}
 
 
 def _require(cond: bool, message: str) -> None:
