@@ -120,6 +120,10 @@ def test_quick_start_as_in_tracr():
                                                  compiler_bos="BOS")
     assert model.apply(["BOS", 1, 2, 3]).decoded == ["BOS", 3, 2, 1]
     assert model.raspc_model.run([1, 1, 2]) == [2, 1, 1]
+    # The example at the top of docs/python-tracr.md.
+    sort = compiling.compile_rasp_to_model(lib.make_sort_unique(rasp.tokens, rasp.tokens),
+                                           vocab={1, 2, 3}, max_seq_len=5, compiler_bos="BOS")
+    assert sort.apply(["BOS", 3, 1, 2]).decoded == ["BOS", 1, 2, 3]
     # Tracr's default BOS token name.
     default = compiling.compile_rasp_to_model(program, {1, 2, 3}, 5)
     assert default.apply(["compiler_bos", 2, 3]).decoded == ["compiler_bos", 3, 2]
@@ -183,6 +187,19 @@ def test_numerical_from_a_none_default_is_refused():
     with pytest.raises(raspc.RaspcError, match="numerical but can be None") as err:
         compile_rasp_to_model(program, {1, 2}, 3)
     assert "same_as_first" in str(err.value)
+
+
+def test_encodings_tracr_refuses_compile():
+    # Tracr requires categorical tokens and Select operands; raspc compiles these.
+    tokens = rasp.numerical(rasp.tokens)
+    mean = rasp.numerical(rasp.Aggregate(rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.LEQ),
+                                         tokens, default=0))
+    model = compile_rasp_to_model(mean, {1, 2, 3}, 4, compiler_bos="BOS")
+    assert model.apply(["BOS", 1, 2, 3]).decoded == ["BOS", 1.0, 1.5, 2.0]
+    shifted = rasp.numerical(rasp.Map(lambda x: x + 1, rasp.tokens))
+    rank = rasp.SelectorWidth(rasp.Select(shifted, shifted, rasp.Comparison.LT))
+    model = compile_rasp_to_model(rank, {1, 2, 3}, 4, compiler_bos="BOS")
+    assert model.apply(["BOS", 3, 1, 2, 1]).decoded == ["BOS", 3, 0, 2, 0]
 
 
 def test_categorical_aggregate_of_equal_values_keeps_their_type():
