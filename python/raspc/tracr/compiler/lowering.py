@@ -193,9 +193,9 @@ class _Lowerer:
         classes.sort(key=lambda s: (len(s), sorted(s)))
         disjoint = all(not (a & b) for a, b in itertools.combinations(classes, 2))
         if disjoint:
-            # Keys labelled by their class, queries by theirs; no class: labels that
-            # never meet (-1 for keys, -2 for queries). Singleton classes labelled by
-            # their key, so that a bijective relabelling of keys becomes the identity.
+            # Keys labelled by their class, queries by theirs; outside every class,
+            # labels that meet nothing. Singleton classes are labelled by their key,
+            # so that the keys' relabelling is the identity when each key has a class.
             numbers = all(isinstance(k, (int, float)) and not isinstance(k, bool) for k in K)
             strings = all(isinstance(k, str) for k in K)
             # (Sentinels of the keys' own type exist for numbers and strings only.)
@@ -217,8 +217,7 @@ class _Lowerer:
         chain = sorted(set(rows.values()), key=len)
         if all(x <= y for x, y in zip(chain, chain[1:])):
             # k in S_q  <=>  (first chain set holding k) <= (index of S_q in the chain).
-            start = 1 if chain[0] else 0  # index 0 is the empty set when present
-            sets = chain if start == 0 else [frozenset()] + chain
+            sets = chain if not chain[0] else [frozenset()] + chain  # index 0: the empty set
             key_label = {}
             for i, k in enumerate(K):
                 key_label[k] = next((j for j, s in enumerate(sets) if i in s), len(sets))
