@@ -178,15 +178,23 @@ def test_arithmetic_errors_on_unreachable_values_are_ignored_as_tracr():
 
 
 def test_numerical_from_a_none_default_is_refused():
-    # A known difference: Tracr compiles this (its model has no None), raspc refuses a
-    # numerical s-op whose input can be None, even where the selector always selects.
-    first = rasp.Aggregate(rasp.Select(rasp.indices, rasp.Full(0), rasp.Comparison.EQ), rasp.tokens)
-    same = rasp.numerical(rasp.SequenceMap(lambda x, f: x == f, rasp.tokens, first)).named("same_as_first")
+    # A known difference: raspc refuses a numerical s-op whose input can be None, even
+    # where the selector always selects (position 0 exists); Tracr compiles this
+    # program (its models hold no None).
+    zero = rasp.Map(lambda i: 0, rasp.indices)
+    first = rasp.Aggregate(rasp.Select(rasp.indices, zero, rasp.Comparison.EQ), rasp.tokens)
+    same = rasp.SequenceMap(lambda x, f: x == f, rasp.tokens, first)
+    as_number = rasp.numerical(rasp.Map(lambda b: 1 if b else 0, same)).named("same_as_first")
     program = rasp.numerical(rasp.Aggregate(rasp.Select(rasp.indices, rasp.indices, rasp.Comparison.TRUE),
-                                            same, default=0))
+                                            as_number, default=0))
     with pytest.raises(raspc.RaspcError, match="numerical but can be None") as err:
         compile_rasp_to_model(program, {1, 2}, 3)
     assert "same_as_first" in str(err.value)
+    if tracr_rasp is not None:
+        from tracr.compiler import compiling as tracr_compiling
+
+        theirs = tracr_compiling.compile_rasp_to_model(convert.to_tracr(program), {1, 2}, 3, compiler_bos="BOS")
+        assert abs(theirs.apply(["BOS", 1, 2, 1]).decoded[1] - 2 / 3) < 1e-3
 
 
 def test_encodings_tracr_refuses_compile():
