@@ -58,9 +58,10 @@ def _text(v):
     return v
 
 
-def _normalize(raw, where):
+def _normalize(raw, where, decoded_values=False):
     """The metadata of a file (HDF5 attributes and datasets, or safetensors' string map)
-    as Python values: ints, strs, lists, the ground truth as a list of dicts."""
+    as Python values: ints, strs, lists, the ground truth as a list of dicts.
+    decoded_values: output_values holds the values themselves, not their JSON texts."""
     meta = {}
     for key in _INT_KEYS:
         if key not in raw:
@@ -76,11 +77,12 @@ def _normalize(raw, where):
     # Output values: one JSON array text (safetensors), or one JSON scalar text per value
     # (HDF5), or values already decoded.
     v = _text(raw["output_values"])
-    if isinstance(v, str):
+    if decoded_values:
+        meta["output_values"] = list(v)
+    elif isinstance(v, str):
         meta["output_values"] = json.loads(v)
     else:
-        meta["output_values"] = [json.loads(x) if isinstance(x, (str, bytes)) else x
-                                 for x in (_text(y) for y in v)]
+        meta["output_values"] = [json.loads(_text(x)) for x in v]
     gt = _text(raw.get("ground_truth", "[]"))
     meta["ground_truth"] = json.loads(gt) if isinstance(gt, str) else list(gt)
     return meta
@@ -116,7 +118,10 @@ def _read_safetensors(path):
 
 def load(model):
     """The compiled model behind `model`: a path (.h5 or .safetensors), an object with
-    .weights and .metadata (raspc.Model), or what this function returned."""
+    .weights (tensor name -> array) and .metadata (raspc.Model's: the file's metadata
+    with the sizes under "config", the output's name under "output" and output_values
+    decoded; the ground truth from .ground_truth or metadata["ground_truth"]), or what
+    this function returned."""
     if isinstance(model, _Compiled):
         return model
     if isinstance(model, (str, os.PathLike)):
@@ -131,8 +136,17 @@ def load(model):
     if hasattr(model, "weights") and hasattr(model, "metadata"):
         import numpy as np
 
+        # raspc.Model: the sizes under metadata["config"], the output's name under
+        # "output", output_values decoded, the ground truth a property of its own.
+        md = dict(model.metadata)
+        raw = dict(md)
+        raw.update(md.get("config", {}))
+        raw.setdefault("output_name", md.get("output", ""))
+        gt = getattr(model, "ground_truth", None)
+        if gt is not None:
+            raw["ground_truth"] = gt
         weights = {k: np.asarray(v, dtype=np.float32) for k, v in dict(model.weights).items()}
-        return _Compiled(weights, _normalize(dict(model.metadata), type(model).__name__))
+        return _Compiled(weights, _normalize(raw, type(model).__name__, decoded_values=True))
     raise TypeError(f"expected a model file path or an object with .weights and .metadata, got {type(model).__name__}")
 
 

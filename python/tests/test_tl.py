@@ -139,6 +139,50 @@ def test_safetensors_and_h5_give_one_model(compiled):
     assert tl.tl_ground_truth(h5) == tl.tl_ground_truth(st)
 
 
+class ModelLike:
+    """What raspc.Model offers tl.py (.weights, .metadata, .ground_truth), read here
+    from the HDF5 file with h5py."""
+
+    def __init__(self, path):
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            self.weights = {k: f[k][()] for k in f if k != "metadata"}
+            a = f["metadata"].attrs
+            md = f["metadata"]
+            config = {k: int(a[k]) for k in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "d_vocab",
+                                              "d_vocab_out", "n_ctx")}
+            config["causal"] = bool(a["causal"])
+            self.metadata = {
+                "format_version": int(a["format_version"]), "config": config,
+                "vocab": md["vocab"].asstr()[()].tolist(), "bos_id": int(a["bos_id"]), "pad_id": int(a["pad_id"]),
+                "int_tokens": bool(a["int_tokens"]), "max_len": config["n_ctx"] - 1, "causal": config["causal"],
+                "output": a["output_name"].decode(), "output_encoding": a["output_encoding"].decode(),
+                "output_values": [json.loads(v) for v in md["output_values"][()]],
+                "residual_labels": md["residual_labels"].asstr()[()].tolist(),
+                "source": md["source"][0].decode(), "source_name": a["source_name"].decode(),
+            }
+            self.ground_truth = json.loads(md["ground_truth"][0])
+
+
+@pytest.mark.parametrize("name", ["sort", "hist", "frac_prevs"])
+def test_model_objects_give_the_files_model(compiled, name):
+    h5, _ = compiled[name]
+    objs = [ModelLike(h5)]
+    import raspc as package
+
+    if hasattr(package, "load"):  # the package itself, where it is built
+        objs.append(package.load(h5))
+    want = tl.load(h5)
+    for obj in objs:
+        m = tl.load(obj)
+        assert m.meta == want.meta, type(obj).__name__
+        a, b = tl.numpy_state_dict(obj), tl.numpy_state_dict(h5)
+        assert sorted(a) == sorted(b) and all(np.array_equal(a[k], b[k]) for k in a)
+        inputs = random_inputs(h5, 8, random.Random(f"{SEED}-obj-{name}"))
+        assert tl.run(obj, inputs, hooked=bridge(h5)) == tl.run(h5, inputs, hooked=bridge(h5))
+
+
 # ------------------------------------------------------------------------------------
 # The TransformerLens model
 
