@@ -400,3 +400,26 @@ def test_ground_truth_places_name_the_right_heads_and_neurons(compiled, name):
                 checked += 1
     if any(p.get("neurons") for n in tl.tl_ground_truth(h5) for p in n["places"]):
         assert checked > 0
+
+
+@pytest.mark.parametrize("name", ["sort", "frac_prevs", "dyck1"])
+def test_safetensors_file_loads_into_transformer_lens_without_raspc(compiled, name):
+    """The recipe of docs/weights.md: the file's config and tensors, TransformerLens's
+    own converter, no raspc code; the same logits as to_hooked_transformer."""
+    from safetensors import safe_open
+    from safetensors.numpy import load_file
+    from transformer_lens import TransformerBridge, TransformerBridgeConfig
+    from transformer_lens.utilities.tl_checkpoint_conversion import convert_tl_checkpoint
+
+    import transformer_lens.model_bridge.sources.native  # noqa: F401
+
+    h5, st = compiled[name]
+    with safe_open(str(st), framework="numpy") as f:
+        cfg = json.loads(f.metadata()["hooked_transformer_config"])
+    model = TransformerBridge.boot_native(TransformerBridgeConfig.from_dict(cfg))
+    sd = {k: torch.from_numpy(v) for k, v in load_file(str(st)).items()}
+    model.load_state_dict(convert_tl_checkpoint(sd, model.cfg), strict=True)
+    inputs = random_inputs(h5, 10, random.Random(f"{SEED}-plain-{name}"))
+    tokens, mask = tl.to_tokens(st, inputs)
+    with torch.no_grad():
+        assert torch.equal(model(tokens, attention_mask=mask), bridge(h5)(tokens, attention_mask=mask))
