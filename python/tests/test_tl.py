@@ -345,6 +345,7 @@ def section_hook(section):
 @pytest.mark.parametrize("name", [p.stem for p in EXAMPLES])
 def test_run_with_cache_equals_raspc_trace(compiled, name):
     h5, _ = compiled[name]
+    m = tl.load(h5)  # read once
     rng = random.Random(f"{SEED}-trace-{name}")
     ht = bridge(h5)
     gt = [n for n in tl.tl_ground_truth(h5) if n["residual"]]
@@ -357,13 +358,13 @@ def test_run_with_cache_equals_raspc_trace(compiled, name):
             resid = cache[section_hook(section)]
             assert [label for label, _ in values] == [n["label"] for n in gt]
             for n, (_, items) in zip(gt, values):
-                got = tl.decode_residual(h5, n, resid, mask)[0]
+                got = tl.decode_residual(m, n, resid, mask)[0]
                 want = [trace_item(x) for x in items]
                 assert same(got, want), f"{name} {s} {section} {n['label']}: TL {got}, trace {want}"
         # At the hook the ground truth names, every node has its final value.
         last = trace[list(trace)[-1]]
         for n, (_, items) in zip(gt, last):
-            got = tl.decode_residual(h5, n, cache[n["residual"]["hook"]], mask)[0]
+            got = tl.decode_residual(m, n, cache[n["residual"]["hook"]], mask)[0]
             assert same(got, [trace_item(x) for x in items]), f"{name} {n['label']} at {n['residual']}"
 
 
@@ -423,3 +424,61 @@ def test_safetensors_file_loads_into_transformer_lens_without_raspc(compiled, na
     tokens, mask = tl.to_tokens(st, inputs)
     with torch.no_grad():
         assert torch.equal(model(tokens, attention_mask=mask), bridge(h5)(tokens, attention_mask=mask))
+
+
+def random_model(n_heads, d_head, d_mlp, causal, seed):
+    """A model of random weights (any sizes, zero ones included) with the metadata of
+    raspc.Model: what to_hooked_transformer builds must compute what raspc computes,
+    whatever the weights."""
+    rng = np.random.default_rng(seed)
+    n_layers, d_model, n_ctx = 2, 6, 5
+    vocab = ["a", "b", "c", "<bos>", "<pad>"]
+    shapes = {"embed.W_E": (5, d_model), "pos_embed.W_pos": (n_ctx, d_model), "unembed.W_U": (d_model, 3),
+              "unembed.b_U": (3,)}
+    for l in range(n_layers):
+        p = f"blocks.{l}."
+        for n in "QKV":
+            shapes[p + "attn.W_" + n] = (n_heads, d_model, d_head)
+            shapes[p + "attn.b_" + n] = (n_heads, d_head)
+        shapes.update({p + "attn.W_O": (n_heads, d_head, d_model), p + "attn.b_O": (d_model,),
+                       p + "mlp.W_in": (d_model, d_mlp), p + "mlp.b_in": (d_mlp,),
+                       p + "mlp.W_out": (d_mlp, d_model), p + "mlp.b_out": (d_model,)})
+
+    class Random:
+        weights = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+        config = {"n_layers": n_layers, "d_model": d_model, "n_heads": n_heads, "d_head": d_head, "d_mlp": d_mlp,
+                  "d_vocab": 5, "d_vocab_out": 3, "n_ctx": n_ctx, "causal": causal}
+        metadata = {"config": config, "vocab": vocab, "bos_id": 3, "pad_id": 4, "int_tokens": False,
+                    "causal": causal, "output": "out", "output_encoding": "categorical", "output_values": ["x", "y", None],
+                    "residual_labels": [f"r{i}" for i in range(d_model)], "source": "", "source_name": "random.rasp"}
+        ground_truth = []
+
+    return Random()
+
+
+@pytest.mark.parametrize("n_heads,d_head,d_mlp", [(2, 3, 4), (0, 0, 3), (2, 3, 0), (1, 0, 0), (3, 1, 2)])
+@pytest.mark.parametrize("causal", [False, True])
+def test_any_weights_and_sizes_compute_raspcs_forward_pass(n_heads, d_head, d_mlp, causal):
+    """Against examples/python/forward.py (raspc's forward pass in numpy): random
+    weights, padded batches, sizes TransformerLens cannot build (zero heads, head
+    dimensions or neurons, padded with exactly neutral zeros)."""
+    sys.path.insert(0, str(REPO / "examples" / "python"))
+    import forward
+
+    obj = random_model(n_heads, d_head, d_mlp, causal, seed=hash((n_heads, d_head, d_mlp, causal)) % 2**32)
+    ref = forward.Model()
+    for k, v in obj.metadata["config"].items():
+        setattr(ref, k, v)
+    ref.bos_id, ref.pad_id, ref.w = 3, 4, obj.weights
+    ref.token_ids = {"a": 0, "b": 1, "c": 2}
+    ref.int_tokens = False
+    inputs = [["a", "b", "c", "a"], ["c"], ["b", "b"], []]
+    want, lens = forward.logits_batch(ref, inputs)
+    ht = tl.to_hooked_transformer(obj)
+    cfg = ht.cfg
+    assert (cfg.n_heads, cfg.d_head, cfg.d_mlp) == (max(n_heads, 1), max(d_head, 1), max(d_mlp, 1))
+    tokens, mask = tl.to_tokens(obj, inputs)
+    with torch.no_grad():
+        got = ht(tokens, attention_mask=mask).numpy()
+    for b, n in enumerate(lens):  # real positions only: PAD positions compute garbage
+        np.testing.assert_allclose(got[b, :n], want[b, :n], rtol=1e-4, atol=1e-4)
