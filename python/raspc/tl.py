@@ -284,12 +284,18 @@ def _token_ids(md):
 
 
 def _token_id(md, ids, tok, seq, pos):
-    if isinstance(tok, bool) and md["int_tokens"]:
-        tok = int(tok)
-    key = tok if isinstance(tok, str) else (str(tok) if isinstance(tok, int) else tok)
-    if isinstance(key, str) and key in ids:
+    import numbers
+
+    # Tokens are the vocabulary's strings; an int (numpy's too) is its numeral.
+    if isinstance(tok, str):
+        key = tok
+    elif isinstance(tok, numbers.Integral) and not isinstance(tok, bool):
+        key = str(int(tok))
+    else:
+        key = str(tok)
+    if key in ids:
         return ids[key]
-    if md["int_tokens"] and isinstance(key, str):
+    if md["int_tokens"]:
         # An int token matches by value ("03" and "+3" are 3), as raspc run reads it.
         t = key.strip()
         digits = t[1:] if t[:1] in "+-" else t
@@ -315,8 +321,11 @@ def to_tokens(model, inputs):
     import torch
 
     md = load(model).meta
-    # A batch is a list of sequences (lists); anything else is one sequence.
-    batch = isinstance(inputs, (list, tuple)) and len(inputs) > 0 and all(isinstance(s, (list, tuple)) for s in inputs)
+    # A batch is a list of sequences (lists, tuples, arrays); anything else is one sequence.
+    def is_seq(s):
+        return not isinstance(s, (str, bytes)) and hasattr(s, "__len__") and hasattr(s, "__iter__")
+
+    batch = isinstance(inputs, (list, tuple)) and len(inputs) > 0 and all(is_seq(s) for s in inputs)
     seqs = [list(s) for s in inputs] if batch else [inputs]
     seqs = [s.split() if isinstance(s, str) else list(s) for s in seqs]
     max_len = md["n_ctx"] - 1

@@ -129,6 +129,19 @@ def test_safetensors_file_reads_with_safetensors_alone(compiled, name):
     assert tensors["blocks.0.mlp.W_in"].shape == (cfg["d_model"], cfg["d_mlp"])
 
 
+def test_other_files_are_refused(tmp_path):
+    from safetensors.numpy import save_file
+
+    plain = tmp_path / "plain.safetensors"
+    save_file({"embed.W_E": np.zeros((2, 2), dtype=np.float32)}, str(plain))
+    with pytest.raises(ValueError, match="plain.safetensors: not a raspc safetensors file"):
+        tl.load(plain)
+    with pytest.raises(FileNotFoundError):
+        tl.load(tmp_path / "missing.h5")
+    with pytest.raises(TypeError, match="expected a model file path or an object with .weights and .metadata"):
+        tl.load(42)
+
+
 def test_safetensors_and_h5_give_one_model(compiled):
     h5, st = compiled["sort"]
     a, b = tl.numpy_state_dict(h5), tl.numpy_state_dict(st)
@@ -290,6 +303,7 @@ def test_to_tokens(compiled):
     # One sequence: a string or a list of tokens; int tokens match by value.
     assert tl.to_tokens(h5, "3 1")[0].tolist() == [[bos, ids["3"], ids["1"]]]
     assert tl.to_tokens(h5, ["03", "+1"])[0].tolist() == [[bos, ids["3"], ids["1"]]]
+    assert tl.to_tokens(h5, [np.array([3, 1])])[0].tolist() == [[bos, ids["3"], ids["1"]]]
     with pytest.raises(ValueError, match=r"sequence 1, token 0: token '7' is not in the model's vocabulary \{1, 2, 3\}"):
         tl.to_tokens(h5, [["1"], ["7"]])
     with pytest.raises(ValueError, match="token '<pad>' is reserved"):
