@@ -41,12 +41,6 @@ class _Compiled:
         self.weights = weights
         self.meta = meta
 
-    def __getattr__(self, key):
-        try:
-            return self.meta[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
 
 def _text(v):
     if isinstance(v, bytes):
@@ -369,9 +363,13 @@ def _decode_categorical(row, values):
 
 
 def _lengths(attention_mask, n_rows, T):
+    """The number of real tokens (BOS excluded) of each sequence."""
+    import numpy as np
+
     if attention_mask is None:
         return [T - 1] * n_rows
-    return [int(x) - 1 for x in attention_mask.sum(dim=-1).tolist()]
+    mask = attention_mask.detach().cpu().numpy() if hasattr(attention_mask, "detach") else np.asarray(attention_mask)
+    return [int(x) - 1 for x in mask.reshape(n_rows, -1).sum(axis=-1)]
 
 
 def decode(model, logits, attention_mask=None):
@@ -411,7 +409,10 @@ def decode_residual(model, node, resid, attention_mask=None):
     are below 0.5); numerical, its one direction, snapped to its value set."""
     m = load(model)
     if isinstance(node, str):
-        node = next(n for n in m.meta["ground_truth"] if _label(n) == node)
+        found = [n for n in m.meta["ground_truth"] if _label(n) == node]
+        if not found:
+            raise ValueError(f"no node labelled '{node}' in the ground truth")
+        node = found[0]
     x = resid.detach().to("cpu").double().numpy() if hasattr(resid, "detach") else resid
     if x.ndim == 2:
         x = x[None]
@@ -459,7 +460,7 @@ def _label(n):
     return f"{n['kind']}_{n['id']}"
 
 
-def _places(layer, sublayer, heads, mlp):
+def _places(layer, heads, mlp):
     """Hook names of a block of heads or neurons. Neuron ranges are [begin, end), as
     Python slices: cache[hook][..., begin:end]."""
     out = []
@@ -503,10 +504,10 @@ def tl_ground_truth(model):
     for n in m.meta["ground_truth"]:
         e = dict(n)
         e["label"] = _label(n)
-        e["places"] = _places(n.get("layer"), n.get("sublayer"), n.get("heads"), n.get("mlp"))
+        e["places"] = _places(n.get("layer"), n.get("heads"), n.get("mlp"))
         e["residual"] = ({"hook": _residual_hook(n.get("layer"), n_layers), "directions": list(n["writes"])}
                          if n.get("writes") else None)
-        e["helpers"] = [dict(h, places=_places(h.get("layer"), h.get("sublayer"), h.get("heads"), h.get("mlp")))
+        e["helpers"] = [dict(h, places=_places(h.get("layer"), h.get("heads"), h.get("mlp")))
                         for h in n.get("helpers", [])]
         out.append(e)
     return out
