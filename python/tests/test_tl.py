@@ -326,6 +326,8 @@ def parse_trace(text):
             if line.endswith(":"):  # a section; the last line is the output itself
                 section = line[:-1]
                 out[section] = []
+        elif line.startswith("    ") or " = " not in line:
+            continue  # attention patterns: read from --trace --json
         else:
             label, _, values = line.strip().partition(" = ")
             inner = values.strip()[1:-1]
@@ -360,6 +362,7 @@ def section_hook(section):
 def test_run_with_cache_equals_raspc_trace(compiled, name):
     h5, _ = compiled[name]
     m = tl.load(h5)  # read once
+    checked_heads = []
     rng = random.Random(f"{SEED}-trace-{name}")
     ht = bridge(h5)
     gt = [n for n in tl.tl_ground_truth(h5) if n["residual"]]
@@ -380,6 +383,23 @@ def test_run_with_cache_equals_raspc_trace(compiled, name):
         for n, (_, items) in zip(gt, last):
             got = tl.decode_residual(m, n, cache[n["residual"]["hook"]], mask)[0]
             assert same(got, [trace_item(x) for x in items]), f"{name} {n['label']} at {n['residual']}"
+        # Attention: each head raspc's trace shows is the pattern at the hook the ground
+        # truth gives for its node (or one of the node's helpers).
+        steps = json.loads(raspc("run", h5, "--input", " ".join(s), "--trace", "--json").stdout)["trace"]
+        places = {}
+        for n in tl.tl_ground_truth(m):
+            for owner in [n] + n["helpers"]:
+                for p in owner["places"]:
+                    if "head" in p:
+                        places.setdefault((p["hook"], p["head"]), set()).add(n["label"])
+        for step in steps:
+            for a in step.get("attention", []):
+                hook = f"blocks.{step['layer']}.attn.hook_pattern"
+                assert a["node"] in places.get((hook, a["head"]), set()), (name, hook, a)
+                np.testing.assert_allclose(cache[hook][0, a["head"]].numpy(), np.array(a["pattern"]), atol=1e-4)
+                checked_heads.append((hook, a["head"]))
+    if any(p.get("head") is not None for n in tl.tl_ground_truth(m) for p in n["places"]):
+        assert checked_heads, f"{name}: the trace shows no attention"
 
 
 @pytest.mark.parametrize("name", [p.stem for p in EXAMPLES])
