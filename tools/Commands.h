@@ -47,7 +47,8 @@ int checkOutputs(const std::vector<Output> &outs, const files::OutputRule &rule)
 
 // eval --inputs: the output s-op for each line of the file, one line (or JSON object) each.
 int runEvalInputs(const ProgramFlags &f, const std::string &inputsFile, bool json);
-int runCompile(const ProgramFlags &f, const std::string &out, bool force, bool json);
+// format: "hdf5" or "safetensors".
+int runCompile(const ProgramFlags &f, const std::string &out, bool force, bool json, const std::string &format);
 int runModel(const std::string &model, const std::optional<std::string> &input,
              const std::optional<std::string> &inputsFile, bool json, bool trace, const std::string &precision,
              const std::string &device, int batchSize, int64_t maxParams, int threads);

@@ -1,5 +1,6 @@
 // raspc compile / run / verify / inspect: from RASP to weights and back.
 #include "backend/Hdf5.h"
+#include "backend/Safetensors.h"
 #include "frontend/Program.h"
 #include "passes/Compiler.h"
 #include "runtime/Executor.h"
@@ -117,7 +118,7 @@ std::string summary(const CompileStats &s) {
 
 } // namespace
 
-int runCompile(const ProgramFlags &f, const std::string &out, bool force, bool json) {
+int runCompile(const ProgramFlags &f, const std::string &out, bool force, bool json, const std::string &format) {
   files::OutputRule rule{force, {f.file}};
   if (int rc = checkOutputs({{"-o", out}}, rule)) return rc;
   Program p;
@@ -126,7 +127,7 @@ int runCompile(const ProgramFlags &f, const std::string &out, bool force, bool j
   // Every file the program loaded is an input too.
   for (unsigned id = 1; id <= p.sourceMgr().getNumBuffers(); ++id)
     rule.inputs.push_back(p.sourceMgr().getMemoryBuffer(id)->getBufferIdentifier().str());
-  if (auto err = writeModel(c->model, out, rule)) {
+  if (auto err = format == "safetensors" ? writeSafetensors(c->model, out, rule) : writeModel(c->model, out, rule)) {
     error(llvm::toString(std::move(err)));
     return 1;
   }

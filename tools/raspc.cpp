@@ -154,12 +154,14 @@ static int realMain(int argc, char **argv) {
   repl->add_option("FILE", replFile, "a program to load first");
 
   CommonFlags compileFlags;
-  std::string compileOut;
+  std::string compileOut, compileFormat = "hdf5";
   bool force = false, compileJson = false;
-  auto *compile = app.add_subcommand("compile", "compile a RASP program into transformer weights (HDF5)");
+  auto *compile = app.add_subcommand("compile", "compile a RASP program into transformer weights (HDF5 or safetensors)");
   addProgramFlags(compile, compileFlags);
   addMaxParams(compile, compileFlags.maxParams);
   compile->add_option("-o,--out", compileOut, "the weight file to write, e.g. sort.h5")->required();
+  compile->add_option("--format", compileFormat, "hdf5 (default) or safetensors (docs/weights.md)")
+      ->check(CLI::IsMember({"hdf5", "safetensors"}));
   compile->add_flag("--force", force, "overwrite an existing file");
   compile->add_flag("--json", compileJson, "print the summary as JSON");
 
@@ -240,7 +242,7 @@ static int realMain(int argc, char **argv) {
   }
   if (graph->parsed()) return runGraph(graphFlags);
   if (repl->parsed()) return tools::runRepl(replFile);
-  if (compile->parsed()) return tools::runCompile(compileFlags, compileOut, force, compileJson);
+  if (compile->parsed()) return tools::runCompile(compileFlags, compileOut, force, compileJson, compileFormat);
   if (run->parsed()) {
     if (!runInput && !runInputs) {
       std::cerr << "raspc run: give --input \"...\" or --inputs FILE\n";
