@@ -11,6 +11,16 @@ ifneq ($(filter true 1 yes,$(CI)),)
   PIP_FLAGS += --config-settings=cmake.define.RASPC_WERROR=ON
 endif
 
+# ccache (installed by deps) serves every build: this one, the ASan one and the pip
+# package's (which compiles the same objects). CMake reads these variables from the
+# environment; the base directory makes cached objects reusable across clones.
+ifneq ($(shell command -v ccache 2>/dev/null),)
+  export CMAKE_C_COMPILER_LAUNCHER ?= ccache
+  export CMAKE_CXX_COMPILER_LAUNCHER ?= ccache
+  export CMAKE_CUDA_COMPILER_LAUNCHER ?= ccache
+  export CCACHE_BASEDIR ?= $(CURDIR)
+endif
+
 .PHONY: all deps deps-test configure build demo test test-python test-asan fuzz bench clean
 
 all: build

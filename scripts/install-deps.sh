@@ -6,7 +6,7 @@
 #                                    CRATE reference; large, so `make demo` skips it)
 set -euo pipefail
 PKGS=(
-  make cmake g++ pkg-config git
+  make cmake g++ pkg-config git ccache
   llvm-14-dev clang-14 libclang-rt-14-dev   # LLVM Support; clang for the libFuzzer target
   libedit-dev                                # LLVM LineEditor (the REPL), linked statically
   libeigen3-dev libfmt-dev libcli11-dev libgtest-dev libgmock-dev libhdf5-dev

@@ -191,9 +191,14 @@ class Model:
     def max_len(self):
         return self.metadata["max_len"]
 
-    def save(self, path, overwrite=False):
-        """Writes the HDF5 weight file atomically; an existing file only with overwrite=True."""
-        self._core.save(os.fspath(path), bool(overwrite))
+    def save(self, path, overwrite=False, format=None):
+        """Writes the model atomically; an existing file only with overwrite=True.
+        format: "hdf5" (raspc's weight file) or "safetensors" (TransformerLens names, the
+        metadata as strings; docs/weights.md); by default from the suffix, else hdf5."""
+        path = os.fspath(path)
+        if format is None:
+            format = "safetensors" if path.endswith(".safetensors") else "hdf5"
+        self._core.save(path, bool(overwrite), format)
 
     # --- TransformerLens (raspc.tl, which needs torch and transformer-lens) ---
     def to_hooked_transformer(self, *args, **kwargs):

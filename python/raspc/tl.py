@@ -190,9 +190,22 @@ def config_dict(model):
     }
 
 
+def _require_tl4():
+    """TransformerLens 4 or later: raspc builds its TransformerBridge (older versions'
+    HookedTransformer attends to PAD in bidirectional models; see docs/python-tl.md)."""
+    import transformer_lens
+
+    if not hasattr(transformer_lens, "TransformerBridge"):
+        from importlib.metadata import version
+
+        raise ImportError(f"raspc.tl needs transformer-lens >= 4 (it has TransformerBridge); this is "
+                          f"transformer-lens {version('transformer-lens')}: pip install 'transformer-lens>=4'")
+
+
 def hooked_transformer_config(model):
     """The transformer_lens TransformerBridgeConfig of `model` (TransformerLens 4's
     HookedTransformerConfig)."""
+    _require_tl4()
     from transformer_lens import TransformerBridgeConfig
 
     return TransformerBridgeConfig.from_dict(config_dict(model))
@@ -251,6 +264,8 @@ def to_hooked_transformer(model):
     computing `model`: decode(model, ht(tokens, attention_mask=mask), mask) with
     tokens, mask = to_tokens(model, inputs) gives raspc's run's values."""
     import torch
+
+    _require_tl4()
     from transformer_lens import TransformerBridge
     from transformer_lens.utilities.tl_checkpoint_conversion import convert_tl_checkpoint
 

@@ -5,6 +5,7 @@
 #include "Graph.h"
 
 #include "backend/Hdf5.h"
+#include "backend/Safetensors.h"
 #include "frontend/Program.h"
 #include "passes/Compiler.h"
 #include "runtime/Executor.h"
@@ -119,9 +120,12 @@ struct PyModel {
 
   std::string groundTruth() const { return groundTruthJson(m.nodes); }
 
-  void save(const std::string &path, bool overwrite) {
+  void save(const std::string &path, bool overwrite, const std::string &format) {
     files::OutputRule rule{overwrite, inputs};
-    if (auto e = writeModel(m, path, rule)) throwError(std::move(e));
+    if (format != "hdf5" && format != "safetensors")
+      throw nb::value_error(("format must be 'hdf5' or 'safetensors', not '" + format + "'").c_str());
+    if (auto e = format == "hdf5" ? writeModel(m, path, rule) : writeSafetensors(m, path, rule))
+      throwError(std::move(e));
   }
 };
 
@@ -307,7 +311,7 @@ NB_MODULE(_core, mod) {
       .def("config", &PyModel::config)
       .def("metadata", &PyModel::metadata)
       .def("ground_truth_json", &PyModel::groundTruth)
-      .def("save", &PyModel::save, nb::arg("path"), nb::arg("overwrite") = false);
+      .def("save", &PyModel::save, nb::arg("path"), nb::arg("overwrite") = false, nb::arg("format") = "hdf5");
 
   mod.def(
       "compile_source",

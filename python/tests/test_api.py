@@ -356,3 +356,27 @@ def test_graph_model_save_and_load(tmp_path):
     assert loaded.metadata["source_name"] == "<graph>"
     assert 'say "it"' in {n["op"] for n in loaded.ground_truth}
     assert "true" in {n["op"] for n in loaded.ground_truth}
+
+
+def test_save_safetensors_equals_cli(tmp_path):
+    """Model.save(format="safetensors") writes what `raspc compile --format safetensors`
+    writes, and the safetensors package alone reads it back."""
+    os.chdir(ROOT)
+    model = raspc.compile("examples/sort.rasp")
+    ours = tmp_path / "py.safetensors"
+    model.save(ours)  # the format from the suffix
+    with pytest.raises(ValueError, match="format must be 'hdf5' or 'safetensors', not 'onnx'"):
+        model.save(tmp_path / "x.onnx", format="onnx")
+    from safetensors.numpy import load_file
+
+    tensors = load_file(str(ours))
+    assert set(tensors) == set(model.weights)
+    for name, a in model.weights.items():
+        assert np.array_equal(a, tensors[name]), name
+    binary = cli_binary()
+    if binary is None:
+        pytest.skip("no raspc binary (build/tools/raspc or RASPC_BINARY) to compare with")
+    theirs = tmp_path / "cli.safetensors"
+    subprocess.run([binary, "compile", "examples/sort.rasp", "--format", "safetensors", "-o", str(theirs)],
+                   check=True, capture_output=True)
+    assert ours.read_bytes() == theirs.read_bytes()

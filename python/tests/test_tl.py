@@ -1,6 +1,6 @@
 """raspc models in TransformerLens (python/raspc/tl.py), against the raspc binary.
 
-Every examples/*.rasp is compiled by the CLI (RASPC_BIN, default build/tools/raspc) at
+Every examples/*.rasp is compiled by the CLI (RASPC_BINARY, default build/tools/raspc) at
 its header settings, to HDF5 and to safetensors; the TransformerLens model built from
 it runs padded batches of random inputs, and its decoded outputs must equal
 `raspc run` and `raspc eval` (the interpreter); its activations at the hook names of
@@ -28,7 +28,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformer_lens")
 
 REPO = Path(__file__).resolve().parents[2]
-RASPC = os.environ.get("RASPC_BIN", str(REPO / "build" / "tools" / "raspc"))
+RASPC = os.environ.get("RASPC_BINARY", str(REPO / "build" / "tools" / "raspc"))
 EXAMPLES = sorted((REPO / "examples").glob("*.rasp"))
 SEED = 20261201
 
@@ -44,7 +44,7 @@ def raspc(*args, check=True):
 def compiled(tmp_path_factory):
     """example name -> (h5 path, safetensors path), compiled once."""
     if not Path(RASPC).exists():
-        pytest.skip(f"no raspc binary at {RASPC} (set RASPC_BIN)")
+        pytest.skip(f"no raspc binary at {RASPC} (set RASPC_BINARY)")
     d = tmp_path_factory.mktemp("tl")
     out = {}
     for src in EXAMPLES:
