@@ -6,7 +6,7 @@
 // Attention runs per head as one strided-batched product over the sequences of the
 // batch; softmax, LayerNorm, bias+ReLU and ISTA are small kernels of our own, one warp
 // per row where a row is reduced. Buffers grow to the largest batch seen and are kept.
-#include "runtime/cuda/Cuda.h"
+#include "runtime/cuda/Plugin.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -544,8 +544,10 @@ private:
   std::vector<float> hostZ, hostX;
 };
 
+std::string gpuUnavailableReason();
+
 template <class Impl, class Weights, class Base> std::unique_ptr<Base> make(const Weights &w, std::string *error) {
-  std::string why = unavailableReason();
+  std::string why = gpuUnavailableReason();
   if (!why.empty()) {
     if (error) *error = why;
     return nullptr;
@@ -555,9 +557,7 @@ template <class Impl, class Weights, class Base> std::unique_ptr<Base> make(cons
   return out;
 }
 
-} // namespace
-
-std::string unavailableReason() {
+std::string gpuUnavailableReason() {
   static const std::string reason = [] {
     int n = 0;
     cudaError_t e = cudaGetDeviceCount(&n);
@@ -571,8 +571,8 @@ std::string unavailableReason() {
   return reason;
 }
 
-std::string deviceName() {
-  if (!unavailableReason().empty()) return "none";
+std::string gpuDeviceName() {
+  if (!gpuUnavailableReason().empty()) return "none";
   int dev = 0;
   cudaDeviceProp p{};
   if (cudaGetDevice(&dev) != cudaSuccess || cudaGetDeviceProperties(&p, dev) != cudaSuccess) {
@@ -582,12 +582,20 @@ std::string deviceName() {
   return std::string(p.name) + " (sm_" + std::to_string(p.major) + std::to_string(p.minor) + ")";
 }
 
-std::unique_ptr<RaspForward> RaspForward::create(const RaspWeights &w, std::string *error) {
+std::unique_ptr<RaspForward> createRasp(const RaspWeights &w, std::string *error) {
   return make<RaspGpu, RaspWeights, RaspForward>(w, error);
 }
 
-std::unique_ptr<CrateForward> CrateForward::create(const CrateWeights &w, std::string *error) {
+std::unique_ptr<CrateForward> createCrate(const CrateWeights &w, std::string *error) {
   return make<CrateGpu, CrateWeights, CrateForward>(w, error);
 }
 
+} // namespace
+
 } // namespace raspc::cuda
+
+extern "C" __attribute__((visibility("default"))) const raspc::cuda::PluginApi *raspc_cuda_plugin() {
+  using namespace raspc::cuda;
+  static const PluginApi api{kPluginVersion, gpuUnavailableReason, gpuDeviceName, createRasp, createCrate};
+  return &api;
+}

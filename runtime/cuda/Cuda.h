@@ -3,9 +3,10 @@
 // LayerNorm and the ISTA update (runtime/cuda/Cuda.cu).
 //
 // This header is plain C++ (no CUDA or Eigen types) so that the executors in runtime/
-// (compiled by the host compiler) drive the GPU through it. When CMake finds no nvcc,
-// runtime/cuda/CudaOff.cpp implements it: available() then says why, and create()
-// fails with that reason, so callers need no #ifdefs.
+// (compiled by the host compiler) drive the GPU through it. runtime/cuda/Loader.cpp
+// implements it by opening the plugin libraspc_cuda.so (Cuda.cu, runtime/cuda/Plugin.h)
+// on first use; without nvcc, or without the plugin, unavailableReason() says why and
+// create() fails with that reason, so callers need no #ifdefs.
 //
 // Conventions: every matrix is row-major; weights are host pointers, copied to the
 // device by create() (the caller may free them afterwards); results are copied back to
