@@ -267,3 +267,17 @@ def test_tracr_conversion_round_trip_is_structural():
     back = convert.from_tracr(there)
     assert kinds(there) == kinds(program) == kinds(back)
     assert len(kinds(program)) > 20
+
+
+@pytest.mark.parametrize("entry", CORPUS, ids=lambda e: e.name)
+def test_corpus_model_in_transformerlens(entry, compiled):
+    """Every corpus model loaded into TransformerLens (raspc.tl), run on one padded batch
+    of random inputs (lengths 1 to the maximum) and decoded: raspc's forward pass's values."""
+    pytest.importorskip("transformer_lens")
+    from raspc import tl
+
+    program, model = compiled(entry)
+    m = model.raspc_model
+    rng = random.Random("tl" + entry.name)
+    batch = entry.inputs(rng, 6) + [[rng.choice(entry.vocab) for _ in range(entry.max_seq_len)]]
+    assert tl.run(m, batch, hooked=m.to_hooked_transformer()) == m.run(batch)
