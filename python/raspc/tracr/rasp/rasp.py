@@ -207,49 +207,39 @@ class SOp(RASPExpr):
         return Map(lambda x: not x, self)
 
 
-class TokensType(SOp):
+class _Primitive(SOp):
+    """An input s-op: no children, its own name as label."""
+
+    _name = ""
+
+    @property
+    def children(self):
+        return []
+
+    @property
+    def label(self) -> str:
+        return self._name
+
+    def __repr__(self):
+        return self._name
+
+
+class TokensType(_Primitive):
     """The input tokens."""
 
-    @property
-    def children(self):
-        return []
-
-    @property
-    def label(self) -> str:
-        return "tokens"
-
-    def __repr__(self):
-        return "tokens"
+    _name = "tokens"
 
 
-class IndicesType(SOp):
+class IndicesType(_Primitive):
     """The position of each token: 0, 1, 2, ..."""
 
-    @property
-    def children(self):
-        return []
-
-    @property
-    def label(self) -> str:
-        return "indices"
-
-    def __repr__(self):
-        return "indices"
+    _name = "indices"
 
 
-class LengthType(SOp):
+class LengthType(_Primitive):
     """The input length at every position."""
 
-    @property
-    def children(self):
-        return []
-
-    @property
-    def label(self) -> str:
-        return "length"
-
-    def __repr__(self):
-        return "length"
+    _name = "length"
 
 
 tokens = TokensType()
