@@ -700,6 +700,10 @@ TEST(CliGaps, EvalInputsFile) {
   r = run(raspcBinary() + " eval " + example("sort") + " --inputs " + bad);
   EXPECT_EQ(r.exitCode, 1);
   EXPECT_EQ(r.out, "[1, 2]\nraspc: error: " + bad + ":2:4: input token '9' is not in the vocabulary {1 2 3}\n");
+  std::string longLine = tempFile("eval_long.txt", "1\n1 2 3 1 2 3\n");
+  r = run(raspcBinary() + " eval " + example("sort") + " --inputs " + longLine);
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "[1]\nraspc: error: " + longLine + ":2: 6 tokens, more than the maximum length 5\n");
   r = run(raspcBinary() + " eval " + example("sort") + " --inputs " + in + " --input \"1\"");
   EXPECT_EQ(r.exitCode, 2);
   r = run(raspcBinary() + " eval " + example("sort"));
@@ -773,4 +777,21 @@ TEST(CliGaps, ThreadsDoNotChangeOutputs) {
   r = run(raspcBinary() + " run " + out + " --inputs " + in + " --threads -1");
   EXPECT_EQ(r.exitCode, 2);
   EXPECT_NE(r.out.find("--threads"), std::string::npos) << r.out;
+}
+
+// A CUDA plugin that cannot be opened is named with the loader's reason.
+TEST(CliGaps, CudaPluginThatCannotLoadIsNamed) {
+  std::string out = raspc::test::tempPath("plugin_sort.h5");
+  auto r = run(raspcBinary() + " compile " + example("sort") + " -o " + out + " --force");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  r = run("RASPC_CUDA_PLUGIN=/nonexistent/libraspc_cuda.so " + raspcBinary() + " run " + out +
+          " --input \"1\" --device cuda");
+  EXPECT_EQ(r.exitCode, 1);
+  std::string why;
+  if (llvm::Error e = raspc::deviceError(raspc::Device::Cuda)) why = llvm::toString(std::move(e));
+  if (why.find("built without CUDA") != std::string::npos)
+    EXPECT_EQ(r.out, "raspc: error: --device cuda: " + why + "\n");
+  else
+    EXPECT_EQ(r.out, "raspc: error: --device cuda: cannot load the CUDA plugin (/nonexistent/libraspc_cuda.so: "
+                     "cannot open shared object file: No such file or directory)\n");
 }
