@@ -15,6 +15,15 @@ echo "== forward throughput: sort, N = 32, vocabulary {1,2,3} ($(nproc) cores)"
 "$BUILD/bench/bench_forward" "$model" "${SECONDS_PER_ROW:-2}"
 /usr/bin/python3 bench/forward_numpy.py "$model" "${SECONDS_PER_ROW:-2}"
 
+# Tracr run live beside raspc: Tracr's lib programs compiled by both (bench/tracr_live.py),
+# in the venv `make test` builds (pinned tracr-pypi, jax, dm-haiku), with the package.
+echo
+echo "== raspc beside real Tracr, run live: Tracr's lib.py programs (N = ${TRACR_LENGTHS:-10 20})"
+venv=$(./scripts/python-venv.sh python/requirements-test.txt)
+"$venv/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation . >/dev/null
+# shellcheck disable=SC2086 # the lengths are separate arguments
+"$venv/bin/python" bench/tracr_live.py ${TRACR_LENGTHS:-10 20}
+
 # Threads: `raspc run` of sort (N = 64) over 1,024 lines, one thread against one per core,
 # on an idle machine and beside one busy process per core (a shared node).
 echo
