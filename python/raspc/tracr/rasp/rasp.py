@@ -423,11 +423,14 @@ class SelectorWidth(SOp):
         return [self.selector]
 
 
-class SelectorAnd(Selector):
+class _SelectorPair(Selector):
+    """SelectorAnd / SelectorOr: a combination of two selectors."""
+
     def __init__(self, fst: Selector, snd: Selector):
         super().__init__()
-        _require(isinstance(fst, Selector), f"SelectorAnd's fst must be a Selector, got {fst!r}")
-        _require(isinstance(snd, Selector), f"SelectorAnd's snd must be a Selector, got {snd!r}")
+        name = type(self).__name__
+        _require(isinstance(fst, Selector), f"{name}'s fst must be a Selector, got {fst!r}")
+        _require(isinstance(snd, Selector), f"{name}'s snd must be a Selector, got {snd!r}")
         self.fst = fst
         self.snd = snd
 
@@ -436,17 +439,12 @@ class SelectorAnd(Selector):
         return [self.fst, self.snd]
 
 
-class SelectorOr(Selector):
-    def __init__(self, fst: Selector, snd: Selector):
-        super().__init__()
-        _require(isinstance(fst, Selector), f"SelectorOr's fst must be a Selector, got {fst!r}")
-        _require(isinstance(snd, Selector), f"SelectorOr's snd must be a Selector, got {snd!r}")
-        self.fst = fst
-        self.snd = snd
+class SelectorAnd(_SelectorPair):
+    pass
 
-    @property
-    def children(self):
-        return [self.fst, self.snd]
+
+class SelectorOr(_SelectorPair):
+    pass
 
 
 class SelectorNot(Selector):
