@@ -148,9 +148,11 @@ public:
     }
   }
 
+  // A reserved name keeps its value: assigning it was refused.
   void poisonTargets(const Stmt &s, Env *env) {
     if (s.kind == StmtKind::Assign || s.kind == StmtKind::Def)
-      for (auto &n : s.names) env->vars[n] = Poison{};
+      for (auto &n : s.names)
+        if (!reservedName(n)) env->vars[n] = Poison{};
   }
 
   // Names the original RASP refuses to rebind: its inputs, constants, host builtins and
@@ -325,11 +327,11 @@ public:
     unsigned id = sm.AddNewSourceBuffer(llvm::MemoryBuffer::getMemBufferCopy(*text, key), loc);
     ev.loaded_[key] = nullptr;
     Env *modEnv = ev.newEnv(ev.mainEnv_->parent); // builtins and the prelude
-    unsigned before = ev.diags_.errorCount();
     ev.runModule(id, modEnv, /*isMain=*/false);
     ev.repl.exitRequested = false; // `exit` in a loaded file ends that file only
     ev.loaded_[key] = modEnv;
-    if (ev.diags_.errorCount() != before) fail(loc, "errors in loaded file '" + path + "'");
+    // As the original: the file's errors are reported (with this load as their context)
+    // and what it did define is imported; names whose definition failed stay poisoned.
     importPublic(modEnv, env, s.loc);
   }
 
@@ -342,7 +344,10 @@ public:
   Value lookupName(const Expr &e, Env *env) {
     const Value *v = env->lookup(e.text);
     if (!v) fail(e.loc, "use of undefined name '" + e.text + "'");
-    if (v->is(Value::Poisoned)) throw PoisonUse{};
+    if (v->is(Value::Poisoned)) {
+      if (ev.reportPoisonUse) fail(e.loc, "'" + e.text + "' has no value: its definition failed");
+      throw PoisonUse{};
+    }
     return *v;
   }
 

@@ -56,6 +56,9 @@ public:
   // Binds `tokens` to `tokens_str`, as the original RASP does (`raspc repl
   // --tokens-as-strings`); by default `tokens` is typed by the input.
   void bindTokensAsStrings();
+  // A name whose definition failed is an error at each use (the REPL, where each input
+  // stands alone), not silently skipped (files, where the failure was just reported).
+  bool reportPoisonUse = false;
   // Called after each REPL statement of the main program ran (the REPL prints).
   std::function<void(const ast::Stmt &)> onRepl;
 

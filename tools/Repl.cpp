@@ -207,6 +207,7 @@ int runRepl(const std::optional<std::string> &file, bool json, bool tokensAsStri
   diagStream.SetUnbuffered();
   Program p(json ? static_cast<llvm::raw_ostream &>(diagStream) : llvm::errs());
   if (tokensAsStrings) p.evaluator().bindTokensAsStrings();
+  p.evaluator().reportPoisonUse = true;
   bool ok = file ? p.loadFile(*file) : p.loadSource("", "<repl>");
   if (!ok && file) llvm::errs() << "raspc: errors in '" << *file << "'; continuing\n";
   if (json && !diagText.empty()) {
