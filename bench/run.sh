@@ -15,14 +15,30 @@ echo "== forward throughput: sort, N = 32, vocabulary {1,2,3} ($(nproc) cores)"
 "$BUILD/bench/bench_forward" "$model" "${SECONDS_PER_ROW:-2}"
 /usr/bin/python3 bench/forward_numpy.py "$model" "${SECONDS_PER_ROW:-2}"
 
-# Tracr run live beside raspc: Tracr's lib programs compiled by both (bench/tracr_live.py),
-# in the venv `make test` builds (pinned tracr-pypi, jax, dm-haiku), with the package.
-echo
-echo "== raspc beside real Tracr, run live: Tracr's lib.py programs (N = ${TRACR_LENGTHS:-10 20})"
+# Tracr run live beside raspc, like for like (bench/tracr_lib_bench.py): Tracr's lib.py
+# programs (raspc compiles their literal transcriptions, bench/programs/tracr_*.rasp) and
+# issue 12's corpus of Tracr-API programs (python/tests/tracr_programs), compiled by both,
+# same-function checked, parameters counted alike. In the venv `make test` builds (pinned
+# tracr-pypi, jax, dm-haiku), with the package. TRACR_LENGTHS (default 10 20 40 64) and
+# TRACR_CORPUS_LENGTHS (default 10) choose the lengths; BENCH_FAST=1 runs lib.py at N = 10
+# only and skips the corpus (each Tracr compile takes about 10 s); TRACR_TIMEOUT (s, 300).
+if [ -n "${BENCH_FAST:-}" ]; then
+  tracr_lengths=${TRACR_LENGTHS:-10}; corpus_lengths=${TRACR_CORPUS_LENGTHS:-}
+else
+  tracr_lengths=${TRACR_LENGTHS:-10 20 40 64}; corpus_lengths=${TRACR_CORPUS_LENGTHS:-10}
+fi
 venv=$(./scripts/python-venv.sh python/requirements-test.txt)
 "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation . >/dev/null
+echo
+echo "== raspc beside real Tracr, run live: Tracr's lib.py, transcribed literally (N = $tracr_lengths)"
 # shellcheck disable=SC2086 # the lengths are separate arguments
-"$venv/bin/python" bench/tracr_live.py ${TRACR_LENGTHS:-10 20}
+"$venv/bin/python" bench/tracr_lib_bench.py lib $tracr_lengths
+if [ -n "$corpus_lengths" ]; then
+  echo
+  echo "== raspc beside real Tracr, run live: the Tracr-API corpus, python/tests/tracr_programs (N = $corpus_lengths)"
+  # shellcheck disable=SC2086
+  "$venv/bin/python" bench/tracr_lib_bench.py corpus $corpus_lengths
+fi
 
 # Threads: `raspc run` of sort (N = 64) over 1,024 lines, one thread against one per core,
 # on an idle machine and beside one busy process per core (a shared node).

@@ -100,6 +100,18 @@ def corpus_entries():
     return tracr_programs.CORPUS
 
 
+def build_at(entry, n):
+    """The corpus program for length n: entries that pass the corpus's length L to a lib
+    function (make_sort's max_seq_len) get n, so that their keys stay unique at n."""
+    import tracr_programs
+
+    saved, tracr_programs.L = tracr_programs.L, n
+    try:
+        return entry.build()
+    finally:
+        tracr_programs.L = saved
+
+
 # --- sizes, counted alike --------------------------------------------------------------
 
 def tracr_sizes(model):
@@ -132,7 +144,7 @@ def _tracr_job(mode, name, n, inputs):
         from raspc.tracr import convert
 
         entry = {e.name: e for e in corpus_entries()}[name]
-        program, vocab, causal = convert.to_tracr(entry.build()), entry.vocab, entry.causal
+        program, vocab, causal = convert.to_tracr(build_at(entry, n)), entry.vocab, entry.causal
     t = time.perf_counter()
     model = compiling.compile_rasp_to_model(program, vocab=set(vocab), max_seq_len=n, causal=causal,
                                             compiler_bos="BOS", compiler_pad="PAD")
@@ -284,7 +296,7 @@ def main():
                     inputs = [e.gen(rng) for _ in range(count)]
                 else:
                     inputs = inputs_for(lambda r, k: [r.choice(e.vocab) for _ in range(k)], n, rng, count)
-                program = e.build()
+                program = build_at(e, n)
                 t = time.perf_counter()
                 try:
                     model = rt.compile_rasp_to_model(program, vocab=set(e.vocab), max_seq_len=n, causal=e.causal,
