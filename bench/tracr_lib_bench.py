@@ -10,11 +10,15 @@
 For each program and length N both models run on the same random inputs (lengths N, N/2
 and 3). Columns: layers, most heads in a layer, residual width, MLP width, parameters,
 compile seconds (Tracr / raspc), and
-  same   inputs where the two models compute the same function: decoded outputs equal,
-         numbers within 1e-3 (Tracr's numerical MLPs approximate). Where Tracr's own
-         evaluator gives None (an aggregate that selects nothing, with Tracr's default
-         None), Tracr's model decodes an arbitrary value: raspc must give None there and
-         Tracr's value is not compared.
+  same   inputs where raspc's model and Tracr's model give the same outputs: decoded
+         outputs equal, numbers within 1e-3 (Tracr's numerical MLPs approximate). Where
+         Tracr's own evaluator gives None (an aggregate that selects nothing, with Tracr's
+         default None), Tracr's model decodes an arbitrary value: raspc must give None
+         there and Tracr's value is not compared.
+  = Tracr eval  inputs where Tracr's model / raspc's model agree with Tracr's evaluator
+         (rasp.evaluate of the Tracr program; None positions skipped). A row has the same
+         function when raspc's model equals Tracr's, or, where Tracr's model is wrong (it
+         disagrees with its own evaluator, e.g. length at N = max_seq_len), Tracr's evaluator.
   exact  inputs where raspc's model equals raspc's interpreter exactly (lib: raspc.eval
          of the same text; corpus: the evaluator of raspc.tracr, whose program it compiled).
 Parameters are counted alike on both sides: every weight and bias, token and position
@@ -220,6 +224,11 @@ def same_function(ours, theirs, want):
     return True
 
 
+def agrees(model, want, tol):
+    """One input: a model's outputs against Tracr's evaluator, None positions skipped."""
+    return len(model) == len(want) and all(w is None or close(a, w, tol) for a, w in zip(model, want))
+
+
 def exact(ours, ref):
     return len(ours) == len(ref) and all(close(a, b, 1e-9) for a, b in zip(ours, ref))
 
@@ -231,18 +240,19 @@ COLS = ("layers", "heads", "residual", "mlp", "params")
 
 def header():
     print(f"{'program':<40} {'N':>3}  " + "  ".join(f"{c:>17}" for c in COLS) +
-          f"  {'compile s':>17}  {'same':>5}  {'exact':>5}")
+          f"  {'compile s':>17}  {'same':>5}  {'= Tracr eval':>13}  {'exact':>5}")
     print(f"{'':<40} {'':>3}  " + "  ".join(f"{'Tracr / raspc':>17}" for _ in COLS) +
-          f"  {'Tracr / raspc':>17}  {'':>5}  {'':>5}", flush=True)
+          f"  {'Tracr / raspc':>17}  {'':>5}  {'Tracr / raspc':>13}  {'raspc':>5}", flush=True)
 
 
-def row(name, n, ours, our_secs, tracr, ok_same, ok_exact, k):
+def row(name, n, ours, our_secs, tracr, ok_same, ok_exact, k, t_eval=0, r_eval=0):
     if tracr[0] != "ok":
         return (f"{name:<40} {n:>3}  Tracr {tracr[0]} ({tracr[1]}); raspc " +
                 ", ".join(f"{c} {ours[c]}" for c in COLS) + f", {our_secs:.3f} s, exact {ok_exact}/{k}")
     ts = tracr[1]
     return (f"{name:<40} {n:>3}  " + "  ".join(f"{ts[c]:>8} / {ours[c]:<6}" for c in COLS) +
-            f"  {tracr[2]:>8.2f} / {our_secs:<6.3f}  {ok_same:>2}/{k:<2}  {ok_exact:>2}/{k:<2}")
+            f"  {tracr[2]:>8.2f} / {our_secs:<6.3f}  {ok_same:>2}/{k:<2}  {t_eval:>2}/{k:<2}/ {r_eval:>2}/{k:<2}"
+            f"  {ok_exact:>2}/{k:<2}")
 
 
 def inputs_for(gen, n, rng, count):
@@ -313,11 +323,16 @@ def main():
         jobs = [(mode, key, n, inputs) for (_, key, _, _, _, inputs, _) in work]
         for i, tracr in run_tracr(jobs, timeout):
             label, _, ours, secs, outs, inputs, k_exact = work[i]
-            k_same = 0
+            k_same = t_eval = r_eval = 0
             if tracr[0] == "ok":
                 k_same = sum(same_function(a, b, w) for a, b, w in zip(outs, tracr[3], tracr[4]))
-            print(row(label, n, ours, secs, tracr, k_same, k_exact, len(inputs)), flush=True)
-            rows.append((label, n, ours, tracr, k_same == len(inputs), k_exact == len(inputs)))
+                t_eval = sum(agrees(b, w, 1e-3) for b, w in zip(tracr[3], tracr[4]))
+                r_eval = sum(agrees(a, w, 1e-6) for a, w in zip(outs, tracr[4]))
+            print(row(label, n, ours, secs, tracr, k_same, k_exact, len(inputs), t_eval, r_eval), flush=True)
+            # The same function: raspc's model equals Tracr's, or, where Tracr's model is wrong
+            # (it disagrees with Tracr's own evaluator), raspc's equals Tracr's evaluator.
+            k = len(inputs)
+            rows.append((label, n, ours, tracr, k_same == k or r_eval == k, k_exact == k, t_eval == k))
     summary(rows)
 
 
@@ -328,6 +343,7 @@ def summary(rows):
     par = sum(r[2]["params"] <= r[3][1]["params"] for r in both)
     both_ok = sum(r[2]["layers"] <= r[3][1]["layers"] and r[2]["params"] <= r[3][1]["params"] for r in both)
     same = sum(r[4] for r in both)
+    tracr_wrong = [f"{r[0]} N={r[1]}" for r in both if not r[6]]
     ex = sum(r[5] for r in rows if r[2] is not None)
     print(f"\n{len(rows)} rows; Tracr compiled {len(both)}, refused or timed out "
           f"{sum(r[3] is not None and r[3][0] != 'ok' for r in rows)}; raspc refused "
@@ -335,6 +351,8 @@ def summary(rows):
     print(f"of the {len(both)} rows both compile: layers <= Tracr {lay}, fewer layers {fewer}, "
           f"params <= Tracr {par}, layers and params <= Tracr {both_ok}; same function on every input {same}; "
           f"raspc exact on every input {ex}/{sum(r[2] is not None for r in rows)}")
+    if tracr_wrong:
+        print("rows where Tracr's model disagrees with Tracr's own evaluator: " + ", ".join(tracr_wrong))
     miss = [f"{r[0]} N={r[1]}" for r in both
             if r[2]["layers"] > r[3][1]["layers"] or r[2]["params"] > r[3][1]["params"] or not r[4] or not r[5]]
     if miss:
