@@ -164,12 +164,13 @@ def print_result(self, rp):
             return
         if isinstance(v, Select):
             m = v.get_vals()
-            add({"name": None, "kind": "selector",
+            # `x("abc")`: a selector or s-op applied to an input, a finished value
+            add({"name": None, "kind": "selector", "applied": True,
                  "example": example_list(v.created_from_input),
                  "value": [[1 if b else 0 for b in m[i]] for i in range(len(m))]})
         elif isinstance(v, Sequence):
             vals = v.get_vals()
-            add({"name": None, "kind": "sop",
+            add({"name": None, "kind": "sop", "applied": True,
                  "example": example_list(getattr(v, "created_from_input", [])),
                  "value": [host(x) for x in vals], "type": seq_type(vals)})
         else:

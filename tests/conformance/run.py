@@ -6,7 +6,8 @@
 Feeds every input the recorder ran through the original (original/tests/in/*.txt and
 probes/*.txt) to `raspc repl --json`, on stdin, with the working directory at original/ as
 the recorder did, and compares each value the original printed (recorded/<name>.json) with
-the value raspc reports for the statement that ends on the same input line.
+the value raspc reports for the statement that ends on the same input line (results pair
+by name, then in order: names are labels, not compared).
 
 What counts as one compared value (see README.md for the reasons):
   - each result the original printed: an s-op (its values on the running example), a
@@ -68,6 +69,10 @@ def compare(orig, got):
     """Why `got` (a raspc result) differs from `orig` (a recorded one), or None if equal."""
     if got is None:
         return "raspc printed no %s" % orig["kind"]
+    if orig.get("applied") and got.get("kind") == "value":
+        # `x("abc")` gives a finished sequence (or matrix): the original prints it as a
+        # list, raspc as a host list; the values are what counts.
+        return None if same(orig["value"], got.get("value")) else "value differs"
     if got.get("kind") != orig["kind"]:
         return "raspc printed a %s" % got.get("kind")
     kind = orig["kind"]
@@ -104,12 +109,23 @@ def compare_statement(orig_stmt, got_stmts):
     # `show example` is not compared either (it is the example, not a computed value).
     got = [r for s in got_stmts for r in s.get("results", []) if r.get("kind") != "example"]
     got_errors = [r for r in got if r.get("kind") == "error"]
-    pools = {}
-    for r in got:
-        if r.get("kind") != "error":
-            pools.setdefault(norm_name(r.get("name")), []).append(r)
-    out = []
     results = [r for r in orig_stmt["results"] if r["kind"] != "example"]
+    # Pair by name first, then the rest in order: names label values, they are not values
+    # (the original names the echo of `a;` after `a`, raspc leaves it unnamed).
+    free = [r for r in got if r.get("kind") != "error"]
+    paired = {}
+    for i, r in enumerate(results):
+        if r["kind"] == "error":
+            continue
+        for g in free:
+            if norm_name(g.get("name")) == norm_name(r.get("name")):
+                paired[i] = g
+                free.remove(g)
+                break
+    for i, r in enumerate(results):
+        if r["kind"] != "error" and i not in paired and free:
+            paired[i] = free.pop(0)
+    out = []
     if not results:
         if not orig_stmt["results"]:
             silent = {"kind": "silent"}
@@ -126,8 +142,7 @@ def compare_statement(orig_stmt, got_stmts):
                 g = got[0] if got else None
                 out.append((i, r, g, "raspc reported no error"))
             continue
-        pool = pools.get(norm_name(r.get("name")), [])
-        g = pool.pop(0) if pool else None
+        g = paired.get(i)
         reason = compare(r, g)
         if g is None and got_errors:
             g, reason = got_errors[0], "raspc reported an error"
