@@ -4,7 +4,7 @@
     /usr/bin/python3 tests/conformance/run.py --raspc build/tools/raspc [--json] [--only NAME]
 
 Feeds every input the recorder ran through the original (original/tests/in/*.txt and
-probes/*.txt) to `raspc repl --json`, on stdin, with the working directory at original/ as
+probes/*.txt) to `raspc repl --json --tokens-as-strings`, on stdin, with the working directory at original/ as
 the recorder did, and compares each value the original printed (recorded/<name>.json) with
 the value raspc reports for the statement that ends on the same input line (results pair
 by name, then in order: names are labels, not compared).
@@ -72,7 +72,11 @@ def compare(orig, got):
     if orig.get("applied") and got.get("kind") == "value":
         # `x("abc")` gives a finished sequence (or matrix): the original prints it as a
         # list, raspc as a host list; the values are what counts.
-        return None if same(orig["value"], got.get("value")) else "value differs"
+        v = got.get("value")
+        if orig["kind"] == "selector" and isinstance(v, list):  # a matrix of booleans
+            v = [[int(b) if isinstance(b, bool) else b for b in row] if isinstance(row, list)
+                 else row for row in v]
+        return None if same(orig["value"], v) else "value differs"
     if got.get("kind") != orig["kind"]:
         return "raspc printed a %s" % got.get("kind")
     kind = orig["kind"]
@@ -156,7 +160,9 @@ def run_raspc(raspc, input_path, timeout):
     """The JSON objects raspc printed, plus a note when it crashed or printed non-JSON."""
     with open(input_path, "rb") as f:
         try:
-            p = subprocess.run([raspc, "repl", "--json"], stdin=f, cwd=ORIGINAL_DATA,
+            # --tokens-as-strings: the original's REPL binds `tokens` to tokens_str; raspc
+            # types tokens by the example unless asked (a documented, deliberate default).
+            p = subprocess.run([raspc, "repl", "--json", "--tokens-as-strings"], stdin=f, cwd=ORIGINAL_DATA,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
         except subprocess.TimeoutExpired:
             return [], "timed out after %ds" % timeout
