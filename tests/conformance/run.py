@@ -179,6 +179,9 @@ def run_raspc(raspc, input_path, timeout):
             objs.append(o)
         else:
             notes.append("unexpected JSON: " + line[:120])
+    if p.returncode != 0 and not objs:
+        notes.insert(0, "raspc exited with status %d and printed no statement: %s"
+                     % (p.returncode, p.stderr.decode("utf-8", "replace")[-300:].strip()))
     crash = None
     if p.returncode < 0 or p.returncode >= 128:
         crash = "raspc crashed (status %d): %s" % (p.returncode,
@@ -197,7 +200,11 @@ def by_line(objs):
 # ---------------------------------------------------------------- known differences
 
 def read_known(path):
-    """{key: reason}; a line is `KEY  reason`, `#` starts a comment line."""
+    """{key: reason}; a line is `KEY reason`, `#` starts a comment line.
+
+    KEY is recording:line:index (one result of the statement starting on that input line) or
+    recording:line:* (every result of that statement that differs, e.g. a whole `load` echo).
+    """
     known, problems = {}, []
     if not os.path.exists(path):
         return known, problems
@@ -218,6 +225,7 @@ def read_known(path):
 
 def short(v, n=60):
     s = json.dumps(v, ensure_ascii=False) if not isinstance(v, str) else v
+    s = " ".join(s.split())  # one table row per difference
     return s if len(s) <= n else s[:n - 3] + "..."
 
 
@@ -236,11 +244,67 @@ def show(r):
     return short(r)
 
 
+# ---------------------------------------------------------------- self-test
+
+def self_test():
+    """The comparison rules, on hand-made statements (ctest conformance_runner_test)."""
+    failures = []
+
+    def check(what, cond):
+        if not cond:
+            failures.append(what)
+
+    check("1 == 1", same(1, 1))
+    check("1 != 1.0", not same(1, 1.0))
+    check("True != 1", not same(True, 1))
+    check("0.1+0.2 == 0.3 within 1e-9", same(0.1 + 0.2, 0.3))
+    check("1.0 != 1.001", not same(1.0, 1.001))
+    check("None != 0", not same(None, 0))
+    check("nested lists", same([[1, "a"], [2.5]], [[1, "a"], [2.5]]))
+    check("list lengths", not same([1, 2], [1, 2, 3]))
+    check("dicts", same({"a": [1]}, {"a": [1]}) and not same({"a": 1}, {"b": 1}))
+
+    sop = {"name": "x", "kind": "sop", "example": ["a", "b"], "value": [1, 2], "type": "ints"}
+    stmt = {"line": 1, "end_line": 1, "results": [sop]}
+
+    def verdicts(got_results):
+        return [r for _, _, _, r in compare_statement(stmt, [{"results": got_results}])]
+
+    check("equal s-op", verdicts([dict(sop)]) == [None])
+    check("unnamed s-op pairs", verdicts([dict(sop, name=None)]) == [None])
+    check("floats for ints differ", verdicts([dict(sop, value=[1.0, 2.0])]) != [None])
+    check("wrong value", verdicts([dict(sop, value=[1, 3])]) != [None])
+    check("missing result", verdicts([]) != [None])
+    check("an error for a value", verdicts([{"kind": "error", "message": "x"}]) != [None])
+    check("other example", verdicts([dict(sop, example=["a", "c"])]) != [None])
+    err = {"line": 1, "end_line": 1, "results": [{"kind": "error", "message": "boom"}]}
+    check("any error matches an error",
+          [r for *_, r in compare_statement(err, [{"results": [{"kind": "error",
+                                                                "message": "other"}]}])] == [None])
+    check("no error for an error",
+          [r for *_, r in compare_statement(err, [{"results": []}])] != [None])
+    silent = {"line": 1, "end_line": 1, "results": []}
+    check("silent stays silent", [r for *_, r in compare_statement(silent, [])] == [None])
+    check("error where silent", [r for *_, r in compare_statement(
+        silent, [{"results": [{"kind": "error", "message": "x"}]}])] != [None])
+    sel = {"line": 1, "end_line": 1, "results": [
+        {"name": None, "kind": "selector", "applied": True, "value": [[1, 0], [0, 1]]}]}
+    check("applied selector as booleans", [r for *_, r in compare_statement(
+        sel, [{"results": [{"name": None, "kind": "value",
+                            "value": [[True, False], [False, True]]}]}])] == [None])
+    for f in failures:
+        print("self-test FAILED: " + f)
+    print("self-test: %s" % ("FAILED" if failures else "ok"))
+    return 1 if failures else 0
+
+
 # ---------------------------------------------------------------- main
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--raspc", required=True, help="the raspc binary")
+    ap.add_argument("--raspc", help="the raspc binary")
+    ap.add_argument("--self-test", action="store_true",
+                    help="check the comparison rules on hand-made statements, run nothing")
     ap.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     ap.add_argument("--only", action="append", default=[], help="only these recordings")
     ap.add_argument("--known", default=KNOWN, help="known-differences file")
@@ -249,6 +313,10 @@ def main():
                     help="write the differences found to PATH in known-differences form "
                          "(reasons kept from --known; new ones marked TODO), to edit by hand")
     args = ap.parse_args()
+    if args.self_test:
+        return self_test()
+    if not args.raspc:
+        ap.error("--raspc is required")
     raspc = os.path.abspath(args.raspc)
 
     known, problems = read_known(args.known)
@@ -271,8 +339,11 @@ def main():
         fe = [0, 0]
         for st in rec["statements"]:
             got = by_end.get(st["end_line"]) or by_start.get(st["line"]) or []
+            star = "%s:%d:*" % (name, st["line"])  # lists every result of the statement
             for i, o, g, reason in compare_statement(st, got):
                 key = "%s:%d:%d" % (name, st["line"], i)
+                if key not in known and star in known and reason is not None:
+                    key = star
                 compared += 1
                 fe[1] += 1
                 if reason is None:
@@ -289,6 +360,12 @@ def main():
                               "original": show(o), "raspc": show(g)})
         per_file[name] = fe
     seen = {d["key"] for d in diffs}
+    if not args.only:  # a `:*` entry none of whose results differ any more
+        for key in known:
+            if key.endswith(":*") and key not in seen:
+                diffs.append({"key": key, "status": "fixed", "reason": known[key],
+                              "source": "", "original": "", "raspc": ""})
+                seen.add(key)
     if not args.only:  # listed keys that no longer exist at all (input edited)
         for key in known:
             if key not in seen:
@@ -304,8 +381,10 @@ def main():
                  "# KEY = recording:line-of-the-statement:result-index, then why it differs.",
                  "# run.py fails on any difference not listed here and on any listed one that",
                  "# no longer differs; see README.md."]
+        written = set()
         for d in diffs:
-            if d["status"] in ("new", "known"):
+            if d["status"] in ("new", "known") and d["key"] not in written:
+                written.add(d["key"])
                 r = known.get(d["key"]) or ("TODO " + d["reason"] + ": " + d["source"])
                 lines.append("%s %s" % (d["key"], r))
         tmp = args.write_known + ".tmp"
