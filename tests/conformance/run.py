@@ -308,6 +308,7 @@ def main():
     ap.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
     ap.add_argument("--only", action="append", default=[], help="only these recordings")
     ap.add_argument("--known", default=KNOWN, help="known-differences file")
+    ap.add_argument("--all", action="store_true", help="list the known differences too")
     ap.add_argument("--timeout", type=int, default=120, help="seconds per input file")
     ap.add_argument("--write-known", metavar="PATH",
                     help="write the differences found to PATH in known-differences form "
@@ -400,10 +401,15 @@ def main():
         print()
     else:
         print("conformance: %d/%d values equal (%.1f%%)" % (equal, compared, pct))
-        if diffs:
+        shown = [d for d in diffs if args.all or d["status"] != "known"]
+        nknown = len(diffs) - len([d for d in diffs if d["status"] != "known"])
+        if nknown:
+            print("%d known difference(s), listed in %s%s" % (
+                nknown, os.path.relpath(args.known), "" if args.all else " (--all shows them)"))
+        if shown:
             print("%-36s %-6s %-34s %-30s %s" % ("statement", "status", "source", "original",
                                                  "raspc"))
-            for d in diffs:
+            for d in shown:
                 print("%-36s %-6s %-34s %-30s %s" % (d["key"], d["status"], short(d["source"], 34),
                                                      short(d["original"], 30), d["raspc"]))
                 if d["status"] == "known":
