@@ -286,8 +286,8 @@ def main():
                 try:
                     model = raspc.compile(text, vocab=voc, max_len=n)
                 except Exception as e:
-                    print(f"{stem:<40} {n:>3}  raspc refused: {str(e).splitlines()[0][:150]}", flush=True)
-                    rows.append((stem, n, None, None, 0, 0))
+                    # Tracr still runs: the row says whether Tracr compiles what raspc refuses.
+                    work.append((stem, name, str(e).splitlines()[0][:120], 0, None, inputs, 0))
                     continue
                 secs = time.perf_counter() - t
                 outs = model.run([[str(x) for x in xs] for xs in inputs])
@@ -312,8 +312,7 @@ def main():
                     model = rt.compile_rasp_to_model(program, vocab=set(e.vocab), max_seq_len=n, causal=e.causal,
                                                      compiler_bos="BOS", compiler_pad="PAD")
                 except Exception as ex:
-                    print(f"{e.name:<40} {n:>3}  raspc refused: {str(ex).splitlines()[0][:150]}", flush=True)
-                    rows.append((e.name, n, None, None, 0, 0))
+                    work.append((e.name, e.name, str(ex).splitlines()[0][:120], 0, None, inputs, 0))
                     continue
                 secs = time.perf_counter() - t
                 outs = [model.apply(["BOS"] + xs).decoded[1:] for xs in inputs]
@@ -323,6 +322,12 @@ def main():
         jobs = [(mode, key, n, inputs) for (_, key, _, _, _, inputs, _) in work]
         for i, tracr in run_tracr(jobs, timeout):
             label, _, ours, secs, outs, inputs, k_exact = work[i]
+            if outs is None:  # raspc refused; ours is its message
+                t = (f"Tracr {', '.join(f'{c} {tracr[1][c]}' for c in COLS)}, {tracr[2]:.2f} s"
+                     if tracr[0] == "ok" else f"Tracr {tracr[0]} ({tracr[1]})")
+                print(f"{label:<40} {n:>3}  raspc refused ({ours}); {t}", flush=True)
+                rows.append((label, n, None, tracr, False, False, False))
+                continue
             k_same = t_eval = r_eval = 0
             if tracr[0] == "ok":
                 k_same = sum(same_function(a, b, w) for a, b, w in zip(outs, tracr[3], tracr[4]))
@@ -337,26 +342,26 @@ def main():
 
 
 def summary(rows):
-    both = [r for r in rows if r[2] is not None and r[3] is not None and r[3][0] == "ok"]
+    ok = [r for r in rows if r[3] is not None and r[3][0] == "ok"]  # Tracr compiled
+    both = [r for r in ok if r[2] is not None]
     lay = sum(r[2]["layers"] <= r[3][1]["layers"] for r in both)
     fewer = sum(r[2]["layers"] < r[3][1]["layers"] for r in both)
     par = sum(r[2]["params"] <= r[3][1]["params"] for r in both)
     both_ok = sum(r[2]["layers"] <= r[3][1]["layers"] and r[2]["params"] <= r[3][1]["params"] for r in both)
     same = sum(r[4] for r in both)
-    tracr_wrong = [f"{r[0]} N={r[1]}" for r in both if not r[6]]
     ex = sum(r[5] for r in rows if r[2] is not None)
-    print(f"\n{len(rows)} rows; Tracr compiled {len(both)}, refused or timed out "
-          f"{sum(r[3] is not None and r[3][0] != 'ok' for r in rows)}; raspc refused "
-          f"{sum(r[2] is None for r in rows)}")
+    print(f"\n{len(rows)} rows; Tracr compiled {len(ok)}, refused or timed out {len(rows) - len(ok)}; "
+          f"raspc refused {sum(r[2] is None for r in rows)} ({sum(r[2] is None for r in ok)} that Tracr compiles)")
     print(f"of the {len(both)} rows both compile: layers <= Tracr {lay}, fewer layers {fewer}, "
           f"params <= Tracr {par}, layers and params <= Tracr {both_ok}; same function on every input {same}; "
           f"raspc exact on every input {ex}/{sum(r[2] is not None for r in rows)}")
+    tracr_wrong = [f"{r[0]} N={r[1]}" for r in both if not r[6]]
     if tracr_wrong:
         print("rows where Tracr's model disagrees with Tracr's own evaluator: " + ", ".join(tracr_wrong))
-    miss = [f"{r[0]} N={r[1]}" for r in both
-            if r[2]["layers"] > r[3][1]["layers"] or r[2]["params"] > r[3][1]["params"] or not r[4] or not r[5]]
+    miss = [f"{r[0]} N={r[1]}" for r in ok if r[2] is None or r[2]["layers"] > r[3][1]["layers"] or
+            r[2]["params"] > r[3][1]["params"] or not r[4] or not r[5]]
     if miss:
-        print("rows missing a target (layers, params, same or exact): " + ", ".join(miss))
+        print("rows missing a target (raspc compiles, layers, params, same, exact): " + ", ".join(miss))
 
 
 if __name__ == "__main__":
