@@ -343,6 +343,10 @@ def main():
             # (it disagrees with Tracr's own evaluator), raspc's equals Tracr's evaluator.
             k = len(inputs)
             rows.append((label, n, ours, tracr, k_same == k or r_eval == k, k_exact == k, t_eval == k))
+        if len(lengths) > 1:
+            print(f"-- N = {n}:", end="")
+            summary([r for r in rows if r[1] == n])
+            print(flush=True)
     summary(rows)
 
 
