@@ -95,6 +95,7 @@ llvm::Error inferValueSets(Analysis &a) {
         combos *= std::max<size_t>(1, a.values[x].size());
         if (combos > 50 * kMaxValues) return tooMany(n, combos);
       }
+      for (ir::NodeId x : n.args) a.canFail[id] = a.canFail[id] || a.canFail[x];
       std::vector<size_t> idx(args.size(), 0);
       Scalar buf[3];
       for (size_t c = 0; c < combos; ++c) {
@@ -107,6 +108,7 @@ llvm::Error inferValueSets(Analysis &a) {
           OpResult r = applyOp(n.op, buf, args.size(), n.table.get());
           if (r.ok) out.push_back(std::move(r.value));
           else if (r.hostFailure) return locatedError(n.loc, r.error);
+          else a.canFail[id] = 1;
         }
         for (size_t i = 0; i < idx.size(); ++i) {
           if (++idx[i] < std::max<size_t>(1, args[i]->size())) break;
@@ -145,7 +147,8 @@ llvm::Error inferValueSets(Analysis &a) {
         if (!isNumber(v))
           return locatedError(n.loc, "this s-op is numerical but can take the non-numeric value " +
                                          formatScalar(v, true) + "; keep it categorical");
-        nums.push_back(v);
+        // One number per value: 2 and 2.0 are one point on the line.
+        if (nums.empty() || !scalarEquals(nums.back(), v)) nums.push_back(v);
       }
       out = std::move(nums);
     }
