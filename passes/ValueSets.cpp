@@ -87,6 +87,20 @@ llvm::Error inferValueSets(Analysis &a) {
       break;
     case ir::NodeKind::Constant: out.push_back(n.value); break;
     case ir::NodeKind::Map: {
+      if (n.op == ir::MapOp::IfElse) {
+        // Each condition value takes the values of the branch it chooses, and only
+        // those: the other branch may fail there (or never have a value at all).
+        for (ir::NodeId x : n.args) a.canFail[id] = a.canFail[id] || a.canFail[x];
+        for (const Scalar &c : a.values[n.args[1]]) {
+          if (isNone(c)) out.push_back(Scalar{});
+          else {
+            const auto &branch = a.values[n.args[scalarTruthy(c) ? 0 : 2]];
+            out.insert(out.end(), branch.begin(), branch.end());
+          }
+        }
+        out = sortedUnique(std::move(out));
+        break;
+      }
       // Every combination of argument values.
       std::vector<const std::vector<Scalar> *> args;
       size_t combos = 1;

@@ -586,6 +586,19 @@ TEST(CompilerConditionals, MaterializedFailingBranchNotTakenIsExact) {
   EXPECT_EQ(exactOnAll(*c->b, inputs), "");
 }
 
+// A branch that fails on every value (its value set is empty) but is never chosen:
+// the conditional's values are those of the branches it can choose.
+TEST(CompilerConditionals, BranchThatNeverHasAValue) {
+  auto c = compileText("y = [10, 20][tokens] if tokens < 2 else tokens;\n"
+                       "m = aggregate(select(indices, indices, ==), y, 0);\n"
+                       "z = {\"a\": 1}[tokens_str] if tokens == 7 else m;\n",
+                       "z", {"0", "1", "2", "3"}, 4);
+  ASSERT_TRUE(c->b->model) << c->error;
+  // 0 1 2 3 (a value set does not relate the condition to the branch), 10 20.
+  EXPECT_EQ(c->b->model->outputValues.size(), 6u);
+  EXPECT_EQ(exactOnAll(*c->b, allInputs({"0", "1", "2", "3"}, 4)), "");
+}
+
 // A failure no conditional discards, on an allowed input: a compile error naming
 // an input on which it happens, not a model that outputs None there.
 TEST(CompilerConditionals, FailureOnAnAllowedInputIsACompileError) {
