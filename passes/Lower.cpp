@@ -15,6 +15,7 @@
 #include "frontend/Diagnostics.h"
 #include "frontend/Semantics.h"
 #include "passes/Passes.h"
+#include "passes/lower/MixedMlp.h"
 
 #include <algorithm>
 #include <cmath>
@@ -304,6 +305,8 @@ private:
       // done
     } else if (live.size() == 2 && numericalInputs == 2 && sumMlp(b, live, g, out)) {
       // done: a function of a +- b
+    } else if (numericalInputs == 1 && mixedMlp(b.neurons, live, g, out)) {
+      // done: gated per categorical combination (passes/lower/MixedMlp.cpp)
     } else {
       // Make every numerical input categorical, then use a table.
       if (liveNodes.size() != live.size())

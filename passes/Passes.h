@@ -27,8 +27,9 @@ struct Analysis {
   bool isNumerical(ir::NodeId id) const { return encoding[id] == ir::Encoding::Numerical; }
 };
 
-// Encodings: categorical unless annotated; an aggregate of a numerical s-op is
-// numerical (it computes a mean).
+// Encodings: categorical unless annotated; an aggregate of a numerical s-op, or one
+// that averages different numbers, is numerical (it computes a mean). Runs
+// inferValueSets and checkCategoricalAggregates until the encodings settle.
 llvm::Error inferEncodings(Analysis &a);
 // ValueSets: the exact finite set of values of every s-op, in one pass over the graph.
 llvm::Error inferValueSets(Analysis &a);
