@@ -71,8 +71,13 @@ llvm::Error inferEncodings(Analysis &a) {
     // The check names the aggregate by its location (a function called twice shares
     // one): every aggregate written there that could average becomes numerical.
     llvm::SMLoc loc;
+    std::string witness; // "query position 0 selects 0 and 1, on input "a a""
     err = llvm::handleErrors(std::move(err), [&](std::unique_ptr<LocatedError> e) -> llvm::Error {
       loc = e->loc();
+      std::string m = e->message();
+      size_t q = m.find("(query position"), qe = m.find(')', q), in = m.rfind("(on input");
+      if (q != std::string::npos && qe != std::string::npos && in != std::string::npos && m.back() == ')')
+        witness = " (" + m.substr(q + 1, qe - q - 1) + ", " + m.substr(in + 1, m.size() - in - 2) + ")";
       return llvm::Error(std::move(e));
     });
     bool changed = false;
@@ -80,8 +85,9 @@ llvm::Error inferEncodings(Analysis &a) {
       if (a.g[id].loc == loc && canAverage(a, id) && !averages[id]) {
         if (isNone(a.g[id].value)) {
           llvm::consumeError(std::move(err));
-          return locatedError(loc, "this aggregate averages different numbers, which needs a numeric default "
-                                   "(a model has no None): write aggregate(sel, values, 0)");
+          return locatedError(loc, "this aggregate averages different numbers" + witness +
+                                       ", so it is numerical, and a numerical aggregate needs a numeric default "
+                                       "(a model has no None): write aggregate(sel, values, 0)");
         }
         averages[id] = 1;
         changed = true;

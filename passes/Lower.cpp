@@ -162,6 +162,16 @@ private:
     auto it = asNumerical_.find(id);
     if (it != asNumerical_.end()) return it->second;
     Feature out = makeFeature(base(id) + "#num", a_.values[id], true);
+    if (a_.g[id].kind == NodeKind::Map && !readsFrac(id) && !a_.leaves[id].empty()) {
+      // A map computes its number from its own leaves, beside its one-hot MLP: no
+      // conversion layer after it.
+      const auto &leaves = a_.leaves[id];
+      std::vector<Feature> ins;
+      for (NodeId l : leaves) ins.push_back(featureOf(l));
+      Fn f = [this, id, leaves](const std::vector<Scalar> &v) { return evalFused(id, leaves, v); };
+      if (auto err = mlp(id, "to numerical", ins, f, out, leaves)) return err;
+      return asNumerical_[id] = out;
+    }
     if (auto err = mlp(id, "to numerical", {f}, [](auto &v) { return std::optional<Scalar>(v[0]); }, out))
       return err;
     return asNumerical_[id] = out;

@@ -225,11 +225,18 @@ std::string compileError(const std::string &source, const std::string &vocab, in
 }
 
 TEST(CompileErrors, CategoricalAggregateThatAverages) {
-  EXPECT_EQ(compileError("x = aggregate(select(tokens, tokens, ==), indices);\n", "a b", 4),
-            "compile_error.rasp:1:5: error: this aggregate can average different values (query position 0 selects 0 "
-            "and 1), which a categorical s-op cannot hold; make the selector pick one position (or positions with "
-            "equal values), or average numbers with numerical(aggregate(...)) (on input \"a a\")\n"
-            "x = aggregate(select(tokens, tokens, ==), indices);\n    ^\n");
+  // Strings cannot be averaged at all.
+  EXPECT_EQ(compileError("x = aggregate(select(indices, indices, <=), tokens);\n", "a b", 4),
+            "compile_error.rasp:1:5: error: this aggregate can average different values (query position 1 selects "
+            "\"a\" and \"b\"), which a categorical s-op cannot hold; make the selector pick one position (or "
+            "positions with equal values), or average numbers with numerical(aggregate(...)) (on input \"a b\")\n"
+            "x = aggregate(select(indices, indices, <=), tokens);\n    ^\n");
+  // Numbers are averaged as a numerical aggregate, which needs a numeric default.
+  EXPECT_EQ(compileError("x = aggregate(select(tokens, tokens, ==), indices, None);\n", "a b", 4),
+            "compile_error.rasp:1:5: error: this aggregate averages different numbers (query position 0 selects 0 "
+            "and 1, on input \"a a\"), so it is numerical, and a numerical aggregate needs a numeric default (a "
+            "model has no None): write aggregate(sel, values, 0)\n"
+            "x = aggregate(select(tokens, tokens, ==), indices, None);\n    ^\n");
 }
 
 TEST(CompileErrors, NumericalAggregateNeedsNumericDefault) {
@@ -394,7 +401,7 @@ TEST(CompileLimits, AggregateCheckAtTheLargestMaxLenIsBounded) {
   fclose(f);
   auto b = build(path, std::vector<std::string>{"a", "b"}, 100000);
   ASSERT_TRUE(b->model) << b->diags;
-  EXPECT_EQ(compileError("x = aggregate(select(tokens, tokens, ==), indices);\n", "a b", 100000).substr(0, 60),
+  EXPECT_EQ(compileError("x = aggregate(select(indices, indices, <=), tokens);\n", "a b", 100000).substr(0, 60),
             "compile_error.rasp:1:5: error: this aggregate can average di");
 }
 
