@@ -357,6 +357,14 @@ private:
       }
   }
 
+  // The entries on one direction summed; zeros dropped.
+  static craft::Weights merged(const craft::Weights &w) {
+    craft::Weights out;
+    addTo(out, w, 1.0);
+    out.erase(std::remove_if(out.begin(), out.end(), [](auto &e) { return e.second == 0; }), out.end());
+    return out;
+  }
+
   // The values a categorical feature can take, None last when it can be None, and
   // the residual weights whose sum is 1 exactly when the feature holds option i.
   static size_t options(const Feature &f) { return f.values.size() + (f.canBeNone ? 1 : 0); }
@@ -573,6 +581,8 @@ private:
       auto cur = yAsInt(j), prev = yAsInt(j - 1);
       if (cur) emit(hi, out, *cur, 1.0);
       if (prev) emit(hi, out, *prev, -1.0);
+      // Only where the output changes (a comparison with a constant: one step).
+      hi.out = merged(hi.out);
       if (hi.out.empty()) continue;
       lo.out = hi.out;
       for (auto &[d, w] : lo.out) w = -w;
