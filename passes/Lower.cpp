@@ -503,31 +503,40 @@ private:
     return true;
   }
 
+  // Distinct values of a +- b a sum MLP reads (each only places a step where f changes).
+  static constexpr size_t kMaxSumValues = 2'000'000;
+
   // f(a, b) of two numbers that depends only on z = a + s*b (s = +1 or -1), like the sum
   // of two counts: the step functions of numericMlp read z directly, one MLP.
   bool sumMlp(Block &b, const std::vector<Feature> &ins, const Fn &f, const Feature &out) {
+    // z values within 1e-9 are one value (a fraction reached two ways); found by
+    // binary search, so that a million values take seconds, not hours.
+    using ByZ = std::map<double, std::optional<Scalar>>;
+    auto near = [](const ByZ &m, double z) {
+      auto it = m.lower_bound(z - 1e-9);
+      return it != m.end() && it->first <= z + 1e-9 ? it : m.end();
+    };
     for (double sign : {1.0, -1.0}) {
-      std::vector<std::pair<double, std::optional<Scalar>>> byZ;
+      ByZ byZ;
       bool ok = true;
       for (auto &x : ins[0].values) {
         for (auto &y : ins[1].values) {
           double z = toDouble(x) + sign * toDouble(y);
           auto v = f({x, y});
-          auto it = std::find_if(byZ.begin(), byZ.end(), [&](auto &e) { return std::fabs(e.first - z) < 1e-9; });
-          if (it == byZ.end()) byZ.push_back({z, v});
+          auto it = near(byZ, z);
+          if (it == byZ.end()) byZ.emplace(z, v);
           else if (it->second.has_value() != v.has_value() || (v && !scalarEquals(*it->second, *v))) ok = false;
           if (!ok) break;
         }
-        if (!ok || byZ.size() > 20000) break;
+        if (!ok || byZ.size() > kMaxSumValues) break;
       }
-      if (!ok || byZ.size() > 20000) continue;
+      if (!ok || byZ.size() > kMaxSumValues) continue;
       Feature z;
       z.numerical = true;
       for (auto &e : byZ) z.values.push_back(e.first);
-      Fn fz = [byZ](const std::vector<Scalar> &v) -> std::optional<Scalar> {
-        for (auto &e : byZ)
-          if (std::fabs(e.first - toDouble(v[0])) < 1e-9) return e.second;
-        return std::nullopt;
+      Fn fz = [byZ = std::move(byZ), near](const std::vector<Scalar> &v) -> std::optional<Scalar> {
+        auto it = near(byZ, toDouble(v[0]));
+        return it == byZ.end() ? std::nullopt : it->second;
       };
       numericMlp(b, {{ins[0].dirs[0], 1.0}, {ins[1].dirs[0], sign}}, z.values, fz, out);
       return true;
@@ -555,15 +564,13 @@ private:
     in.numerical = true;
     in.values = values;
     auto y = [&](size_t j) { return f({Scalar(xs[j])}); };
+    bool hasInt = false; // (once: the values can be many)
+    for (auto &v : in.values) hasInt = hasInt || std::holds_alternative<int64_t>(v) || std::holds_alternative<bool>(v);
     auto yAsInt = [&](size_t j) {
       // Inputs that are whole numbers are looked up as ints, so that e.g. a lookup
       // table indexed by the value still works.
       double x = xs[j];
-      if (std::floor(x) == x && std::fabs(x) < 9e15) {
-        bool hasInt = false;
-        for (auto &v : in.values) hasInt = hasInt || std::holds_alternative<int64_t>(v) || std::holds_alternative<bool>(v);
-        if (hasInt) return f({Scalar(int64_t(x))});
-      }
+      if (std::floor(x) == x && std::fabs(x) < 9e15 && hasInt) return f({Scalar(int64_t(x))});
       return y(j);
     };
     // Base value: a neuron that is 1 everywhere (but BOS).

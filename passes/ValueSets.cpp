@@ -15,9 +15,15 @@
 namespace raspc::passes {
 
 static constexpr size_t kMaxValues = 20000;
+// A numerical s-op is one direction whatever its value set: its values only place the
+// steps of the MLPs that read it (where their output changes), so it may take many
+// more (a difference of two fractions at N=64: 1.6 million).
+static constexpr size_t kMaxNumericalValues = 2'000'000;
+// Argument combinations a map's value set may enumerate (about a second).
+static constexpr size_t kMaxMapCombinations = 4'000'000;
 
-static llvm::Error tooMany(const ir::Node &n, size_t count) {
-  return locatedError(n.loc, "this s-op can take more than " + std::to_string(kMaxValues) +
+static llvm::Error tooMany(const ir::Node &n, size_t count, size_t limit = kMaxValues) {
+  return locatedError(n.loc, "this s-op can take more than " + std::to_string(limit) +
                                  " values (" + std::to_string(count) +
                                  " or more); a compiled model needs a small value set: reduce the vocabulary or "
                                  "the maximum length, or simplify the computation");
@@ -93,7 +99,8 @@ llvm::Error inferValueSets(Analysis &a) {
       for (ir::NodeId x : n.args) {
         args.push_back(&a.values[x]);
         combos *= std::max<size_t>(1, a.values[x].size());
-        if (combos > 50 * kMaxValues) return tooMany(n, combos);
+        if (combos > kMaxMapCombinations)
+          return tooMany(n, combos, a.isNumerical(id) ? kMaxNumericalValues : kMaxValues);
       }
       std::vector<size_t> idx(args.size(), 0);
       Scalar buf[3];
@@ -114,7 +121,8 @@ llvm::Error inferValueSets(Analysis &a) {
         }
       }
       out = sortedUnique(std::move(out));
-      if (out.size() > kMaxValues) return tooMany(n, out.size());
+      if (size_t limit = a.isNumerical(id) ? kMaxNumericalValues : kMaxValues; out.size() > limit)
+        return tooMany(n, out.size(), limit);
       break;
     }
     case ir::NodeKind::Aggregate: {
