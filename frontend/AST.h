@@ -43,7 +43,10 @@ struct Expr {
   Expr(ExprKind k, llvm::SMLoc l) : kind(k), loc(l) {}
 };
 
-enum class StmtKind : uint8_t { Expr, Assign, Def, For, Load };
+// Repl: a statement of the original RASP REPL, accepted in files as it accepts them:
+// names[0] is "set_example" (values[0] the example), "show_example", "full_seq",
+// "examples" (path "on"/"off") or "exit"; names[1] the subset ("", "s-op", "selector").
+enum class StmtKind : uint8_t { Expr, Assign, Def, For, Load, Repl };
 
 struct Stmt;
 using StmtPtr = std::unique_ptr<Stmt>;

@@ -1,5 +1,6 @@
 #include "frontend/Evaluator.h"
 
+#include "frontend/Interpreter.h"
 #include "frontend/Parser.h"
 #include "frontend/Semantics.h"
 #include "frontend/Stdlib.h"
@@ -135,7 +136,7 @@ public:
   // ---- statements ----
   void runStatements(const std::vector<ast::StmtPtr> &stmts, Env *env, bool topLevel) {
     for (auto &s : stmts) {
-      if (ev.diags_.tooMany()) return;
+      if (ev.diags_.tooMany() || ev.repl.exitRequested) return;
       try {
         runStatement(*s, env, topLevel);
       } catch (EvalError &e) {
@@ -147,9 +148,29 @@ public:
     }
   }
 
+  // A reserved name keeps its value: assigning it was refused.
   void poisonTargets(const Stmt &s, Env *env) {
     if (s.kind == StmtKind::Assign || s.kind == StmtKind::Def)
-      for (auto &n : s.names) env->vars[n] = Poison{};
+      for (auto &n : s.names)
+        if (!reservedName(n)) env->vars[n] = Poison{};
+  }
+
+  // Names the original RASP refuses to rebind: its inputs, constants, host builtins and
+  // library. `tokens` stays assignable (`tokens = tokens_int;` is its documented idiom).
+  static bool reservedName(const std::string &name) {
+    static const char *const kReserved[] = {
+        "tokens_asis", "tokens_str", "tokens_int", "tokens_bool", "tokens_float", "indices", "length", "True",
+        "False", "None", "range", "zip", "len", "round", "indicator", "aggregate", "selector_width",
+        "numerical", "categorical", "draw", "full_s", "has_focus", "count", "contains", "max", "min",
+        "average", "load_from_location", "shift", "mark_last_instance", "mark_first_instance",
+        "select_from_last", "select_from_first", "sort", "select_next_identical"};
+    for (const char *r : kReserved)
+      if (name == r) return true;
+    return false;
+  }
+  void checkAssignable(const std::string &name, llvm::SMLoc loc) {
+    if (!inPrelude(loc) && reservedName(name))
+      fail(loc, "cannot assign to '" + name + "': it is a reserved name (a built-in or library name of RASP)");
   }
 
   void assign(Env *env, const std::string &name, Value v, bool topLevel) {
@@ -170,16 +191,20 @@ public:
       return;
     }
     case StmtKind::Assign: {
+      for (size_t i = 0; i < s.names.size(); ++i) checkAssignable(s.names[i], s.nameLocs[i]);
       std::vector<Value> vals = evalTargets(s.values, s.names.size(), s.loc, env);
       for (size_t i = 0; i < s.names.size(); ++i) assign(env, s.names[i], vals[i], topLevel);
       return;
     }
     case StmtKind::Def: {
+      checkAssignable(s.names[0], s.nameLocs[0]);
+      for (size_t i = 0; i < s.params.size(); ++i) checkAssignable(s.params[i], s.paramLocs[i]);
       auto f = std::make_shared<Function>(Function{&s, env});
       assign(env, s.names[0], Value(std::shared_ptr<const Function>(std::move(f))), topLevel);
       return;
     }
     case StmtKind::For: {
+      for (size_t i = 0; i < s.names.size(); ++i) checkAssignable(s.names[i], s.nameLocs[i]);
       Value it = eval(*s.values[0], env);
       std::vector<Value> items = iterate(it, s.values[0]->loc);
       for (auto &item : items) {
@@ -192,7 +217,43 @@ public:
       return;
     }
     case StmtKind::Load: runLoad(s, env); return;
+    case StmtKind::Repl: runRepl(s, env, topLevel); return;
     }
+  }
+
+  void runRepl(const Stmt &s, Env *env, bool topLevel) {
+    auto &r = ev.repl;
+    const std::string &what = s.names[0], &sub = s.names[1];
+    bool on = s.path == "on";
+    if (what == "set_example") {
+      Value v = eval(*s.values[0], env);
+      checkOperand(v);
+      std::vector<std::string> toks;
+      bool ints = false;
+      if (v.is(Value::Str)) {
+        toks = codePoints(v.asStr());
+      } else if (v.is(Value::List)) {
+        ints = !v.asList().items.empty();
+        for (auto &item : v.asList().items) {
+          if (!item.isScalar() || item.is(Value::None))
+            fail(s.values[0]->loc, llvm::Twine("an example holds numbers, strings or bools, not ") + aTypeName(item));
+          ints = ints && item.is(Value::Int);
+          toks.push_back(item.is(Value::Str) ? item.asStr() : formatValue(item));
+        }
+      } else {
+        fail(s.values[0]->loc, llvm::Twine("set example needs a string or a list, got ") + aTypeName(v));
+      }
+      r.example = std::move(toks);
+      r.intExample = ints;
+    } else if (what == "full_seq") {
+      r.fullSeqDisplay = on;
+    } else if (what == "examples") {
+      if (sub != "selector") r.showSOpExamples = on;
+      if (sub != "s-op") r.showSelectorExamples = on;
+    } else if (what == "exit") {
+      r.exitRequested = true;
+    }
+    if (topLevel && ev.onRepl) ev.onRepl(s);
   }
 
   // n values for n targets: either n expressions, or one expression giving n values.
@@ -228,7 +289,7 @@ public:
     case Value::Str: {
       charge(v.asStr().size(), loc);
       std::vector<Value> chars;
-      for (char c : v.asStr()) chars.push_back(Value(std::string(1, c)));
+      for (auto &c : codePoints(v.asStr())) chars.push_back(Value(std::move(c)));
       return chars;
     }
     case Value::Poisoned: throw PoisonUse{};
@@ -243,11 +304,17 @@ public:
     llvm::SMLoc loc = s.nameLocs[0];
     auto &sm = ev.diags_.sourceMgr();
     unsigned here = sm.FindBufferContainingLoc(loc);
-    llvm::SmallString<256> path(llvm::sys::path::parent_path(sm.getMemoryBuffer(here)->getBufferIdentifier()));
-    llvm::sys::path::append(path, s.path + ".rasp");
-    llvm::SmallString<256> real;
-    if (llvm::sys::fs::real_path(path, real))
-      fail(loc, "cannot load \"" + s.path + "\": file '" + path + "' not found");
+    // As the original resolves it: relative to the working directory, then to the
+    // directory of the file that loads it.
+    llvm::SmallString<256> path(s.path + ".rasp"), real;
+    if (llvm::sys::fs::real_path(path, real)) {
+      llvm::SmallString<256> beside(llvm::sys::path::parent_path(sm.getMemoryBuffer(here)->getBufferIdentifier()));
+      llvm::sys::path::append(beside, s.path + ".rasp");
+      if (llvm::sys::fs::real_path(beside, real))
+        fail(loc, "cannot load \"" + s.path + "\": no file '" + path + "' in the working directory" +
+                      (beside != path ? " or '" + beside.str().str() + "'" : std::string()));
+      path = beside;
+    }
     std::string key = real.str().str();
     auto it = ev.loaded_.find(key);
     if (it != ev.loaded_.end()) {
@@ -260,10 +327,11 @@ public:
     unsigned id = sm.AddNewSourceBuffer(llvm::MemoryBuffer::getMemBufferCopy(*text, key), loc);
     ev.loaded_[key] = nullptr;
     Env *modEnv = ev.newEnv(ev.mainEnv_->parent); // builtins and the prelude
-    unsigned before = ev.diags_.errorCount();
     ev.runModule(id, modEnv, /*isMain=*/false);
+    ev.repl.exitRequested = false; // `exit` in a loaded file ends that file only
     ev.loaded_[key] = modEnv;
-    if (ev.diags_.errorCount() != before) fail(loc, "errors in loaded file '" + path + "'");
+    // As the original: the file's errors are reported (with this load as their context)
+    // and what it did define is imported; names whose definition failed stay poisoned.
     importPublic(modEnv, env, s.loc);
   }
 
@@ -276,7 +344,10 @@ public:
   Value lookupName(const Expr &e, Env *env) {
     const Value *v = env->lookup(e.text);
     if (!v) fail(e.loc, "use of undefined name '" + e.text + "'");
-    if (v->is(Value::Poisoned)) throw PoisonUse{};
+    if (v->is(Value::Poisoned)) {
+      if (ev.reportPoisonUse) fail(e.loc, "'" + e.text + "' has no value: its definition failed");
+      throw PoisonUse{};
+    }
     return *v;
   }
 
@@ -553,11 +624,17 @@ public:
                                          e.loc),
                                  e.loc, "index");
       NodeId sel = select(builtinNode(NodeKind::Indices), pos, ir::Comparison::Eq, e.loc);
-      return aggregate(sel, c.node(), Scalar{}, e.loc);
+      return aggregate(sel, c.node(), Scalar(int64_t(0)), e.loc); // 0 out of range, as the original
     }
     if (i.is(Value::SOp)) {
+      if (c.is(Value::Str)) { // "abc"[indices]: a lookup in the list of its characters
+        checkSize(c.asStr().size(), e.loc);
+        std::vector<Value> chars;
+        for (auto &ch : codePoints(c.asStr())) chars.push_back(Value(std::move(ch)));
+        return mapNode(MapOp::Lookup, {i.node()}, e.loc, tableOf(makeList(std::move(chars), e.loc), e.loc));
+      }
       if (!c.is(Value::List) && !c.is(Value::Dict))
-        fail(e.a->loc, llvm::Twine("only a list or dict can be indexed by an s-op, not ") + aTypeName(c));
+        fail(e.a->loc, llvm::Twine("only a list, dict or string can be indexed by an s-op, not ") + aTypeName(c));
       return mapNode(MapOp::Lookup, {i.node()}, e.loc, tableOf(c, e.loc));
     }
     switch (c.kind()) {
@@ -569,7 +646,9 @@ public:
     }
     case Value::Str: {
       if (!i.is(Value::Int)) fail(e.b->loc, llvm::Twine("string indices must be ints, not ") + typeName(i));
-      return Value(std::string(1, c.asStr()[normalizeIndex(i.asInt(), c.asStr().size(), e.loc)]));
+      charge(c.asStr().size() / 64, e.loc);
+      std::vector<std::string> chars = codePoints(c.asStr());
+      return Value(chars[normalizeIndex(i.asInt(), chars.size(), e.loc)]);
     }
     case Value::Dict: {
       const Value *v = i.isScalar() ? c.asDict().find(i.scalar()) : nullptr;
@@ -641,6 +720,7 @@ public:
     }
     llvm::SMLoc loc = e.a->loc;
     if (f.is(Value::BuiltinFn)) return callBuiltin(e, f.asBuiltin(), args, loc);
+    if (f.is(Value::SOp) || f.is(Value::Sel)) return callOnInput(e, f, args, loc);
     if (!f.is(Value::Func)) fail(loc, llvm::Twine(aTypeName(f)) + " is not callable");
     const Function &fn = f.asFunc();
     const Stmt &def = *fn.def;
@@ -693,6 +773,52 @@ public:
     return makeList(std::move(rets), loc);
   }
 
+  // `x("abc")`, `x([1, 2])`: the value of an s-op (a list) or a selector (a list of rows
+  // of bools) on that input, as the original REPL gives it. A string is its characters,
+  // as strings; a list of ints makes int tokens.
+  Value callOnInput(const Expr &e, const Value &f, const std::vector<Value> &args, llvm::SMLoc loc) {
+    arity(e, 1, 1, f.is(Value::SOp) ? "an s-op" : "a selector");
+    const Value &in = args[0];
+    std::vector<std::string> toks;
+    bool ints = false;
+    if (in.is(Value::Str)) {
+      toks = codePoints(in.asStr());
+    } else if (in.is(Value::List)) {
+      ints = !in.asList().items.empty();
+      for (auto &item : in.asList().items) {
+        if (!item.isScalar() || item.is(Value::None))
+          fail(e.items[0]->loc, llvm::Twine("an input holds numbers, strings or bools, not ") + aTypeName(item));
+        ints = ints && item.is(Value::Int);
+        toks.push_back(item.is(Value::Str) ? item.asStr() : formatValue(item));
+      }
+    } else {
+      fail(e.items[0]->loc, llvm::Twine("an s-op or selector is applied to a string or a list, not ") +
+                                aTypeName(in));
+    }
+    checkSize(toks.size() * toks.size(), loc);
+    charge(toks.size() * toks.size(), loc);
+    InterpreterOptions opts;
+    opts.intTokens = ints;
+    Interpreter interp(g, opts);
+    if (auto err = interp.run(toks, {f.node()})) {
+      ev.diags_.report(std::move(err));
+      ev.diags_.note(loc, "when applied to this input here");
+      throw PoisonUse{};
+    }
+    std::vector<Value> out;
+    if (f.is(Value::SOp)) {
+      for (auto &x : interp.sop(f.node())) out.push_back(Value::fromScalar(x));
+    } else {
+      SelectorValue m = interp.selector(f.node());
+      for (size_t q = 0; q < m.n; ++q) {
+        std::vector<Value> row;
+        for (size_t k = 0; k < m.n; ++k) row.push_back(Value(m.at(q, k)));
+        out.push_back(makeList(std::move(row), loc));
+      }
+    }
+    return makeList(std::move(out), loc);
+  }
+
   Value callBuiltin(const Expr &e, Builtin b, const std::vector<Value> &args, llvm::SMLoc loc) {
     auto needSel = [&](size_t i) {
       if (!args[i].is(Value::Sel))
@@ -710,7 +836,9 @@ public:
       arity(e, 2, 3, "aggregate");
       NodeId sel = needSel(0);
       NodeId sop = liftSOp(args[1], e.items[1]->loc, "the values of aggregate");
-      Scalar dflt;
+      // Without a default an empty selection gives 0, as in the original RASP; None (as
+      // Tracr) only when asked for explicitly.
+      Scalar dflt = int64_t(0);
       if (args.size() == 3) {
         if (!args[2].isScalar())
           fail(e.items[2]->loc, llvm::Twine("the default of aggregate must be an atom, not ") + aTypeName(args[2]));
@@ -778,10 +906,18 @@ public:
       const Value &v = args[0];
       if (v.is(Value::List)) return Value(int64_t(v.asList().items.size()));
       if (v.is(Value::Dict)) return Value(int64_t(v.asDict().items.size()));
-      if (v.is(Value::Str)) return Value(int64_t(v.asStr().size()));
+      if (v.is(Value::Str)) {
+        charge(v.asStr().size() / 64, loc);
+        return Value(int64_t(codePoints(v.asStr()).size()));
+      }
       fail(e.items[0]->loc, llvm::Twine("len needs a list, dict or string, got ") + aTypeName(v) +
                                 (v.is(Value::SOp) ? " (use 'length' for the length of the input)" : ""));
     }
+    case Builtin::Draw:
+      // The original draws the computation flow as a picture; raspc accepts the call so
+      // its programs run, and `raspc graph` / `raspc inspect` show the same structure.
+      arity(e, 1, 2, "draw");
+      return Value();
     case Builtin::Numerical:
     case Builtin::Categorical: {
       arity(e, 1, 1, builtinName(b));
@@ -806,6 +942,7 @@ Evaluator::Evaluator(DiagnosticEngine &diags, ir::Graph &graph) : diags_(diags),
   v["False"] = Value(false);
   v["None"] = Value();
   v["tokens"] = SOpRef{impl.builtinNode(NodeKind::Tokens, ir::TokenType::Auto)};
+  v["tokens_asis"] = v["tokens"];
   v["tokens_int"] = SOpRef{impl.builtinNode(NodeKind::Tokens, ir::TokenType::Int)};
   v["tokens_str"] = SOpRef{impl.builtinNode(NodeKind::Tokens, ir::TokenType::Str)};
   v["tokens_float"] = SOpRef{impl.builtinNode(NodeKind::Tokens, ir::TokenType::Float)};
@@ -813,11 +950,13 @@ Evaluator::Evaluator(DiagnosticEngine &diags, ir::Graph &graph) : diags_(diags),
   v["indices"] = SOpRef{impl.builtinNode(NodeKind::Indices)};
   v["length"] = SOpRef{impl.builtinNode(NodeKind::Length)};
   for (Builtin b : {Builtin::Aggregate, Builtin::SelectorWidth, Builtin::Round, Builtin::Indicator, Builtin::Range,
-                    Builtin::Zip, Builtin::Len, Builtin::Numerical, Builtin::Categorical})
+                    Builtin::Zip, Builtin::Len, Builtin::Numerical, Builtin::Categorical, Builtin::Draw})
     v[builtinName(b)] = Value(b);
 }
 
 Evaluator::~Evaluator() = default;
+
+void Evaluator::bindTokensAsStrings() { builtinEnv_->vars["tokens"] = builtinEnv_->vars["tokens_str"]; }
 
 Env *Evaluator::newEnv(Env *parent) {
   envs_.push_back(std::make_unique<Env>());

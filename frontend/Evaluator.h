@@ -43,6 +43,25 @@ public:
   // value: expression statements (name empty) and assignments (one call per name).
   std::function<void(const std::string &name, const Value &value)> onTopLevel;
 
+  // The state the original REPL's statements set (`set example`, `examples off`, ...),
+  // in the REPL and in files alike. The example is kept as input tokens; `intExample`
+  // says whether they are ints (an example given as a list of ints) or strings (a text).
+  struct ReplState {
+    std::vector<std::string> example = {"h", "e", "l", "l", "o"};
+    bool intExample = false;
+    bool showSOpExamples = true, showSelectorExamples = true;
+    bool fullSeqDisplay = false;
+    bool exitRequested = false; // `exit` / `quit`: the REPL stops, a file stops running
+  } repl;
+  // Binds `tokens` to `tokens_str`, as the original RASP does (`raspc repl
+  // --tokens-as-strings`); by default `tokens` is typed by the input.
+  void bindTokensAsStrings();
+  // A name whose definition failed is an error at each use (the REPL, where each input
+  // stands alone), not silently skipped (files, where the failure was just reported).
+  bool reportPoisonUse = false;
+  // Called after each REPL statement of the main program ran (the REPL prints).
+  std::function<void(const ast::Stmt &)> onRepl;
+
   // Names assigned at the top level of the main program, in first-assignment order.
   const std::vector<std::string> &topLevelNames() const { return topNames_; }
   // The name of the last s-op assigned at the top level, if any.

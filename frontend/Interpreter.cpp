@@ -56,10 +56,16 @@ std::optional<Scalar> parseToken(const std::string &s, ir::TokenType type) {
     if (s.empty() || *end || errno) return std::nullopt;
     return Scalar(d);
   }
-  case ir::TokenType::Bool:
-    if (s == "True" || s == "true" || s == "1") return Scalar(true);
-    if (s == "False" || s == "false" || s == "0") return Scalar(false);
-    return std::nullopt;
+  case ir::TokenType::Bool: {
+    // A bool spelled out, else the token's truth as the original's bool(token) gives it:
+    // a number is true when non-zero, any other (non-empty) string is true.
+    if (s == "True" || s == "true") return Scalar(true);
+    if (s == "False" || s == "false") return Scalar(false);
+    char *end = nullptr;
+    double d = std::strtod(s.c_str(), &end);
+    if (!s.empty() && !*end) return Scalar(d != 0);
+    return Scalar(!s.empty());
+  }
   default: return Scalar(s);
   }
 }

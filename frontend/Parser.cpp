@@ -147,6 +147,7 @@ private:
                                 : "'return' outside a function");
     default: break;
     }
+    if (StmtPtr r = parseReplStatement()) return r;
     if (t.kind == Tok::Ident && (peek().kind == Tok::Assign || peek().kind == Tok::Comma)) {
       auto s = std::make_unique<Stmt>(StmtKind::Assign, t.loc());
       do {
@@ -164,6 +165,61 @@ private:
     if (at(Tok::Assign)) error(cur().loc(), "can only assign to names");
     expect(Tok::Semi, "at end of statement");
     return s;
+  }
+
+  bool atWord(size_t k, llvm::StringRef w) const { return peek(k).kind == Tok::Ident && peek(k).text == w; }
+
+  // The original REPL's commands, which its files may contain too (without ';'):
+  //   set [s-op|selector] example EXPR | show [s-op|selector] example
+  //   full seq display on|off | [s-op|selector] examples on|off | exit | quit
+  // Each is recognised only in a form no RASP statement can take, so names like `set`
+  // or `show` stay usable as variables.
+  StmtPtr parseReplStatement() {
+    if (!at(Tok::Ident)) return nullptr;
+    llvm::SMLoc loc = cur().loc();
+    // Width of a subset word at offset k: "selector" (1 token), "s-op" (3 tokens), or 0.
+    auto subset = [&](size_t k, std::string &name) -> size_t {
+      if (atWord(k, "selector")) { name = "selector"; return 1; }
+      if (atWord(k, "s") && peek(k + 1).kind == Tok::Minus && atWord(k + 2, "op")) { name = "s-op"; return 3; }
+      return 0;
+    };
+    auto make = [&](const char *what, std::string sub, size_t tokens) {
+      auto s = std::make_unique<Stmt>(StmtKind::Repl, loc);
+      s->names = {what, std::move(sub)};
+      pos_ += tokens;
+      return s;
+    };
+    auto onOff = [&](StmtPtr s) {
+      if (!atWord(0, "on") && !atWord(0, "off")) unexpected("'on' or 'off'");
+      s->path = take().text.str();
+      accept(Tok::Semi);
+      return s;
+    };
+    std::string sub;
+    llvm::StringRef w = cur().text;
+    if (w == "set" || w == "show") {
+      size_t k = subset(1, sub);
+      if (!atWord(1 + k, "example")) return nullptr;
+      auto s = make(w == "set" ? "set_example" : "show_example", sub, 2 + k);
+      if (w == "set") s->values.push_back(parseExpr());
+      accept(Tok::Semi);
+      return s;
+    }
+    if (w == "full" && atWord(1, "seq") && atWord(2, "display")) return onOff(make("full_seq", "", 3));
+    size_t k = subset(0, sub);
+    if (atWord(k, "examples") && (atWord(k + 1, "on") || atWord(k + 1, "off")))
+      return onOff(make("examples", sub, k + 1));
+    if (w == "exit" || w == "quit") {
+      bool call = peek().kind == Tok::LParen && peek(2).kind == Tok::RParen;
+      Tok next = peek(call ? 3 : 1).kind;
+      if (next != Tok::Semi && next != Tok::Eof && next != Tok::Ident && next != Tok::KwDef && next != Tok::KwFor &&
+          next != Tok::KwLoad)
+        return nullptr;
+      auto s = make("exit", "", call ? 3 : 1);
+      accept(Tok::Semi);
+      return s;
+    }
+    return nullptr;
   }
 
   StmtPtr parseDef() {

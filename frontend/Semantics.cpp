@@ -2,6 +2,7 @@
 
 #include "frontend/Value.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fmt/format.h>
 
@@ -62,21 +63,42 @@ OpResult typeError(MapOp op, const Scalar &a, const Scalar &b) {
                          scalarTypeName(b)));
 }
 
+// Integers are 64-bit (the original's Python ints are not): say so when one overflows.
+OpResult overflow(const char *op) {
+  return err(fmt::format("integer overflow in '{}': the result does not fit in 64 bits", op));
+}
+
+// A repeated string over this is refused: it would be one value of an s-op or a host string.
+constexpr uint64_t kMaxRepeatBytes = 1'000'000;
+
 OpResult arith(MapOp op, const Scalar &a, const Scalar &b) {
   if (op == MapOp::Add && std::holds_alternative<std::string>(a) && std::holds_alternative<std::string>(b))
     return ok(std::get<std::string>(a) + std::get<std::string>(b));
+  if (op == MapOp::Mul && (std::holds_alternative<std::string>(a) != std::holds_alternative<std::string>(b))) {
+    // Repetition, as Python: "ab" * 2 and 2 * "ab" are "abab"; a count below 1 gives "".
+    const Scalar &str = std::holds_alternative<std::string>(a) ? a : b, &count = &str == &a ? b : a;
+    if (!isIntLike(count)) return typeError(op, a, b);
+    const std::string &t = std::get<std::string>(str);
+    int64_t k = std::max<int64_t>(intOf(count), 0);
+    if (!t.empty() && uint64_t(k) > kMaxRepeatBytes / t.size())
+      return err(fmt::format("string repetition longer than {} bytes", kMaxRepeatBytes));
+    std::string out;
+    out.reserve(t.size() * size_t(k));
+    for (int64_t i = 0; i < k; ++i) out += t;
+    return ok(std::move(out));
+  }
   if (!isNumber(a) || !isNumber(b)) return typeError(op, a, b);
   if (isIntLike(a) && isIntLike(b)) {
     int64_t x = intOf(a), y = intOf(b), r = 0;
     switch (op) {
     case MapOp::Add:
-      if (__builtin_add_overflow(x, y, &r)) return err("integer overflow in '+'");
+      if (__builtin_add_overflow(x, y, &r)) return overflow("+");
       return ok(r);
     case MapOp::Sub:
-      if (__builtin_sub_overflow(x, y, &r)) return err("integer overflow in '-'");
+      if (__builtin_sub_overflow(x, y, &r)) return overflow("-");
       return ok(r);
     case MapOp::Mul:
-      if (__builtin_mul_overflow(x, y, &r)) return err("integer overflow in '*'");
+      if (__builtin_mul_overflow(x, y, &r)) return overflow("*");
       return ok(r);
     case MapOp::Div:
       if (y == 0) return err("division by zero");
@@ -95,10 +117,10 @@ OpResult arith(MapOp op, const Scalar &a, const Scalar &b) {
       }
       if (x == 0 || x == 1) return ok(y == 0 ? int64_t(1) : x);
       if (x == -1) return ok(int64_t(y % 2 ? -1 : 1));
-      if (y > 63) return err("integer overflow in '^'");
+      if (y > 63) return overflow("^");
       int64_t result = 1;
       for (int64_t e = 0; e < y; ++e)
-        if (__builtin_mul_overflow(result, x, &result)) return err("integer overflow in '^'");
+        if (__builtin_mul_overflow(result, x, &result)) return overflow("^");
       return ok(result);
     }
     default: break;
@@ -168,7 +190,7 @@ OpResult applyOp(MapOp op, const Scalar *args, size_t n, const ir::Table *table)
   case MapOp::Pos:
     if (!isNumber(a)) return err(fmt::format("bad operand type for unary '{}': {}", ir::opName(op), scalarTypeName(a)));
     if (std::holds_alternative<double>(a)) return ok(op == MapOp::Neg ? -std::get<double>(a) : std::get<double>(a));
-    if (op == MapOp::Neg && intOf(a) == INT64_MIN) return err("integer overflow in unary '-'");
+    if (op == MapOp::Neg && intOf(a) == INT64_MIN) return overflow("unary -");
     return ok(op == MapOp::Neg ? -intOf(a) : intOf(a));
   case MapOp::Not: return ok(!scalarTruthy(a));
   case MapOp::Indicator: return ok(int64_t(scalarTruthy(a) ? 1 : 0));

@@ -17,6 +17,7 @@ const char *builtinName(Builtin b) {
   case Builtin::Len: return "len";
   case Builtin::Numerical: return "numerical";
   case Builtin::Categorical: return "categorical";
+  case Builtin::Draw: return "draw";
   }
   return "?";
 }
@@ -177,4 +178,20 @@ bool valueEquals(const Value &a, const Value &b) {
   return valueEqualsImpl(a, b, equal);
 }
 
+} // namespace raspc
+
+namespace raspc {
+std::vector<std::string> codePoints(const std::string &s) {
+  std::vector<std::string> out;
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xE ? 3 : (c >> 3) == 0x1E ? 4 : 1;
+    if (i + n > s.size()) n = 1;
+    for (size_t k = 1; k < n; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) n = 1;
+    out.push_back(s.substr(i, n));
+    i += n;
+  }
+  return out;
+}
 } // namespace raspc

@@ -29,7 +29,7 @@ struct Function {
 };
 
 enum class Builtin : uint8_t {
-  Aggregate, SelectorWidth, Round, Indicator, Range, Zip, Len, Numerical, Categorical,
+  Aggregate, SelectorWidth, Round, Indicator, Range, Zip, Len, Numerical, Categorical, Draw,
 };
 const char *builtinName(Builtin b);
 
@@ -96,5 +96,8 @@ const char *typeName(const Value &v); // "int", "list", "s-op", ...
 std::string aTypeName(const Value &v); // "an int", "a list", "an s-op", ...
 std::string formatValue(const Value &v); // host values only, Python-like
 bool valueEquals(const Value &a, const Value &b); // deep host equality
+// The characters of a string, as Python sees them: one per UTF-8 code point ("§ab" has
+// three). A byte that is not part of well-formed UTF-8 is a character of its own.
+std::vector<std::string> codePoints(const std::string &s);
 
 } // namespace raspc

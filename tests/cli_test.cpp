@@ -47,7 +47,7 @@ TEST(Cli, EvalJson) {
 }
 
 TEST(Cli, EvalJsonTypes) {
-  std::string f = tempFile("types.rasp", "p = aggregate(select(indices, indices - 1, ==), tokens);\n"
+  std::string f = tempFile("types.rasp", "p = aggregate(select(indices, indices - 1, ==), tokens, None);\n"
                                          "b = p == \"a\";\n");
   auto r = run(raspcBinary() + " eval " + f + " --input \"a b\" --json");
   EXPECT_EQ(r.out, "{\"output\": \"b\", \"value\": [null, true]}\n");
@@ -198,11 +198,56 @@ TEST(Cli, GraphPrintsDot) {
 }
 
 TEST(Cli, ReplShowsValuesOnTheExample) {
-  auto r = run(raspcBinary() + " repl", "x = tokens;\nset example 1 2 3\ny = x +\n  1;\ns = select(indices, indices, <);\n"
-                                   "len([1, 2]);\nz = undefined;\nhist(tokens);\nexit\n");
+  auto r = run(raspcBinary() + " repl", "x = tokens;\nset example [1, 2, 3]\ny = x +\n  1;\ns = select(indices, indices, <);\n"
+                                   "len([1, 2]);\nz = undefined;\nhist(tokens);\nexit\nw = 1;\n");
   EXPECT_EQ(r.exitCode, 0);
   EXPECT_EQ(r.out, "x = [h, e, l, l, o]\nexample: [1, 2, 3]\ny = [2, 3, 4]\ns =\n  [0, 0, 0]\n  [1, 0, 0]\n  [1, 1, 0]\n"
-                   "2\n<repl:5>:1:5: error: use of undefined name 'undefined'\nz = undefined;\n    ^\n[1, 1, 1]\n");
+                   "2\n<repl:7>:1:5: error: use of undefined name 'undefined'\nz = undefined;\n    ^\n[1, 1, 1]\n");
+}
+
+TEST(Cli, ReplJsonGivesEachStatementsLinesAndValues) {
+  auto r = run(raspcBinary() + " repl --json", "set example \"ab\"\nx = tokens;\ndef f(a,\n b) { return a; }\n"
+                                   "s = select(indices, indices, <);\n[1, 2.0, \"c\"];\ny = nope;\nset example [2, 1]\n"
+                                   "x; examples off\nx;\n");
+  EXPECT_EQ(r.exitCode, 0);
+  EXPECT_EQ(r.out,
+            "{\"line\": 1, \"end_line\": 1, \"results\": [{\"kind\": \"example\", \"value\": [\"a\", \"b\"]}]}\n"
+            "{\"line\": 2, \"end_line\": 2, \"results\": [{\"name\": \"x\", \"kind\": \"sop\", \"example\": [\"a\", \"b\"], "
+            "\"value\": [\"a\", \"b\"], \"type\": \"strings\"}]}\n"
+            "{\"line\": 3, \"end_line\": 4, \"results\": [{\"name\": \"f\", \"kind\": \"function\", \"params\": [\"a\", \"b\"]}]}\n"
+            "{\"line\": 5, \"end_line\": 5, \"results\": [{\"name\": \"s\", \"kind\": \"selector\", \"example\": [\"a\", \"b\"], "
+            "\"value\": [[0, 0], [1, 0]]}]}\n"
+            "{\"line\": 6, \"end_line\": 6, \"results\": [{\"name\": null, \"kind\": \"value\", \"value\": [1, 2.0, \"c\"]}]}\n"
+            "{\"line\": 7, \"end_line\": 7, \"results\": [{\"kind\": \"error\", \"message\": \"<repl:7>:1:5: error: use of "
+            "undefined name 'nope'\\ny = nope;\\n    ^\"}]}\n"
+            "{\"line\": 8, \"end_line\": 8, \"results\": [{\"kind\": \"example\", \"value\": [2, 1]}]}\n"
+            "{\"line\": 9, \"end_line\": 9, \"results\": [{\"name\": null, \"kind\": \"sop\", \"example\": [2, 1], "
+            "\"value\": [2, 1], \"type\": \"ints\"}]}\n" // two statements on one line: one record
+            "{\"line\": 10, \"end_line\": 10, \"results\": [{\"name\": null, \"kind\": \"sop\"}]}\n");
+  // As the original: `tokens` is `tokens_str` whatever the example.
+  r = run(raspcBinary() + " repl --tokens-as-strings", "set example [3, 1]\ntokens;\ntokens_asis;\n");
+  EXPECT_EQ(r.out, "example: [3, 1]\n[3, 1]\n[3, 1]\n");
+  r = run(raspcBinary() + " repl --tokens-as-strings --json", "set example [3, 1]\ntokens == 3;\n");
+  EXPECT_NE(r.out.find("\"value\": [false, false]"), std::string::npos) << r.out;
+}
+
+TEST(Cli, LoadLooksInTheWorkingDirectoryThenBesideTheFile) {
+  std::string dir = raspc::test::tempPath("loads");
+  std::string sub = dir + "/sub";
+  ASSERT_EQ(system(("mkdir -p " + sub).c_str()), 0);
+  std::ofstream(sub + "/lib.rasp") << "v = 1;\n";
+  std::ofstream(dir + "/lib.rasp") << "v = 2;\n";
+  std::ofstream(sub + "/main.rasp") << "load \"lib\";\nx = tokens + v;\n";
+  // From dir, "lib" is dir/lib.rasp (the working directory wins, as in the original).
+  auto r = run("cd " + dir + " && " + raspcBinary() + " eval sub/main.rasp --input \"1\"");
+  EXPECT_EQ(r.out, "[3]\n");
+  // From elsewhere, the file beside main.rasp.
+  r = run("cd / && " + raspcBinary() + " eval " + sub + "/main.rasp --input \"1\"");
+  EXPECT_EQ(r.out, "[2]\n");
+  r = run("cd / && " + raspcBinary() + " eval " + tempFile("noload.rasp", "load \"nowhere\";\n") + " --input 1");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_NE(r.out.find("cannot load \"nowhere\": no file 'nowhere.rasp' in the working directory or"),
+            std::string::npos) << r.out;
 }
 
 TEST(Cli, HostileInputsFailCleanly) {
@@ -233,7 +278,7 @@ TEST(CliCompile, CompileRunInspectVerify) {
   std::remove(out.c_str());
   auto r = run(raspcBinary() + " compile " + example("sort") + " -o " + out);
   EXPECT_EQ(r.exitCode, 0);
-  EXPECT_EQ(r.out, "wrote " + out + ": 3 layers, 3 heads (at most 2 per layer), residual width 28, MLP width 22, 10535 parameters\n");
+  EXPECT_EQ(r.out, "wrote " + out + ": 3 layers, 3 heads (at most 2 per layer), residual width 29, MLP width 22, 10933 parameters\n");
   // An existing file is kept unless --force.
   r = run(raspcBinary() + " compile " + example("sort") + " -o " + out);
   EXPECT_EQ(r.exitCode, 1);
@@ -253,14 +298,14 @@ TEST(CliCompile, CompileRunInspectVerify) {
   r = run(raspcBinary() + " inspect " + out);
   EXPECT_EQ(r.exitCode, 0);
   EXPECT_NE(r.out.find("attn head 0          out              aggregate"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("residual (28):\n  one tokens:<bos> tokens:1 tokens:2 tokens:3"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("residual (29):\n  one tokens:<bos> tokens:1 tokens:2 tokens:3"), std::string::npos) << r.out;
   r = run(raspcBinary() + " run " + out + " --input \"2 1\" --trace");
   EXPECT_NE(r.out.find("layer 2 attn:\n  tokens = [2, 1]\n"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("  out = [1, 2]\n"), std::string::npos) << r.out;
   r = run(raspcBinary() + " verify " + example("sort"));
   EXPECT_EQ(r.exitCode, 0);
   EXPECT_EQ(r.out, sourceDir() + "/examples/sort.rasp: all 363 inputs, 0 mismatches (3 layers, 3 heads (at most 2 per layer), residual "
-                                 "width 28, MLP width 22, 10535 parameters)\n");
+                                 "width 29, MLP width 22, 10933 parameters)\n");
   r = run(raspcBinary() + " verify " + example("hist") + " --max-len 20 --samples 300 --json");
   EXPECT_EQ(r.exitCode, 0);
   EXPECT_EQ(r.out.rfind("{\"inputs\": 300, \"exhaustive\": false, \"mismatches\": 0, ", 0), 0u) << r.out;
@@ -442,12 +487,12 @@ TEST(CliLimits, CompileRefusesAModelOverMaxParams) {
   std::remove(out.c_str());
   auto r = run(raspcBinary() + " compile " + example("sort") + " -o " + out + " --max-params 1000");
   EXPECT_EQ(r.exitCode, 1);
-  EXPECT_EQ(r.out, "raspc: error: the model would have about 2823 parameters, more than the limit of 1000 (raise it "
+  EXPECT_EQ(r.out, "raspc: error: the model would have about 2957 parameters, more than the limit of 1000 (raise it "
                    "with --max-params)\n");
   EXPECT_FALSE(llvm::sys::fs::exists(out));
   r = run(raspcBinary() + " verify " + example("sort") + " --max-params 1000");
   EXPECT_EQ(r.exitCode, 1);
-  EXPECT_EQ(r.out, "raspc: error: the model would have about 2823 parameters, more than the limit of 1000 (raise it "
+  EXPECT_EQ(r.out, "raspc: error: the model would have about 2957 parameters, more than the limit of 1000 (raise it "
                    "with --max-params)\n");
   r = run(raspcBinary() + " compile " + example("sort") + " -o " + out + " --max-params 0");
   EXPECT_EQ(r.exitCode, 2);
@@ -457,18 +502,18 @@ TEST(CliLimits, CompileRefusesAModelOverMaxParams) {
 // The reader's limit is the compiler's, raised or lowered by the same flag.
 TEST(CliLimits, RunAndInspectReadUnderMaxParams) {
   std::string out = raspc::test::tempPath("limit.h5");
-  auto r = run(raspcBinary() + " compile " + example("sort") + " -o " + out + " --force --max-params 10535");
+  auto r = run(raspcBinary() + " compile " + example("sort") + " -o " + out + " --force --max-params 10933");
   ASSERT_EQ(r.exitCode, 0) << r.out;
   std::string refused = "raspc: error: " + out +
-                        ": the configuration asks for 10535 parameters, more than the limit of 10534 (raise it with "
+                        ": the configuration asks for 10933 parameters, more than the limit of 10932 (raise it with "
                         "--max-params)\n";
-  r = run(raspcBinary() + " run " + out + " --input \"3 1 2\" --max-params 10534");
+  r = run(raspcBinary() + " run " + out + " --input \"3 1 2\" --max-params 10932");
   EXPECT_EQ(r.exitCode, 1);
   EXPECT_EQ(r.out, refused);
-  r = run(raspcBinary() + " inspect " + out + " --max-params 10534");
+  r = run(raspcBinary() + " inspect " + out + " --max-params 10932");
   EXPECT_EQ(r.exitCode, 1);
   EXPECT_EQ(r.out, refused);
-  r = run(raspcBinary() + " run " + out + " --input \"3 1 2\" --max-params 10535");
+  r = run(raspcBinary() + " run " + out + " --input \"3 1 2\" --max-params 10933");
   EXPECT_EQ(r.out, "[1, 2, 3]\n");
 }
 

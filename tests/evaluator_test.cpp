@@ -144,8 +144,8 @@ TEST(Load, LoadsRelativeFilesOncePrivateNamesHidden) {
 TEST(Load, MissingFileIsLocated) {
   Loaded l("x = 1;\nload \"does_not_exist\";\n");
   EXPECT_FALSE(l.ok);
-  EXPECT_EQ(l.errors(), "test.rasp:2:6: error: cannot load \"does_not_exist\": file 'does_not_exist.rasp' not "
-                        "found\nload \"does_not_exist\";\n     ^\n");
+  EXPECT_EQ(l.errors(), "test.rasp:2:6: error: cannot load \"does_not_exist\": no file 'does_not_exist.rasp' in the "
+                        "working directory\nload \"does_not_exist\";\n     ^\n");
 }
 
 TEST(Prelude, LoadsByDefaultAndHidesPrivateNames) {
@@ -230,6 +230,133 @@ TEST(EvalErrors, CannotLoopOverAnSOp) {
   Loaded l("for t in tokens { x = t; }");
   EXPECT_EQ(l.errors(), "test.rasp:1:10: error: cannot iterate over an s-op (s-ops are sequences of unknown length; "
                         "loops run on host values)\nfor t in tokens { x = t; }\n         ^\n");
+}
+
+} // namespace
+
+// The original RASP's semantics (tech-srl/RASP), values as its interpreter gives them.
+namespace {
+
+TEST(OriginalRasp, AggregateWithoutDefaultGivesZero) {
+  Loaded l("none = aggregate(select(tokens, 5, ==), tokens);"
+           "explicit = aggregate(select(tokens, 5, ==), tokens, None);"
+           "given = aggregate(select(tokens, 5, ==), tokens, 7);"
+           "at = tokens[9];");
+  ASSERT_TRUE(l.ok) << l.errors();
+  EXPECT_EQ(l.eval("none", "3 1 3 2"), "[0, 0, 0, 0]");
+  EXPECT_EQ(l.eval("explicit", "3 1"), "[null, null]");
+  EXPECT_EQ(l.eval("given", "3 1"), "[7, 7]");
+  EXPECT_EQ(l.eval("at", "3 1"), "[0, 0]");
+}
+
+TEST(OriginalRasp, ReplStatementsInFilesAreAccepted) {
+  Loaded l("set example [3, 1] + [2]\n"
+           "show example\n"
+           "full seq display on\n"
+           "s-op examples off\n"
+           "selector examples on;\n"
+           "draw(tokens);\n"
+           "set = 4; show = set + 1; examples = 2;\n" // still ordinary names
+           "x = tokens + 1;");
+  ASSERT_TRUE(l.ok) << l.errors();
+  const auto &r = l.program.evaluator().repl;
+  EXPECT_EQ(r.example, (std::vector<std::string>{"3", "1", "2"}));
+  EXPECT_TRUE(r.intExample);
+  EXPECT_TRUE(r.fullSeqDisplay);
+  EXPECT_FALSE(r.showSOpExamples);
+  EXPECT_TRUE(r.showSelectorExamples);
+  EXPECT_EQ(l.host("show"), "5");
+  EXPECT_EQ(l.host("examples"), "2");
+  EXPECT_EQ(l.eval("x", "1 2"), "[2, 3]");
+}
+
+TEST(OriginalRasp, SetExampleSplitsTextByCodePoint) {
+  Loaded l("set example \"§a\" + \"b\"\nn = len(\"§ab\"); c = \"x§y\"[1];");
+  ASSERT_TRUE(l.ok) << l.errors();
+  EXPECT_EQ(l.program.evaluator().repl.example, (std::vector<std::string>{"§", "a", "b"}));
+  EXPECT_FALSE(l.program.evaluator().repl.intExample);
+  EXPECT_EQ(l.host("n"), "3");
+  EXPECT_EQ(l.host("c"), "\"§\"");
+}
+
+TEST(OriginalRasp, ExitEndsTheFile) {
+  Loaded l("a = 1;\nexit\nb = 2;");
+  ASSERT_TRUE(l.ok) << l.errors();
+  EXPECT_EQ(l.host("a"), "1");
+  EXPECT_EQ(l.host("b"), "<undefined>");
+}
+
+TEST(OriginalRasp, ReservedNamesCannotBeRebound) {
+  for (const char *stmt : {"length = 3;", "indices = 1;", "True = 0;", "full_s = 1;", "count = 2;",
+                           "def sort(a) { return a; }", "for max in range(2) { y = 1; }", "def f(length) { return 1; }",
+                           "tokens_str, q = 1, 2;"}) {
+    Loaded l(stmt);
+    EXPECT_FALSE(l.ok) << stmt;
+    EXPECT_NE(l.errors().find("it is a reserved name"), std::string::npos) << stmt << "\n" << l.errors();
+    EXPECT_NE(l.errors().find("test.rasp:1:"), std::string::npos) << l.errors();
+  }
+  Loaded ok("tokens = tokens_int; hist = 3; reverse = tokens;");
+  EXPECT_TRUE(ok.ok) << ok.errors();
+}
+
+TEST(OriginalRasp, StringsIndexedAndRepeated) {
+  Loaded l("q = \"qwerty\"[indices]; a = indices * \"a\"; b = \"ab\" * 2; c = 0 * \"x\"; d = \"§é\"[indices];");
+  ASSERT_TRUE(l.ok) << l.errors();
+  EXPECT_EQ(l.eval("q", "x y z"), "[\"q\", \"w\", \"e\"]");
+  EXPECT_EQ(l.eval("a", "x y z"), "[\"\", \"a\", \"aa\"]");
+  EXPECT_EQ(l.host("b"), "\"abab\"");
+  EXPECT_EQ(l.host("c"), "\"\"");
+  EXPECT_EQ(l.eval("d", "x y"), "[\"§\", \"é\"]");
+  EXPECT_NE(l.eval("q", "1 2 3 4 5 6 7").find("index 6 out of range"), std::string::npos);
+}
+
+TEST(OriginalRasp, SOpsAndSelectorsApplyToInputs) {
+  Loaded l("h = selector_width(select(tokens, tokens, ==)); s = select(indices, indices, <);"
+           "a = h(\"abca\"); b = h([1, 2, 1]); c = s([7, 8]); d = tokens(\"§ab\"); e = tokens([1, 2]) + [3];");
+  ASSERT_TRUE(l.ok) << l.errors();
+  EXPECT_EQ(l.host("a"), "[2, 1, 1, 2]");
+  EXPECT_EQ(l.host("b"), "[2, 1, 2]");
+  EXPECT_EQ(l.host("c"), "[[False, False], [True, False]]");
+  EXPECT_EQ(l.host("d"), "[\"§\", \"a\", \"b\"]");
+  EXPECT_EQ(l.host("e"), "[1, 2, 3]");
+  Loaded bad("x = tokens_int(\"ab\");");
+  EXPECT_FALSE(bad.ok);
+  EXPECT_NE(bad.errors().find("when applied to this input here"), std::string::npos) << bad.errors();
+}
+
+TEST(OriginalRasp, LibraryNamesGiveTheOriginalsValues) {
+  // Expected values recorded with the original interpreter on the example [3, 1, 3, 2]
+  // (with `tokens` as ints: the original's tokens_int).
+  Loaded l("t = tokens_int; f = full_s; hf = has_focus(select(t, 2, ==)); av = average(t);"
+           "l2 = load_from_location(t, 2); ln = load_from_location(t, indices + 1);"
+           "sl = select_from_last(t, 3); sf = select_from_first(t, 3); sn = select_next_identical(t);"
+           "c = count(t, 3); m = max(1, 1.0); sh = shift(t, 1, 9);");
+  ASSERT_TRUE(l.ok) << l.errors();
+  EXPECT_EQ(l.eval("f", "3 1"), "[[1, 1], [1, 1]]");
+  EXPECT_EQ(l.eval("hf", "3 1 3 2"), "[true, true, true, true]");
+  EXPECT_EQ(l.eval("av", "3 1 3 2"), "[2.25, 2.25, 2.25, 2.25]");
+  EXPECT_EQ(l.eval("l2", "3 1 3 2"), "[3, 3, 3, 3]");
+  EXPECT_EQ(l.eval("ln", "3 1 3 2"), "[1, 3, 2, 0]");
+  EXPECT_EQ(l.eval("sl", "3 1 3 2"), "[[0, 0, 1, 0], [0, 0, 1, 0], [0, 0, 1, 0], [0, 0, 1, 0]]");
+  EXPECT_EQ(l.eval("sf", "3 1 3 2"), "[[1, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0], [1, 0, 0, 0]]");
+  EXPECT_EQ(l.eval("sn", "3 1 3 2"), "[[0, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]");
+  EXPECT_EQ(l.eval("c", "3 1 3 2"), "[2, 2, 2, 2]");
+  EXPECT_EQ(l.host("m"), "1.0");
+  EXPECT_EQ(l.eval("sh", "3 1 3 2"), "[9, 3, 1, 3]");
+}
+
+TEST(OriginalRasp, TokensBoolIsTruth) {
+  Loaded l("b = tokens_bool;");
+  ASSERT_TRUE(l.ok) << l.errors();
+  EXPECT_EQ(l.eval("b", "0 1 2"), "[false, true, true]");
+  EXPECT_EQ(l.eval("b", "True false a"), "[true, false, true]");
+}
+
+TEST(OriginalRasp, IntegerOverflowNamesTheLimit) {
+  Loaded l("x = 2 ^ 62 * 4;");
+  EXPECT_FALSE(l.ok);
+  EXPECT_NE(l.errors().find("integer overflow in '*': the result does not fit in 64 bits"), std::string::npos)
+      << l.errors();
 }
 
 } // namespace

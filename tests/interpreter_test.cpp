@@ -61,10 +61,10 @@ TEST(Interpreter, CompositeSelectors) {
 
 TEST(Interpreter, AggregateNoneOneSeveral) {
   Loaded l("first = aggregate(select(indices, 0, ==), tokens);"
-           "prev = aggregate(select(indices, indices - 1, ==), tokens);"
-           "prevd = aggregate(select(indices, indices - 1, ==), tokens, 0);"
+           "prev = aggregate(select(indices, indices - 1, ==), tokens, None);"
+           "prevd = aggregate(select(indices, indices - 1, ==), tokens);" // 0 when omitted, as the original
            "mean = aggregate(select(indices, indices, <=), tokens);"
-           "strs = aggregate(select(indices, indices + 1, ==), tokens_str);");
+           "strs = aggregate(select(indices, indices + 1, ==), tokens_str, None);");
   EXPECT_EQ(l.eval("first", "5 6 7"), "[5, 5, 5]");
   EXPECT_EQ(l.eval("prev", "5 6 7"), "[null, 5, 6]");
   EXPECT_EQ(l.eval("prevd", "5 6 7"), "[0, 5, 6]");
@@ -87,7 +87,7 @@ TEST(Interpreter, SelectorWidth) {
 }
 
 TEST(Interpreter, NonePropagatesThroughElementwiseOps) {
-  Loaded l("p = aggregate(select(indices, indices - 1, ==), tokens); a = p + 1; b = p == 1; c = not p;"
+  Loaded l("p = aggregate(select(indices, indices - 1, ==), tokens, None); a = p + 1; b = p == 1; c = not p;"
            "d = round(p); e = 1 if p else 0; f = p in [1, 2];");
   EXPECT_EQ(l.eval("a", "1 2"), "[null, 2]");
   EXPECT_EQ(l.eval("b", "1 2"), "[null, true]");
@@ -123,7 +123,7 @@ TEST(Interpreter, ContainersWithSOps) {
   EXPECT_EQ(l.eval("d", "1 3"), "[false, false]");
   EXPECT_EQ(l.eval("e", "4 5 6"), "[4, 4, 4]");
   EXPECT_EQ(l.eval("f", "4 5 6"), "[6, 6, 6]");
-  EXPECT_EQ(l.eval("g", "4 5 6"), "[null, null, null]");
+  EXPECT_EQ(l.eval("g", "4 5 6"), "[0, 0, 0]"); // out of range: 0, as an aggregate without default
 }
 
 TEST(Interpreter, RuntimeErrorsNameTheExpressionAndPosition) {

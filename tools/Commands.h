@@ -17,7 +17,7 @@ class Validator;
 namespace raspc::tools {
 
 // Interactive loop: reads statements, shows each value on the example input.
-int runRepl(const std::optional<std::string> &file);
+int runRepl(const std::optional<std::string> &file, bool json = false, bool tokensAsStrings = false);
 
 // Flags shared by the commands that read a RASP program.
 struct ProgramFlags {

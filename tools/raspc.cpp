@@ -152,6 +152,12 @@ static int realMain(int argc, char **argv) {
   std::optional<std::string> replFile;
   auto *repl = app.add_subcommand("repl", "interactive RASP: statements, values shown on an example input");
   repl->add_option("FILE", replFile, "a program to load first");
+  bool replJson = false;
+  repl->add_flag("--json", replJson,
+                 "one JSON object per statement read (its input lines and what it printed); no prompts");
+  bool replStrTokens = false;
+  repl->add_flag("--tokens-as-strings", replStrTokens,
+                 "`tokens` is `tokens_str`, as in the original RASP (by default it is typed by the example)");
 
   CommonFlags compileFlags;
   std::string compileOut, compileFormat = "hdf5";
@@ -241,7 +247,7 @@ static int realMain(int argc, char **argv) {
     return runEval(evalFlags, input, json, all);
   }
   if (graph->parsed()) return runGraph(graphFlags);
-  if (repl->parsed()) return tools::runRepl(replFile);
+  if (repl->parsed()) return tools::runRepl(replFile, replJson, replStrTokens);
   if (compile->parsed()) return tools::runCompile(compileFlags, compileOut, force, compileJson, compileFormat);
   if (run->parsed()) {
     if (!runInput && !runInputs) {
