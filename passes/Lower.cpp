@@ -17,6 +17,7 @@
 #include "passes/Passes.h"
 #include "passes/lower/MixedMlp.h"
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -321,6 +322,17 @@ private:
       // Make every numerical input categorical, then use a table.
       if (liveNodes.size() != live.size())
         return locatedError(a_.g[node].loc, "cannot compile this combination of numerical s-ops");
+      // Numerical value sets can be large (up to 2M values): refuse before converting.
+      double pairs = 1;
+      for (auto &in : live) pairs *= double(std::max<size_t>(1, in.values.size()));
+      if (numericalInputs > 0 && pairs > 100000)
+        return locatedError(a_.g[node].loc,
+                            "this map reads " + std::to_string(numericalInputs) +
+                                " numerical s-ops in a way no direct construction covers (it is not affine, nor a "
+                                "function of their sum or difference), and converting them to one-hot would need " +
+                                fmt::format("{:.0f}", pairs) +
+                                " value combinations; compute it in steps: compare each number with a constant "
+                                "first, or write the sum or difference it depends on as numerical(...)");
       for (size_t i = 0; i < live.size(); ++i)
         if (live[i].numerical) {
           auto c = categorical(liveNodes[i]);
