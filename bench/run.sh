@@ -9,11 +9,17 @@ echo "== compile (graph -> weights), median of 7 runs"
 "$BUILD/bench/bench_compile" .
 model=$(mktemp --suffix=.h5)
 trap 'rm -f "$model"' EXIT
-"$BUILD/tools/raspc" compile examples/sort.rasp --max-len 32 -o "$model" --force >/dev/null
-echo
-echo "== forward throughput: sort, N = 32, vocabulary {1,2,3} ($(nproc) cores)"
-"$BUILD/bench/bench_forward" "$model" "${SECONDS_PER_ROW:-2}"
-/usr/bin/python3 bench/forward_numpy.py "$model" "${SECONDS_PER_ROW:-2}"
+# The forward pass beside PyTorch (bench/forward_torch.py: the same weights and computation
+# with PyTorch's CPU kernels, from the venv `make test` builds) and the numpy forward.
+torch_venv=$(./scripts/python-venv.sh python/requirements-test.txt)
+for n in 32 64; do
+  "$BUILD/tools/raspc" compile examples/sort.rasp --max-len "$n" -o "$model" --force >/dev/null
+  echo
+  echo "== forward throughput: sort, N = $n, vocabulary {1,2,3} ($(nproc) cores)"
+  /usr/bin/time -f "raspc peak resident memory: %M KB" "$BUILD/bench/bench_forward" "$model" "${SECONDS_PER_ROW:-2}" 2>&1
+  "$torch_venv/bin/python" bench/forward_torch.py "$model" "${SECONDS_PER_ROW:-2}"
+  /usr/bin/python3 bench/forward_numpy.py "$model" "${SECONDS_PER_ROW:-2}"
+done
 
 # Tracr run live beside raspc: Tracr's lib programs compiled by both (bench/tracr_live.py),
 # in the venv `make test` builds (pinned tracr-pypi, jax, dm-haiku), with the package.

@@ -152,7 +152,10 @@ public:
   void poisonTargets(const Stmt &s, Env *env) {
     if (s.kind == StmtKind::Assign || s.kind == StmtKind::Def)
       for (auto &n : s.names)
-        if (!reservedName(n)) env->vars[n] = Poison{};
+        if (!reservedName(n)) {
+          if (!env->vars.count(n)) env->order.push_back(n);
+          env->vars[n] = Poison{};
+        }
   }
 
   // Names the original RASP refuses to rebind: its inputs, constants, host builtins and
@@ -160,7 +163,7 @@ public:
   static bool reservedName(const std::string &name) {
     static const char *const kReserved[] = {
         "tokens_asis", "tokens_str", "tokens_int", "tokens_bool", "tokens_float", "indices", "length", "True",
-        "False", "None", "range", "zip", "len", "round", "indicator", "aggregate", "selector_width",
+        "False", "None", "range", "zip", "len", "get", "round", "indicator", "aggregate", "selector_width",
         "numerical", "categorical", "draw", "full_s", "has_focus", "count", "contains", "max", "min",
         "average", "load_from_location", "shift", "mark_last_instance", "mark_first_instance",
         "select_from_last", "select_from_first", "sort", "select_next_identical"};
@@ -175,6 +178,7 @@ public:
 
   void assign(Env *env, const std::string &name, Value v, bool topLevel) {
     if (v.is(Value::SOp) || v.is(Value::Sel)) g.nameNode(v.node(), name);
+    if (!env->vars.count(name)) env->order.push_back(name);
     if (topLevel) {
       if (!env->vars.count(name)) ev.topNames_.push_back(name);
       if (v.is(Value::SOp)) ev.lastSOp_ = name;
@@ -216,7 +220,7 @@ public:
       }
       return;
     }
-    case StmtKind::Load: runLoad(s, env); return;
+    case StmtKind::Load: runLoad(s, env, topLevel); return;
     case StmtKind::Repl: runRepl(s, env, topLevel); return;
     }
   }
@@ -300,7 +304,7 @@ public:
     }
   }
 
-  void runLoad(const Stmt &s, Env *env) {
+  void runLoad(const Stmt &s, Env *env, bool topLevel) {
     llvm::SMLoc loc = s.nameLocs[0];
     auto &sm = ev.diags_.sourceMgr();
     unsigned here = sm.FindBufferContainingLoc(loc);
@@ -319,7 +323,7 @@ public:
     auto it = ev.loaded_.find(key);
     if (it != ev.loaded_.end()) {
       if (!it->second) fail(loc, "circular load of '" + path + "'");
-      importPublic(it->second, env, s.loc);
+      importPublic(it->second, env, s.loc, topLevel);
       return;
     }
     auto text = files::readRegularFile(key, kMaxProgramBytes);
@@ -332,12 +336,19 @@ public:
     ev.loaded_[key] = modEnv;
     // As the original: the file's errors are reported (with this load as their context)
     // and what it did define is imported; names whose definition failed stay poisoned.
-    importPublic(modEnv, env, s.loc);
+    importPublic(modEnv, env, s.loc, topLevel);
   }
 
-  void importPublic(Env *from, Env *to, llvm::SMLoc) {
-    for (auto &[name, v] : from->vars)
-      if (!name.empty() && name[0] != '_') to->vars[name] = v;
+  void importPublic(Env *from, Env *to, llvm::SMLoc, bool topLevel) {
+    std::vector<std::pair<std::string, Value>> shown;
+    for (auto &name : from->order) {
+      if (name.empty() || name[0] == '_') continue;
+      const Value &v = from->vars.at(name);
+      if (!to->vars.count(name)) to->order.push_back(name); // re-exported by a loading file
+      to->vars[name] = v;
+      if (!v.is(Value::Poisoned)) shown.emplace_back(name, v);
+    }
+    if (topLevel && ev.onLoad) ev.onLoad(shown);
   }
 
   // ---- expressions ----

@@ -21,6 +21,7 @@ namespace raspc {
 
 struct Env {
   std::unordered_map<std::string, Value> vars;
+  std::vector<std::string> order; // names in first-assignment order (statements only)
   Env *parent = nullptr;
   const Value *lookup(const std::string &name) const;
 };
@@ -59,6 +60,9 @@ public:
   // A name whose definition failed is an error at each use (the REPL, where each input
   // stands alone), not silently skipped (files, where the failure was just reported).
   bool reportPoisonUse = false;
+  // Called after a `load` at the top level of the main program, with the public names
+  // the loaded file defined, in the order it first assigned them (the REPL prints them).
+  std::function<void(const std::vector<std::pair<std::string, Value>> &)> onLoad;
   // Called after each REPL statement of the main program ran (the REPL prints).
   std::function<void(const ast::Stmt &)> onRepl;
 

@@ -136,10 +136,20 @@ SelectorValue Interpreter::selector(NodeId id) const {
 
 llvm::Error Interpreter::run(llvm::ArrayRef<std::string> tokens, llvm::ArrayRef<NodeId> roots) {
   sops_.assign(g_.size(), {});
+  fails_.assign(g_.size(), {});
+  failures_.clear();
   n_ = tokens.size();
   bool intTokens = opts_.intTokens ? *opts_.intTokens : allIntTokens(tokens);
   for (NodeId id : g_.reachable(std::vector<NodeId>(roots.begin(), roots.end())))
     if (auto err = evalNode(id, tokens, intTokens)) return err;
+  for (NodeId r : roots)
+    if (auto err = checkFailures(r)) return err;
+  return llvm::Error::success();
+}
+
+llvm::Error Interpreter::checkFailures(NodeId id) const {
+  for (int32_t f : fails_[id])
+    if (f >= 0) return locatedError(failures_[size_t(f)].loc, failures_[size_t(f)].message);
   return llvm::Error::success();
 }
 
@@ -178,18 +188,40 @@ llvm::Error Interpreter::evalNode(NodeId id, llvm::ArrayRef<std::string> tokens,
   case NodeKind::Map: {
     Scalar args[3];
     size_t k = node.args.size();
+    std::vector<int32_t> failed;
+    auto failedAt = [&](NodeId x, size_t i) { return fails_[x].empty() ? -1 : fails_[x][i]; };
     for (size_t i = 0; i < n; ++i) {
-      for (size_t a = 0; a < k; ++a) args[a] = sops_[node.args[a]][i];
-      OpResult r = applyOp(node.op, args, k, node.table.get());
-      if (!r.ok) return fail(fmt::format("{} (at position {})", r.error, i));
-      out[i] = std::move(r.value);
+      // A failed input fails the result, except a branch the condition does not choose.
+      int32_t f = -1;
+      if (node.op == ir::MapOp::IfElse) {
+        f = failedAt(node.args[1], i);
+        const Scalar &c = sops_[node.args[1]][i];
+        if (f < 0 && !isNone(c)) f = failedAt(node.args[scalarTruthy(c) ? 0 : 2], i);
+      } else {
+        for (size_t a = 0; a < k && f < 0; ++a) f = failedAt(node.args[a], i);
+      }
+      if (f < 0) {
+        for (size_t a = 0; a < k; ++a) args[a] = sops_[node.args[a]][i];
+        OpResult r = applyOp(node.op, args, k, node.table.get());
+        if (r.ok) {
+          out[i] = std::move(r.value);
+          continue;
+        }
+        f = int32_t(failures_.size());
+        failures_.push_back({node.loc, fmt::format("{} (at position {})", r.error, i)});
+      }
+      failed.resize(n, -1);
+      failed[i] = f;
     }
+    fails_[id] = std::move(failed);
     break;
   }
   case NodeKind::Select: {
     // Nothing is stored (aggregates compute their rows); only the first type error,
     // in (query, key) order, is looked for. Whether a comparison fails depends only on
     // the operands' type classes, so the first key of each class stands for all: O(n).
+    for (NodeId x : node.args)
+      if (auto err = checkFailures(x)) return err;
     const auto &keys = sops_[node.args[0]], &queries = sops_[node.args[1]];
     size_t first[3] = {SIZE_MAX, SIZE_MAX, SIZE_MAX};
     for (size_t k = n; k-- > 0;) first[typeClass(keys[k])] = k;
@@ -212,6 +244,7 @@ llvm::Error Interpreter::evalNode(NodeId id, llvm::ArrayRef<std::string> tokens,
   case NodeKind::SelectOr:
   case NodeKind::SelectNot: return llvm::Error::success(); // computed row by row where used
   case NodeKind::Aggregate: {
+    if (auto err = checkFailures(node.args[1])) return err;
     SelectorRows rows(g_, node.args[0], opts_.causal);
     const auto &vals = sops_[node.args[1]];
     for (size_t q = 0; q < n; ++q) {

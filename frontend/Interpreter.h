@@ -58,6 +58,13 @@ public:
   // Evaluates `roots` and everything they depend on. Runtime errors (averaging
   // strings, index out of range, a token that is not an int for tokens_int, ...)
   // come back as LocatedErrors at the offending node's source location.
+  //
+  // An elementwise operation that fails at a position (a division by zero) leaves a
+  // failure there, not an error: it propagates through later elementwise operations
+  // like None, and a conditional whose condition picks the other branch discards it,
+  // as Python evaluates only the chosen branch. It becomes the error (at the failing
+  // operation, with its position) only when something else reads it: a select, an
+  // aggregate, or a root.
   llvm::Error run(llvm::ArrayRef<std::string> tokens, llvm::ArrayRef<ir::NodeId> roots);
 
   const std::vector<Scalar> &sop(ir::NodeId id) const { return sops_[id]; }
@@ -68,9 +75,19 @@ public:
 
 private:
   llvm::Error evalNode(ir::NodeId id, llvm::ArrayRef<std::string> tokens, bool intTokens);
+  // The error for the first failed position of s-op `id`, if it has one.
+  llvm::Error checkFailures(ir::NodeId id) const;
   const ir::Graph &g_;
   InterpreterOptions opts_;
   std::vector<std::vector<Scalar>> sops_;
+  // Per s-op: empty when no position failed, else per position -1 or the index in
+  // failures_ of the failure it holds (several positions can share one).
+  std::vector<std::vector<int32_t>> fails_;
+  struct Failure {
+    llvm::SMLoc loc;
+    std::string message;
+  };
+  std::vector<Failure> failures_;
   size_t n_ = 0;
 };
 

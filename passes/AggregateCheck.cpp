@@ -4,10 +4,17 @@
 // on every short input (and some long random ones) with a check that fails where a
 // query would average different values. A failure is a compile error at the
 // aggregate, with the input that shows it.
+//
+// The same runs find programs that fail on an allowed input (a division by zero no
+// conditional guards, averaging strings): a model would silently emit None there, so
+// that is a compile error too, with the failing input as a witness.
 #include "frontend/Diagnostics.h"
 #include "frontend/Interpreter.h"
+#include "frontend/Semantics.h"
 #include "passes/Passes.h"
 
+#include <algorithm>
+#include <functional>
 #include <random>
 #include <unordered_set>
 
@@ -34,12 +41,115 @@ static bool atMostOne(const Analysis &a, ir::NodeId sel) {
   return false;
 }
 
+// Three-valued truth of a selector formula at one (query, key) pair.
+enum class Maybe : uint8_t { No, Yes, Unknown };
+
+// Whether some key after its query can be selected: the selector then means something
+// else under --causal. S-ops computed from indices, length and constants alone have a
+// known value at each position (for each length); any other s-op can hold any value
+// of its value set anywhere. Each select is Yes, No or Unknown at a (query, key) pair,
+// the and/or/not formula combines them three-valued, and a pair k > q that is not No
+// answers yes. `budget` bounds the pairs looked at; past it, answer yes.
+static bool canSelectLater(const Analysis &a, ir::NodeId sel, size_t &budget) {
+  const ir::Graph &g = a.g;
+  std::vector<ir::NodeId> nodes = g.preorder(sel, [](const ir::Node &n) { return n.kind != ir::NodeKind::Select; });
+  std::sort(nodes.begin(), nodes.end()); // args first
+  auto slot = [&](ir::NodeId x) { return size_t(std::lower_bound(nodes.begin(), nodes.end(), x) - nodes.begin()); };
+  auto positional = [&](ir::NodeId x) {
+    for (ir::NodeId y : g.preorder(x, [](const ir::Node &) { return true; })) {
+      ir::NodeKind k = g[y].kind;
+      if (k != ir::NodeKind::Indices && k != ir::NodeKind::Length && k != ir::NodeKind::Constant &&
+          k != ir::NodeKind::Map)
+        return false;
+    }
+    return true;
+  };
+  // Selects with an s-op of unknown position: Yes/No/Unknown over the value sets, once.
+  std::vector<ir::NodeId> posRoots;
+  std::vector<Maybe> fixed(nodes.size(), Maybe::Unknown);
+  std::vector<char> byPosition(nodes.size(), 0);
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const ir::Node &n = g[nodes[i]];
+    if (n.kind != ir::NodeKind::Select) continue;
+    if (positional(n.args[0]) && positional(n.args[1])) {
+      byPosition[i] = 1;
+      posRoots.insert(posRoots.end(), n.args.begin(), n.args.end());
+      continue;
+    }
+    bool yes = false, no = false;
+    for (const Scalar &kv : a.values[n.args[0]])
+      for (const Scalar &qv : a.values[n.args[1]]) (selects(n.cmp, kv, qv) ? yes : no) = true;
+    fixed[i] = yes && no ? Maybe::Unknown : yes ? Maybe::Yes : Maybe::No;
+  }
+  auto eval = [&](const std::function<Maybe(size_t)> &atom) {
+    std::vector<Maybe> v(nodes.size());
+    for (size_t i = 0; i < nodes.size(); ++i) {
+      const ir::Node &n = g[nodes[i]];
+      switch (n.kind) {
+      case ir::NodeKind::Select: v[i] = atom(i); break;
+      case ir::NodeKind::SelectNot: {
+        Maybe x = v[slot(n.args[0])];
+        v[i] = x == Maybe::Unknown ? x : x == Maybe::Yes ? Maybe::No : Maybe::Yes;
+        break;
+      }
+      default: {
+        Maybe x = v[slot(n.args[0])], y = v[slot(n.args[1])];
+        Maybe absorb = n.kind == ir::NodeKind::SelectAnd ? Maybe::No : Maybe::Yes;
+        v[i] = x == absorb || y == absorb ? absorb : x == Maybe::Unknown || y == Maybe::Unknown ? Maybe::Unknown : x;
+      }
+      }
+    }
+    return v.back();
+  };
+  if (posRoots.empty()) return eval([&](size_t i) { return fixed[i]; }) != Maybe::No && a.opts.maxLen > 1;
+  // The interpreter gives the positional s-ops' values for each length (their values
+  // do not depend on the tokens; the non-causal meaning, which is what could differ).
+  InterpreterOptions io;
+  io.intTokens = allIntTokens(a.opts.vocab);
+  Interpreter interp(g, io);
+  for (size_t n = 2; n <= size_t(a.opts.maxLen); ++n) {
+    if (budget < n * n) return true;
+    budget -= n * n;
+    std::vector<std::string> in(n, a.opts.vocab[0]);
+    bool known = true;
+    if (auto err = interp.run(in, posRoots)) {
+      llvm::consumeError(std::move(err)); // a positional s-op fails at this length: assume anything
+      known = false;
+    }
+    for (size_t q = 0; q < n; ++q)
+      for (size_t k = q + 1; k < n; ++k) {
+        Maybe m = eval([&](size_t i) {
+          if (!byPosition[i]) return fixed[i];
+          if (!known) return Maybe::Unknown;
+          const ir::Node &s = g[nodes[i]];
+          return selects(s.cmp, interp.sop(s.args[0])[k], interp.sop(s.args[1])[q]) ? Maybe::Yes : Maybe::No;
+        });
+        if (m != Maybe::No) return true;
+      }
+  }
+  return false;
+}
+
+void warnCausalSelectors(const Analysis &a) {
+  if (!a.opts.causal || !a.opts.warn) return;
+  size_t budget = size_t(1) << 22;
+  std::unordered_set<ir::NodeId> warned;
+  for (ir::NodeId id : a.order) {
+    const ir::Node &n = a.g[id];
+    if (n.kind != ir::NodeKind::Aggregate && n.kind != ir::NodeKind::SelectorWidth) continue;
+    if (!warned.insert(n.args[0]).second || !canSelectLater(a, n.args[0], budget)) continue;
+    a.opts.warn(a.g[n.args[0]].loc, "under --causal this selector cannot see later positions, which it may select "
+                                    "(the compiled model computes the causal meaning)");
+  }
+}
+
 llvm::Error checkCategoricalAggregates(const Analysis &a) {
+  // Every run also evaluates the output, to find inputs on which the program fails.
   InterpreterOptions io;
   io.causal = a.opts.causal;
   io.intTokens = allIntTokens(a.opts.vocab);
   io.singleValued.assign(a.g.size(), 0);
-  std::vector<ir::NodeId> roots;
+  std::vector<ir::NodeId> roots = {a.output};
   for (ir::NodeId id : a.order) {
     const ir::Node &n = a.g[id];
     if (n.kind != ir::NodeKind::Aggregate || a.isNumerical(id)) continue;
@@ -47,7 +157,6 @@ llvm::Error checkCategoricalAggregates(const Analysis &a) {
     io.singleValued[id] = 1;
     roots.push_back(id);
   }
-  if (roots.empty()) return llvm::Error::success();
   const auto &vocab = a.opts.vocab;
   const int N = a.opts.maxLen;
   // The interpreter's work on an input of length L: L per s-op, L^2 per node that
@@ -90,11 +199,13 @@ llvm::Error checkCategoricalAggregates(const Analysis &a) {
       msg = e.message();
     }, [](const llvm::ErrorInfoBase &) {});
     bool atAggregate = false;
-    for (ir::NodeId r : roots) atAggregate = atAggregate || a.g[r].loc == loc;
-    if (!atAggregate) continue; // some other input-dependent error (e.g. a division by zero)
+    for (size_t r = 1; r < roots.size(); ++r) atAggregate = atAggregate || a.g[roots[r]].loc == loc;
     std::string text;
     for (auto &t : in) text += (text.empty() ? "" : " ") + t;
-    return locatedError(loc, msg + " (on input \"" + text + "\")");
+    if (atAggregate) return locatedError(loc, msg + " (on input \"" + text + "\")");
+    return locatedError(loc, msg + " on the allowed input \"" + text +
+                                 "\", where a compiled model would have no value; guard it with a conditional "
+                                 "(`x if c else y` computes only the chosen branch) or narrow the vocabulary");
   }
   return llvm::Error::success();
 }

@@ -6,7 +6,8 @@ namespace raspc::passes {
 
 Analysis::Analysis(const ir::Graph &g, const CompileOptions &opts, ir::NodeId output)
     : g(g), opts(opts), output(output), reachable(g.size(), 0), users(g.size()), values(g.size()),
-      encoding(g.size(), ir::Encoding::Categorical), materialized(g.size(), 0), leaves(g.size()) {
+      encoding(g.size(), ir::Encoding::Categorical), materialized(g.size(), 0), leaves(g.size()),
+      canFail(g.size(), 0) {
   order = g.reachable({output});
   for (ir::NodeId id : order) {
     reachable[id] = 1;
@@ -26,8 +27,11 @@ std::string nodeLabel(const ir::Graph &g, ir::NodeId id) {
 std::vector<Scalar> sortedUnique(std::vector<Scalar> v) {
   std::stable_sort(v.begin(), v.end(), scalarLess);
   std::vector<Scalar> out;
-  for (auto &x : v) // equal values (1, 1.0, True) are adjacent after sorting
-    if (out.empty() || !scalarEquals(out.back(), x)) out.push_back(std::move(x));
+  // Equal values (1, 1.0, True) are adjacent after sorting, by type. They stay
+  // distinct: the interpreter prints 2 and 2.0 differently, so a categorical s-op
+  // needs a direction for each (a numerical one merges them, see ValueSets).
+  for (auto &x : v)
+    if (out.empty() || !scalarEquals(out.back(), x) || out.back().index() != x.index()) out.push_back(std::move(x));
   return out;
 }
 

@@ -61,11 +61,23 @@ void numericalMaps(Analysis &a) {
 
 } // namespace
 
+static llvm::Error settle(Analysis &a, bool &valuesKnown);
+
 llvm::Error inferEncodings(Analysis &a) {
+  bool valuesKnown = false;
+  llvm::Error err = settle(a, valuesKnown);
+  if (valuesKnown) warnCausalSelectors(a); // once, on the final value sets
+  return err;
+}
+
+// Value sets and the check, until no aggregate changes encoding.
+static llvm::Error settle(Analysis &a, bool &valuesKnown) {
   std::vector<char> averages(a.g.size(), 0);
   for (;;) {
     assignEncodings(a, averages);
+    valuesKnown = false;
     if (auto err = inferValueSets(a)) return err;
+    valuesKnown = true;
     llvm::Error err = checkCategoricalAggregates(a);
     if (!err) break;
     // The check names the aggregate by its location (a function called twice shares

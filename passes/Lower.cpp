@@ -236,11 +236,19 @@ private:
       const ir::Node &n = a_.g[x];
       Scalar args[3];
       bool ok = true;
-      for (size_t i = 0; i < n.args.size() && ok; ++i) {
+      auto arg = [&](size_t i) {
         const ir::Node &c = a_.g[n.args[i]];
         if (c.kind == NodeKind::Constant) args[i] = c.value;
         else if (const auto &v = memo[n.args[i]]) args[i] = *v;
         else ok = false;
+      };
+      if (n.op == ir::MapOp::IfElse) {
+        // Only the chosen branch counts: the other may have failed (a division by
+        // zero the condition guards against), as the interpreter discards it.
+        arg(1);
+        if (ok && !isNone(args[1])) arg(scalarTruthy(args[1]) ? 0 : 2);
+      } else {
+        for (size_t i = 0; i < n.args.size() && ok; ++i) arg(i);
       }
       std::optional<Scalar> result;
       if (ok) {
@@ -276,6 +284,9 @@ private:
     std::vector<Feature> ins;
     for (NodeId l : leaves) ins.push_back(featureOf(l));
     Feature out = makeFeature(base(id), a_.values[id], a_.isNumerical(id));
+    // Where it failed it holds no value: the maps reading it see that as None, which
+    // propagates as the failure would, and is discarded by a conditional alike.
+    if (a_.canFail[id] && !out.numerical) out.canBeNone = true;
     feat_[id] = out;
     return mlp(id, "map", ins, f, out, leaves);
   }
@@ -537,7 +548,9 @@ private:
           auto v = f({x, y});
           auto it = near(byZ, z);
           if (it == byZ.end()) byZ.emplace(z, v);
-          else if (it->second.has_value() != v.has_value() || (v && !scalarEquals(*it->second, *v))) ok = false;
+          else if (it->second.has_value() != v.has_value() ||
+                   (v && !(scalarEquals(*it->second, *v) && it->second->index() == v->index())))
+            ok = false; // 2 and 2.0 are different outputs
           if (!ok) break;
         }
         if (!ok || byZ.size() > kMaxSumValues) break;
@@ -754,7 +767,8 @@ private:
     Fn f = [cmb](const std::vector<Scalar> &v) -> std::optional<Scalar> {
       for (size_t i = 0; i < cmb.size(); ++i) {
         bool eq = true;
-        for (size_t j = 0; j < v.size() && eq; ++j) eq = scalarEquals(cmb[i][j], v[j]);
+        for (size_t j = 0; j < v.size() && eq; ++j)
+          eq = scalarEquals(cmb[i][j], v[j]) && cmb[i][j].index() == v[j].index();
         if (eq) return Scalar(int64_t(i));
       }
       return std::nullopt;
@@ -841,7 +855,6 @@ private:
     const ir::Node &n = a_.g[id];
     auto groups = selectorGroups(n.args[0]);
     if (!groups) return groups.takeError();
-    warnCausal(n.args[0]);
     bool num = a_.isNumerical(id);
     Feature out = makeFeature(base(id), a_.values[id], num);
     Block b;
@@ -910,8 +923,6 @@ private:
   // selector_width: a head in which BOS scores like a selected key and carries 1, so
   // it writes 1 / (width + 1); an MLP turns that back into the width.
   llvm::Error lowerWidth(NodeId id, std::vector<Group> groups) {
-    const ir::Node &n = a_.g[id];
-    if (n.kind == NodeKind::SelectorWidth) warnCausal(n.args[0]);
     int N = a_.opts.maxLen;
     std::vector<Scalar> fracs;
     for (int w = N; w >= 0; --w) fracs.push_back(1.0 / double(w + 1));
@@ -943,31 +954,6 @@ private:
       return widthOf(v[0]);
     };
     return mlp(id, "selector width", {frac}, inv, out);
-  }
-
-  // Under --causal a selector that can pick a later key changes meaning: say so.
-  void warnCausal(NodeId sel) {
-    if (!a_.opts.causal || !a_.opts.warn) return;
-    // Provably never later when an `and` factor compares indices with indices and
-    // is false for every key after the query.
-    std::vector<NodeId> factors;
-    andFactors(sel, factors);
-    int N = a_.opts.maxLen;
-    for (NodeId f : factors) {
-      std::vector<NodeId> ats;
-      atoms(f, ats);
-      bool indexOnly = true;
-      for (NodeId at : ats)
-        indexOnly = indexOnly && a_.g[a_.g[at].args[0]].kind == NodeKind::Indices &&
-                    a_.g[a_.g[at].args[1]].kind == NodeKind::Indices;
-      if (!indexOnly) continue;
-      // Comparing index k with index q, every k > q gives the same answer: one pair
-      // stands for all (no N^2 loop).
-      bool later = N > 1 && evalSelector(f, [&](NodeId at) { return selects(a_.g[at].cmp, int64_t(1), int64_t(0)); });
-      if (!later) return;
-    }
-    a_.opts.warn(a_.g[sel].loc, "under --causal this selector cannot see later positions, which it may select "
-                                "(the compiled model computes the causal meaning)");
   }
 
   void buildEmbedding() {

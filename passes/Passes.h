@@ -22,6 +22,10 @@ struct Analysis {
   std::vector<ir::Encoding> encoding;          // encoding of each s-op
   std::vector<char> materialized;              // s-op has its own residual directions
   std::vector<std::vector<ir::NodeId>> leaves; // fused maps: the materialized inputs
+  // Maps that can fail for some argument values (a division by zero), directly or
+  // through an argument: a conditional may discard the failure, so their features
+  // keep an "absent" option (read like None) for the maps that use them.
+  std::vector<char> canFail;
 
   Analysis(const ir::Graph &g, const CompileOptions &opts, ir::NodeId output);
   bool isNumerical(ir::NodeId id) const { return encoding[id] == ir::Encoding::Numerical; }
@@ -33,8 +37,12 @@ struct Analysis {
 llvm::Error inferEncodings(Analysis &a);
 // ValueSets: the exact finite set of values of every s-op, in one pass over the graph.
 llvm::Error inferValueSets(Analysis &a);
-// AggregateCheck: a categorical aggregate must never average different values.
+// AggregateCheck: a categorical aggregate must never average different values, and
+// the program must not fail on an allowed input (each with a witness input).
 llvm::Error checkCategoricalAggregates(const Analysis &a);
+// Under --causal, warns (opts.warn) at each selector that can select a later key. Run
+// once, after the encodings settle (inferEncodings calls it).
+void warnCausalSelectors(const Analysis &a);
 // Fusion: decides which maps get residual directions; the others are folded into
 // the MLP of the map that uses them.
 llvm::Error fuseMaps(Analysis &a);

@@ -66,6 +66,10 @@ static llvm::Expected<std::vector<Scalar>> meanValues(const ir::Node &n, const s
   for (double m : means) {
     bool dup = !out.empty() && std::fabs(toDouble(out.back()) - m) <= 1e-12 * std::max(1.0, std::fabs(m));
     if (!dup) out.push_back(m);
+    // One value reached two ways (1.0 and 0.9999999999999999): keep the whole number,
+    // which is what the interpreter's sums give, so that maps like `x == 1` are
+    // evaluated at the value the model holds.
+    else if (std::round(m) == m && std::round(toDouble(out.back())) != toDouble(out.back())) out.back() = m;
   }
   return out;
 }
@@ -93,6 +97,20 @@ llvm::Error inferValueSets(Analysis &a) {
       break;
     case ir::NodeKind::Constant: out.push_back(n.value); break;
     case ir::NodeKind::Map: {
+      if (n.op == ir::MapOp::IfElse) {
+        // Each condition value takes the values of the branch it chooses, and only
+        // those: the other branch may fail there (or never have a value at all).
+        for (ir::NodeId x : n.args) a.canFail[id] = a.canFail[id] || a.canFail[x];
+        for (const Scalar &c : a.values[n.args[1]]) {
+          if (isNone(c)) out.push_back(Scalar{});
+          else {
+            const auto &branch = a.values[n.args[scalarTruthy(c) ? 0 : 2]];
+            out.insert(out.end(), branch.begin(), branch.end());
+          }
+        }
+        out = sortedUnique(std::move(out));
+        break;
+      }
       // Every combination of argument values.
       std::vector<const std::vector<Scalar> *> args;
       size_t combos = 1;
@@ -102,6 +120,7 @@ llvm::Error inferValueSets(Analysis &a) {
         if (combos > kMaxMapCombinations)
           return tooMany(n, combos, a.isNumerical(id) ? kMaxNumericalValues : kMaxValues);
       }
+      for (ir::NodeId x : n.args) a.canFail[id] = a.canFail[id] || a.canFail[x];
       std::vector<size_t> idx(args.size(), 0);
       Scalar buf[3];
       for (size_t c = 0; c < combos; ++c) {
@@ -114,6 +133,7 @@ llvm::Error inferValueSets(Analysis &a) {
           OpResult r = applyOp(n.op, buf, args.size(), n.table.get());
           if (r.ok) out.push_back(std::move(r.value));
           else if (r.hostFailure) return locatedError(n.loc, r.error);
+          else a.canFail[id] = 1;
         }
         for (size_t i = 0; i < idx.size(); ++i) {
           if (++idx[i] < std::max<size_t>(1, args[i]->size())) break;
@@ -153,7 +173,8 @@ llvm::Error inferValueSets(Analysis &a) {
         if (!isNumber(v))
           return locatedError(n.loc, "this s-op is numerical but can take the non-numeric value " +
                                          formatScalar(v, true) + "; keep it categorical");
-        nums.push_back(v);
+        // One number per value: 2 and 2.0 are one point on the line.
+        if (nums.empty() || !scalarEquals(nums.back(), v)) nums.push_back(v);
       }
       out = std::move(nums);
     }

@@ -25,6 +25,35 @@ template <class T> struct CpuImpl final : HostLogitsImpl<T> {
     if (buf.rows() < rows || buf.cols() < cols) buf.resize(std::max(rows, buf.rows()), std::max(cols, buf.cols()));
   }
 
+  // out (+)= a * W. A compiled model's activations are mostly zeros: the residual holds a
+  // one-hot direction per s-op, and few MLP neurons fire for a given position. Below a
+  // density where it wins, each row of out is the sum of the rows of W that the row's
+  // non-zeros pick (row-major W: contiguous, vectorised); else Eigen's dense product.
+  // Which one is decided per product from the activations themselves, so it holds for
+  // any model and any input.
+  template <class A, class O> void product(const A &a, const Mat &W, O &&out, bool accumulate) {
+    const Eigen::Index rows = a.rows(), inner = a.cols();
+    const auto wTop = W.topRows(inner);
+    // The density of up to 64 evenly spaced rows decides (a full count would cost a pass).
+    const Eigen::Index step = std::max<Eigen::Index>(1, rows / 64);
+    Eigen::Index nnz = 0, seen = 0;
+    for (Eigen::Index r = 0; r < rows; r += step, ++seen)
+      for (Eigen::Index i = 0; i < inner; ++i) nnz += a(r, i) != T(0);
+    if (double(nnz) > kSparseDensity * double(seen) * double(inner)) {
+      if (accumulate) out.noalias() += a * wTop;
+      else out.noalias() = a * wTop;
+      return;
+    }
+    if (!accumulate) out.setZero();
+#if defined(_OPENMP)
+#pragma omp parallel for num_threads(this->threads) if (this->threads > 1) schedule(static)
+#endif
+    for (Eigen::Index r = 0; r < rows; ++r)
+      for (Eigen::Index i = 0; i < inner; ++i)
+        if (const T v = a(r, i); v != T(0)) out.row(r).noalias() += v * wTop.row(i);
+  }
+  static constexpr double kSparseDensity = 0.2;
+
   llvm::Error forward(const TraceFn *trace) override {
     // Eigen's thread count is process-wide: set it for this executor's products.
     Eigen::setNbThreads(this->threads);
@@ -52,11 +81,11 @@ template <class T> struct CpuImpl final : HostLogitsImpl<T> {
         ensure(Z, N, HW);
         auto q = Q.topLeftCorner(N, HW), k = K.topLeftCorner(N, HW), v = V.topLeftCorner(N, HW),
              z = Z.topLeftCorner(N, HW);
-        q.noalias() = x * L.WQ;
+        product(x, L.WQ, q, false);
         q.rowwise() += L.bQ;
-        k.noalias() = x * L.WK;
+        product(x, L.WK, k, false);
         k.rowwise() += L.bK;
-        v.noalias() = x * L.WV;
+        product(x, L.WV, v, false);
         v.rowwise() += L.bV;
         auto s = S.topLeftCorner(Tn, Tn);
         for (int b = 0; b < nSeq; ++b) {
@@ -81,7 +110,7 @@ template <class T> struct CpuImpl final : HostLogitsImpl<T> {
             z.block(r0, c0, Tn, Dh).noalias() = s * v.block(r0, c0, Tn, Dh);
           }
         }
-        x.noalias() += z * L.WO;
+        product(z, L.WO, x, true);
       }
       x.rowwise() += L.bO;
       if (auto e = this->checkFinite(X.data(), X.cols(), D, l, "attn")) return e;
@@ -90,10 +119,10 @@ template <class T> struct CpuImpl final : HostLogitsImpl<T> {
       if (L.neurons > 0) {
         ensure(Hid, N, L.neurons);
         auto hid = Hid.topLeftCorner(N, L.neurons);
-        hid.noalias() = x * L.Win;
+        product(x, L.Win, hid, false);
         hid.rowwise() += L.bin;
         hid = hid.cwiseMax(T(0));
-        x.noalias() += hid * L.Wout;
+        product(hid, L.Wout, x, true);
       }
       x.rowwise() += L.bout;
       if (auto e = this->checkFinite(X.data(), X.cols(), D, l, "mlp")) return e;
@@ -101,7 +130,7 @@ template <class T> struct CpuImpl final : HostLogitsImpl<T> {
     }
     ensure(Logits, N, cfg.d_vocab_out);
     auto lg = Logits.topLeftCorner(N, cfg.d_vocab_out);
-    lg.noalias() = x * w.WU;
+    product(x, w.WU, lg, false);
     lg.rowwise() += w.bU;
     return this->checkFinite(Logits.data(), Logits.cols(), cfg.d_vocab_out, cfg.n_layers, "unembed");
   }

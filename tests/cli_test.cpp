@@ -840,3 +840,44 @@ TEST(CliGaps, CudaPluginThatCannotLoadIsNamed) {
     EXPECT_EQ(r.out, "raspc: error: --device cuda: cannot load the CUDA plugin (/nonexistent/libraspc_cuda.so: "
                      "cannot open shared object file: No such file or directory)\n");
 }
+
+namespace {
+
+// verify never skips an input silently: the inputs the interpreter rejects are
+// counted, the first is named with its error, and verify fails. Here the program
+// fails only on the one input of ten b's, which the compile-time check (short
+// inputs, then a few random long ones) does not meet.
+TEST(CliVerify, RejectedInputsAreCountedAndNamed) {
+  std::string f = tempFile("rejects.rasp", "# raspc: --vocab \"a b\" --max-len 10\n"
+                                           "nb = selector_width(select(tokens, \"b\", ==));\n"
+                                           "r = 10 / (10 - nb);\n");
+  auto r = run(raspcBinary() + " verify " + f);
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_NE(r.out.find("the interpreter rejects 1 input, first \"b b b b b b b b b b\": " + f +
+                       ":3:8: division by zero (at position 0)\n"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find(f + ": all 2046 inputs, 0 mismatches, 1 rejected by the interpreter ("), std::string::npos)
+      << r.out;
+  r = run(raspcBinary() + " verify " + f + " --json");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_NE(r.out.find("{\"inputs\": 2046, \"exhaustive\": true, \"mismatches\": 0, \"rejected\": 1, "),
+            std::string::npos)
+      << r.out;
+}
+
+// A program that fails on a short allowed input is not compiled at all.
+TEST(CliVerify, FailureOnAShortInputIsACompileError) {
+  std::string f = tempFile("fails.rasp", "# raspc: --vocab \"0 1 2\" --max-len 3\nr = 6 / tokens;\n");
+  auto r = run(raspcBinary() + " verify " + f);
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, f + ":2:7: error: division by zero (at position 0) on the allowed input \"0\", where a compiled "
+                       "model would have no value; guard it with a conditional (`x if c else y` computes only the "
+                       "chosen branch) or narrow the vocabulary\nr = 6 / tokens;\n      ^\n");
+  std::string g = tempFile("guarded.rasp", "# raspc: --vocab \"0 1 2\" --max-len 3\nr = 6 / tokens if tokens != 0 else 0;\n");
+  r = run(raspcBinary() + " verify " + g);
+  EXPECT_EQ(r.exitCode, 0) << r.out;
+  EXPECT_NE(r.out.find(g + ": all 39 inputs, 0 mismatches ("), std::string::npos) << r.out;
+}
+
+} // namespace

@@ -664,4 +664,187 @@ TEST(InferredEncodings, TracrShuffleDyck2StaysSmall) {
   EXPECT_EQ(compare(*big, randomInputs(vocab, 40, 100)), "");
 }
 
+
+namespace {
+
+// A program compiled from source text, with its warnings; the model, or the error text.
+struct CondBuilt {
+  std::unique_ptr<Built> b = std::make_unique<Built>();
+  std::vector<std::string> warnings;
+  std::string error;
+};
+
+std::unique_ptr<CondBuilt> compileText(const std::string &source, const std::string &sop,
+                                       const std::vector<std::string> &vocab, int maxLen, bool causal = false) {
+  auto c = std::make_unique<CondBuilt>();
+  std::string path = test::tempPath("cond.rasp");
+  FILE *f = fopen(path.c_str(), "w");
+  fputs(source.c_str(), f);
+  fclose(f);
+  Built &b = *c->b;
+  if (!b.program.loadFile(path)) {
+    c->error = "load failed: " + b.diags;
+    return c;
+  }
+  b.opts.vocab = vocab;
+  b.opts.maxLen = maxLen;
+  b.opts.causal = causal;
+  b.output = *b.program.resolveOutput(sop);
+  CompileOptions co;
+  co.vocab = vocab;
+  co.maxLen = maxLen;
+  co.causal = causal;
+  co.warn = [&c](llvm::SMLoc loc, const std::string &msg) {
+    c->warnings.push_back(describeLoc(c->b->program.sourceMgr(), loc) + ": " + msg);
+  };
+  auto m = compileProgram(b.program.graph(), b.output, co, b.program.sourceMgr());
+  if (!m) {
+    b.program.diags().report(m.takeError());
+    b.os.flush();
+    c->error = b.diags.substr(std::min(b.diags.size(), b.diags.find("cond.rasp")));
+    return c;
+  }
+  b.model = std::move(*m);
+  return c;
+}
+
+// compare(), and no input may be one the interpreter rejects (compare skips those).
+std::string exactOnAll(Built &b, const std::vector<std::vector<std::string>> &inputs) {
+  Interpreter interp(b.program.graph(), b.program.interpreterOptions(b.opts));
+  for (auto &in : inputs)
+    if (auto err = interp.run(in, {b.output})) {
+      std::string msg = llvm::toString(std::move(err));
+      return "the interpreter rejects an input: " + msg;
+    }
+  return compare(b, inputs);
+}
+
+const char *kGuarded = "first = aggregate(select(indices, 0, ==), tokens, 0);\n"
+                       "r = tokens / first if first != 0 else 0;\n";
+
+// A branch that divides by zero where the condition does not take it: the model
+// computes the chosen branch only, as the interpreter does (it emitted None there).
+TEST(CompilerConditionals, FailingBranchNotTakenIsExact) {
+  auto c = compileText(kGuarded, "r", {"0", "1", "2"}, 4);
+  ASSERT_TRUE(c->b->model) << c->error;
+  auto exec = Executor::create(*c->b->model);
+  ASSERT_TRUE(bool(exec));
+  std::vector<std::vector<std::string>> in = {{"0", "1", "2"}, {"2", "1", "0"}};
+  auto outs = exec->run(in);
+  ASSERT_TRUE(bool(outs));
+  EXPECT_EQ(formatSequence((*outs)[0], false), "[0, 0, 0]");
+  EXPECT_EQ(formatSequence((*outs)[1], false), "[1.0, 0.5, 0.0]");
+  EXPECT_EQ(exactOnAll(*c->b, allInputs({"0", "1", "2"}, 4)), "");
+}
+
+// The same when the failing branch is a materialized s-op of its own (its leaves are
+// too many for one table): where it failed it holds nothing, which the conditional
+// never reads.
+TEST(CompilerConditionals, MaterializedFailingBranchNotTakenIsExact) {
+  std::string src = std::string(kGuarded) + "x = tokens / first;\ny = x if first != 0 else indices;\n";
+  std::vector<std::string> vocab = {"0", "1", "2", "3", "4", "5", "6", "7"};
+  auto c = compileText(src, "y", vocab, 10);
+  ASSERT_TRUE(c->b->model) << c->error;
+  bool xMaterialized = false;
+  for (auto &n : c->b->model->nodes) xMaterialized = xMaterialized || (n.name == "x" && !n.writes.empty());
+  EXPECT_TRUE(xMaterialized); // the case this test is about
+  auto inputs = allInputs(vocab, 3);
+  auto more = randomInputs(vocab, 10, 400);
+  inputs.insert(inputs.end(), more.begin(), more.end());
+  inputs.push_back({"0", "3", "5", "7", "1", "0", "2", "4", "6", "0"});
+  EXPECT_EQ(exactOnAll(*c->b, inputs), "");
+}
+
+// A branch that fails on every value (its value set is empty) but is never chosen:
+// the conditional's values are those of the branches it can choose.
+TEST(CompilerConditionals, BranchThatNeverHasAValue) {
+  auto c = compileText("y = [10, 20][tokens] if tokens < 2 else tokens;\n"
+                       "m = aggregate(select(indices, indices, ==), y, 0);\n"
+                       "z = {\"a\": 1}[tokens_str] if tokens == 7 else m;\n",
+                       "z", {"0", "1", "2", "3"}, 4);
+  ASSERT_TRUE(c->b->model) << c->error;
+  // 0 1 2 3 (a value set does not relate the condition to the branch), 10 20.
+  EXPECT_EQ(c->b->model->outputValues.size(), 6u);
+  EXPECT_EQ(exactOnAll(*c->b, allInputs({"0", "1", "2", "3"}, 4)), "");
+}
+
+// A failure no conditional discards, on an allowed input: a compile error naming
+// an input on which it happens, not a model that outputs None there.
+TEST(CompilerConditionals, FailureOnAnAllowedInputIsACompileError) {
+  auto c = compileText("first = aggregate(select(indices, 0, ==), tokens, 1);\nr = tokens / first;\n", "r",
+                       {"0", "1", "2"}, 3);
+  EXPECT_FALSE(c->b->model);
+  EXPECT_EQ(c->error, "cond.rasp:2:12: error: division by zero (at position 0) on the allowed input \"0\", where a "
+                      "compiled model would have no value; guard it with a conditional (`x if c else y` computes only "
+                      "the chosen branch) or narrow the vocabulary\nr = tokens / first;\n           ^\n");
+  // Guarded, it compiles.
+  auto ok = compileText("first = aggregate(select(indices, 0, ==), tokens, 1);\nr = tokens / first if first != 0 "
+                        "else 0;\n",
+                        "r", {"0", "1", "2"}, 3);
+  EXPECT_TRUE(ok->b->model) << ok->error;
+}
+
+// 4.0 and 4 are different outputs: the interpreter prints them differently, so the
+// model has a direction for each, and decodes each with its type.
+TEST(CompilerConditionals, FloatsAndIntsDecodeDistinctly) {
+  auto c = compileText("y = tokens / 1 if indices == 0 else tokens;\nb = tokens == 2 if indices == 0 else 1;\n",
+                       "y", {"2", "4"}, 3);
+  ASSERT_TRUE(c->b->model) << c->error;
+  auto exec = Executor::create(*c->b->model);
+  ASSERT_TRUE(bool(exec));
+  std::vector<std::vector<std::string>> in = {{"4", "4", "2"}};
+  auto outs = exec->run(in);
+  ASSERT_TRUE(bool(outs));
+  EXPECT_EQ(formatSequence((*outs)[0], false), "[4.0, 4, 2]");
+  EXPECT_TRUE(std::holds_alternative<double>((*outs)[0][0]));
+  EXPECT_TRUE(std::holds_alternative<int64_t>((*outs)[0][1]));
+  EXPECT_EQ(exactOnAll(*c->b, allInputs({"2", "4"}, 3)), "");
+  // True and 1 too.
+  auto d = compileText("y = tokens / 1 if indices == 0 else tokens;\nb = tokens == 2 if indices == 0 else 1;\n",
+                       "b", {"2", "4"}, 3);
+  ASSERT_TRUE(d->b->model) << d->error;
+  auto e = Executor::create(*d->b->model);
+  ASSERT_TRUE(bool(e));
+  in = {{"2", "4"}};
+  outs = e->run(in);
+  ASSERT_TRUE(bool(outs));
+  EXPECT_EQ(formatSequence((*outs)[0], false), "[True, 1]");
+}
+
+// --causal warns only where some key after its query can be selected.
+TEST(CompilerConditionals, CausalWarningOnlyWhenALaterKeyCanBeSelected) {
+  struct Case {
+    const char *sel;
+    bool warns;
+  };
+  const Case cases[] = {
+      {"select(indices, indices - 2, ==)", false},
+      {"select(indices, indices, <=)", false},
+      {"select(indices, indices + 1, ==)", true},
+      {"select(indices, length - indices - 1, ==)", true},
+      {"select(tokens, tokens, ==)", true},
+      {"select(tokens, tokens, <)", false}, // one token value: never true
+      {"select(indices, indices, <=) and select(tokens, tokens, ==)", false},
+      {"select(indices, indices, >) or select(tokens, tokens, ==)", true},
+      {"not select(indices, indices, >)", false},
+      {"select(indices, 0, ==)", false},
+      {"select(indices, length - 1, ==)", true},
+  };
+  for (const Case &k : cases) {
+    std::string src = std::string("s = ") + k.sel + ";\nw = selector_width(s);\n";
+    auto c = compileText(src, "w", {"a"}, 5, true);
+    ASSERT_TRUE(c->b->model) << k.sel << ": " << c->error;
+    if (k.warns) {
+      ASSERT_EQ(c->warnings.size(), 1u) << k.sel;
+      EXPECT_NE(c->warnings[0].find("cond.rasp:1:"), std::string::npos) << c->warnings[0];
+      EXPECT_NE(c->warnings[0].find(": under --causal this selector cannot see later positions, which it may "
+                                    "select (the compiled model computes the causal meaning)"),
+                std::string::npos)
+          << c->warnings[0];
+    } else {
+      EXPECT_EQ(c->warnings.size(), 0u) << k.sel << ": " << (c->warnings.empty() ? "" : c->warnings[0]);
+    }
+  }
+}
+
 } // namespace

@@ -205,3 +205,56 @@ TEST(InterpreterLimits, SelectTypeErrorNamesTheFirstPair) {
 }
 
 } // namespace
+
+namespace {
+
+// `x if c else y` reads only the chosen branch at each position: a failure (or None)
+// in the other branch is discarded, as Python evaluates one branch.
+TEST(Interpreter, ConditionalDiscardsAFailureInTheBranchNotTaken) {
+  const std::string first = "first = aggregate(select(indices, 0, ==), tokens, 0);\n";
+  Loaded l(first + "r = tokens / first if first != 0 else 0;\n"
+                   "s = tokens / first + 1 if first != 0 else -1;\n");
+  ASSERT_TRUE(l.ok) << l.errors();
+  EXPECT_EQ(l.eval("r", "0 1 2"), "[0, 0, 0]");
+  EXPECT_EQ(l.eval("r", "2 1 4"), "[1.0, 0.5, 2.0]");
+  EXPECT_EQ(l.eval("s", "0 3"), "[-1, -1]"); // through a later map, then discarded
+  // Not discarded: an error at the division, naming the first failed position.
+  Loaded d(first + "d = tokens / first;\n");
+  EXPECT_EQ(d.eval("d", "0 1"), "test.rasp:2:12: error: division by zero (at position 0)\nd = tokens / first;\n"
+                                "           ^\n");
+  Loaded t(first + "t = tokens / first if indices > 0 else 0;\n");
+  EXPECT_EQ(t.eval("t", "0"), "[0]");
+  EXPECT_EQ(t.eval("t", "0 1"), "test.rasp:2:12: error: division by zero (at position 1)\n"
+                                "t = tokens / first if indices > 0 else 0;\n           ^\n");
+  // A failed condition fails the result.
+  Loaded u("u = 1 if 6 / tokens > 2 else 0;\n");
+  EXPECT_EQ(u.eval("u", "1 3"), "[1, 0]");
+  EXPECT_EQ(u.eval("u", "1 0"), "test.rasp:1:12: error: division by zero (at position 1)\n"
+                                "u = 1 if 6 / tokens > 2 else 0;\n           ^\n");
+  // An aggregate or a select reads every value: a failure there is an error.
+  Loaded a(first + "a = aggregate(select(indices, indices, ==), tokens / first, 0);\n");
+  EXPECT_EQ(a.eval("a", "2 1"), "[1.0, 0.5]");
+  EXPECT_EQ(a.eval("a", "0 1"), "test.rasp:2:52: error: division by zero (at position 0)\n"
+                                "a = aggregate(select(indices, indices, ==), tokens / first, 0);\n"
+                                "                                                   ^\n");
+  Loaded w(first + "w = selector_width(select(tokens / first, 1, ==));\n");
+  EXPECT_EQ(w.eval("w", "2 1"), "[1, 1]");
+  EXPECT_EQ(w.eval("w", "0 1 0"), "test.rasp:2:34: error: division by zero (at position 0)\n"
+                                  "w = selector_width(select(tokens / first, 1, ==));\n"
+                                  "                                 ^\n");
+}
+
+// The None rule for conditionals (docs/language.md): None in the branch not taken is
+// discarded; a None condition gives None.
+TEST(Interpreter, ConditionalNoneRule) {
+  Loaded l("prev = aggregate(select(indices, indices - 1, ==), tokens, None);\n"
+           "p0 = prev if indices > 0 else 0;\n"
+           "c = 1 if prev == 3 else 2;\n"
+           "q = prev if indices == 0 else 0;\n");
+  ASSERT_TRUE(l.ok) << l.errors();
+  EXPECT_EQ(l.eval("p0", "3 4 5"), "[0, 3, 4]");
+  EXPECT_EQ(l.eval("c", "3 4 5"), "[null, 1, 2]");
+  EXPECT_EQ(l.eval("q", "3 4 5"), "[null, 0, 0]"); // the chosen branch's None stays
+}
+
+} // namespace

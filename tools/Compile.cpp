@@ -514,7 +514,8 @@ int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json, int 
   };
   Interpreter interp(p.graph(), p.interpreterOptions(c->opts));
   Progress bar(total, !json);
-  uint64_t done = 0, mismatches = 0;
+  uint64_t done = 0, mismatches = 0, rejected = 0;
+  std::string rejectedInput, rejectedError; // the first input the interpreter rejects
   const size_t kBatch = 256;
   std::vector<std::vector<std::string>> batch;
   auto t0 = std::chrono::steady_clock::now();
@@ -532,8 +533,15 @@ int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json, int 
     }
     for (size_t b = 0; b < batch.size(); ++b) {
       if (auto err = interp.run(batch[b], {c->output})) {
-        // The interpreter rejects this input (e.g. averaging strings): not a model error.
-        llvm::consumeError(std::move(err));
+        // The interpreter rejects this input (e.g. averaging strings): the model has no
+        // defined answer to match, so the input is counted and reported, never skipped.
+        std::string msg;
+        llvm::handleAllErrors(std::move(err), [&](const LocatedError &e) { msg = describeLoc(p.sourceMgr(), e.loc()) + ": " + e.message(); },
+                              [&](const llvm::ErrorInfoBase &e) { msg = e.message(); });
+        if (rejected++ == 0) {
+          for (auto &t : batch[b]) rejectedInput += (rejectedInput.empty() ? "" : " ") + t;
+          rejectedError = msg;
+        }
         continue;
       }
       const auto &want = interp.sop(c->output);
@@ -571,13 +579,19 @@ int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json, int 
     bar.update(done);
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (rejected)
+    llvm::errs() << (json ? "" : "\n") << "the interpreter rejects " << rejected << " input" << (rejected == 1 ? "" : "s")
+                 << ", first \"" << rejectedInput << "\": " << rejectedError << "\n";
   if (json)
-    std::cout << fmt::format("{{\"inputs\": {}, \"exhaustive\": {}, \"mismatches\": {}, \"seconds\": {:.3f}}}\n", done,
-                             exhaustive ? "true" : "false", mismatches, secs);
+    std::cout << fmt::format("{{\"inputs\": {}, \"exhaustive\": {}, \"mismatches\": {}, \"rejected\": {}, "
+                             "\"seconds\": {:.3f}}}\n",
+                             done, exhaustive ? "true" : "false", mismatches, rejected, secs);
   else
-    std::cout << fmt::format("{}: {} {} inputs, {} mismatch{} ({})\n", f.file, exhaustive ? "all" : "random", done,
-                             mismatches, mismatches == 1 ? "" : "es", summary(c->stats));
-  return mismatches ? 1 : 0;
+    std::cout << fmt::format("{}: {} {} inputs, {} mismatch{}{} ({})\n", f.file, exhaustive ? "all" : "random", done,
+                             mismatches, mismatches == 1 ? "" : "es",
+                             rejected ? fmt::format(", {} rejected by the interpreter", rejected) : "",
+                             summary(c->stats));
+  return mismatches || rejected ? 1 : 0;
 }
 
 int runInspect(const std::string &path, bool json, int64_t maxParams) {

@@ -75,7 +75,7 @@ const char *seqType(const std::vector<Scalar> &v) {
 
 std::string jsonString(const std::string &s) { return "\"" + jsonEscape(s) + "\""; }
 
-// Host values as JSON: dict keys become strings, functions their name.
+// Host values as JSON: dict keys become strings.
 std::string jsonValue(const Value &v) {
   if (v.isScalar()) return jsonScalar(v.scalar());
   if (v.is(Value::List)) {
@@ -92,6 +92,14 @@ std::string jsonValue(const Value &v) {
     }
     return out + "}";
   }
+  // An s-op or selector inside a container has no single value to show: its kind.
+  if (v.is(Value::SOp)) return "{\"kind\": \"sop\"}";
+  if (v.is(Value::Sel)) return "{\"kind\": \"selector\"}";
+  if (v.is(Value::Func)) {
+    std::string params;
+    for (auto &p : v.asFunc().def->params) params += (params.empty() ? "" : ", ") + jsonString(p);
+    return "{\"kind\": \"function\", \"params\": [" + params + "]}";
+  }
   return jsonString(typeName(v));
 }
 
@@ -100,6 +108,12 @@ public:
   Repl(Program &p, bool json, std::string *diagText) : p_(p), json_(json), diagText_(diagText) {
     p_.evaluator().onTopLevel = [this](const std::string &name, const Value &v) { show(name, v); };
     p_.evaluator().onRepl = [this](const ast::Stmt &s) { command(s); };
+    // As the original, a `load` lists what the file defined, s-ops and selectors without
+    // their values (its `out` is its scratch name, not shown).
+    p_.evaluator().onLoad = [this](const std::vector<std::pair<std::string, Value>> &defs) {
+      for (auto &[name, v] : defs)
+        if (name != "out") show(name, v, /*brief=*/true);
+    };
   }
 
   const Evaluator::ReplState &state() { return p_.evaluator().repl; }
@@ -111,12 +125,12 @@ public:
     return out;
   }
 
-  void show(const std::string &name, const Value &v) {
+  void show(const std::string &name, const Value &v, bool brief = false) {
     std::string prefix = name.empty() ? "" : name + " = ";
     std::string jname = name.empty() ? "null" : jsonString(name);
     if (v.is(Value::SOp) || v.is(Value::Sel)) {
       bool sop = v.is(Value::SOp);
-      if (!(sop ? state().showSOpExamples : state().showSelectorExamples)) {
+      if (brief || !(sop ? state().showSOpExamples : state().showSelectorExamples)) {
         if (json_) result("{\"name\": " + jname + ", \"kind\": \"" + (sop ? "sop" : "selector") + "\"}");
         else std::cout << prefix << (sop ? "<s-op>" : "<selector>") << "\n";
         return;
