@@ -4,7 +4,7 @@
 //
 // - Categorical (one direction per value) unless annotated numerical or inferred.
 // - An aggregate is numerical when annotated, when it averages a numerical s-op with
-//   a numeric default, or when it really averages different numbers: the categorical
+//   a numeric default, or when it really averages different whole numbers: the categorical
 //   aggregate check (run on inputs) finds such an aggregate, which is then made
 //   numerical and the value sets recomputed. An aggregate that averages but cannot be
 //   numerical (its values are not all numbers, or its default is None) keeps the
@@ -14,6 +14,8 @@
 // Conversions where a use needs the other encoding are inserted by the lowering.
 #include "frontend/Diagnostics.h"
 #include "passes/Passes.h"
+
+#include <cmath>
 
 namespace raspc::passes {
 
@@ -33,12 +35,20 @@ void assignEncodings(Analysis &a, const std::vector<char> &averages) {
   }
 }
 
-// Whether an aggregate could hold its mean as one number: numeric values and default.
+// Whether an aggregate's mean is inferred numerical: its values are whole numbers, so
+// every mean is sum / count computed exactly as the interpreter computes it (a mean of
+// means could round differently, and a later comparison of it would disagree; those
+// keep the annotation numerical(...)).
 bool canAverage(const Analysis &a, ir::NodeId id) {
   const ir::Node &n = a.g[id];
   if (n.kind != ir::NodeKind::Aggregate || a.isNumerical(id)) return false;
   for (auto &v : a.values[n.args[1]])
-    if (!isNumber(v)) return false;
+    if (!isNumber(v) || std::round(toDouble(v)) != toDouble(v)) return false;
+  // A selector comparing the mean itself would compare it one-hot over all its values
+  // (and random programs found such comparisons disagreeing with the interpreter):
+  // those keep the check's error, and the annotation.
+  for (ir::NodeId u : a.users[id])
+    if (a.g[u].kind == ir::NodeKind::Select) return false;
   return true;
 }
 

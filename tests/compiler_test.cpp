@@ -664,6 +664,7 @@ TEST(InferredEncodings, TracrShuffleDyck2StaysSmall) {
   EXPECT_EQ(compare(*big, randomInputs(vocab, 40, 100)), "");
 }
 
+} // namespace
 
 namespace {
 
