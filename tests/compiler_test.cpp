@@ -613,6 +613,7 @@ TEST(InferredEncodings, MixedLinearMapIsTwoNeuronsPerCategoricalValue) {
 // dyck1 8 layers before).
 TEST(InferredEncodings, PaperHistBosAndDyck1CompileUnannotated) {
   const std::string withBos = "def with_bos_selector_width(s) {\n"
+                              "  s = s or select(indices, 0, ==);\n"
                               "  return round((1/aggregate(s, indicator(indices==0), 0))) - 1;\n"
                               "}\n";
   auto hist = buildSource("hist_bos.rasp", withBos + "hist_bos = with_bos_selector_width("
