@@ -130,7 +130,7 @@ static bool canSelectLater(const Analysis &a, ir::NodeId sel, size_t &budget) {
   return false;
 }
 
-static void warnCausal(const Analysis &a) {
+void warnCausalSelectors(const Analysis &a) {
   if (!a.opts.causal || !a.opts.warn) return;
   size_t budget = size_t(1) << 22;
   std::unordered_set<ir::NodeId> warned;
@@ -144,7 +144,6 @@ static void warnCausal(const Analysis &a) {
 }
 
 llvm::Error checkCategoricalAggregates(const Analysis &a) {
-  warnCausal(a);
   // Every run also evaluates the output, to find inputs on which the program fails.
   InterpreterOptions io;
   io.causal = a.opts.causal;

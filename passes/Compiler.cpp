@@ -88,9 +88,8 @@ llvm::Expected<Model> compileProgram(const ir::Graph &g, ir::NodeId output, cons
   if (opts.maxLen < 1)
     return llvm::createStringError(llvm::inconvertibleErrorCode(), "the maximum length must be at least 1");
   Analysis a(g, opts, output);
+  // Encodings, value sets and the categorical aggregate check, decided together.
   if (auto err = inferEncodings(a)) return err;
-  if (auto err = inferValueSets(a)) return err;
-  if (auto err = checkCategoricalAggregates(a)) return err;
   if (auto err = fuseMaps(a)) return err;
   if (auto err = checkModelSize(a)) return err;
   auto program = lower(a);

@@ -27,8 +27,12 @@ static bool fits(const Analysis &a, const std::vector<ir::NodeId> &leaves) {
 }
 
 llvm::Error fuseMaps(Analysis &a) {
+  std::vector<int> depth(a.g.size(), 0); // attention sublayers on the longest path below
   for (ir::NodeId id : a.order) {
     const ir::Node &n = a.g[id];
+    for (ir::NodeId x : n.args) depth[id] = std::max(depth[id], depth[x]);
+    if (n.kind == ir::NodeKind::Aggregate || n.kind == ir::NodeKind::SelectorWidth || n.kind == ir::NodeKind::Length)
+      ++depth[id];
     if (n.isSelector() || n.kind == ir::NodeKind::Constant) continue;
     if (n.kind != ir::NodeKind::Map) {
       a.materialized[id] = 1;
@@ -50,9 +54,18 @@ llvm::Error fuseMaps(Analysis &a) {
     };
     std::vector<ir::NodeId> leaves = leavesOf(id);
     if (!fits(a, leaves)) {
+      // Materialize map arguments, those ready earliest (fewest attention layers
+      // below) first, until the rest fits: a late argument stays fused, so it costs
+      // no extra layer after its attention.
+      std::vector<ir::NodeId> maps;
       for (ir::NodeId x : n.args)
-        if (a.g[x].kind == ir::NodeKind::Map) a.materialized[x] = 1;
-      leaves = leavesOf(id);
+        if (a.g[x].kind == ir::NodeKind::Map && !a.materialized[x]) maps.push_back(x);
+      std::stable_sort(maps.begin(), maps.end(), [&](ir::NodeId p, ir::NodeId q) { return depth[p] < depth[q]; });
+      for (ir::NodeId x : maps) {
+        a.materialized[x] = 1;
+        leaves = leavesOf(id);
+        if (fits(a, leaves)) break;
+      }
       // Still too wide (e.g. three numerical inputs): the lowering reports it.
     }
     a.leaves[id] = std::move(leaves);

@@ -15,7 +15,9 @@
 #include "frontend/Diagnostics.h"
 #include "frontend/Semantics.h"
 #include "passes/Passes.h"
+#include "passes/lower/MixedMlp.h"
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -161,6 +163,16 @@ private:
     auto it = asNumerical_.find(id);
     if (it != asNumerical_.end()) return it->second;
     Feature out = makeFeature(base(id) + "#num", a_.values[id], true);
+    if (a_.g[id].kind == NodeKind::Map && !readsFrac(id) && !a_.leaves[id].empty()) {
+      // A map computes its number from its own leaves, beside its one-hot MLP: no
+      // conversion layer after it.
+      const auto &leaves = a_.leaves[id];
+      std::vector<Feature> ins;
+      for (NodeId l : leaves) ins.push_back(featureOf(l));
+      Fn f = [this, id, leaves](const std::vector<Scalar> &v) { return evalFused(id, leaves, v); };
+      if (auto err = mlp(id, "to numerical", ins, f, out, leaves)) return err;
+      return asNumerical_[id] = out;
+    }
     if (auto err = mlp(id, "to numerical", {f}, [](auto &v) { return std::optional<Scalar>(v[0]); }, out))
       return err;
     return asNumerical_[id] = out;
@@ -315,10 +327,23 @@ private:
       // done
     } else if (live.size() == 2 && numericalInputs == 2 && sumMlp(b, live, g, out)) {
       // done: a function of a +- b
+    } else if (numericalInputs == 1 && mixedMlp(b.neurons, live, g, out)) {
+      // done: gated per categorical combination (passes/lower/MixedMlp.cpp)
     } else {
       // Make every numerical input categorical, then use a table.
       if (liveNodes.size() != live.size())
         return locatedError(a_.g[node].loc, "cannot compile this combination of numerical s-ops");
+      // Numerical value sets can be large (up to 2M values): refuse before converting.
+      double pairs = 1;
+      for (auto &in : live) pairs *= double(std::max<size_t>(1, in.values.size()));
+      if (numericalInputs > 0 && pairs > 100000)
+        return locatedError(a_.g[node].loc,
+                            "this map reads " + std::to_string(numericalInputs) +
+                                " numerical s-ops in a way no direct construction covers (it is not affine, nor a "
+                                "function of their sum or difference), and converting them to one-hot would need " +
+                                fmt::format("{:.0f}", pairs) +
+                                " value combinations; compute it in steps: compare each number with a constant "
+                                "first, or write the sum or difference it depends on as numerical(...)");
       for (size_t i = 0; i < live.size(); ++i)
         if (live[i].numerical) {
           auto c = categorical(liveNodes[i]);
@@ -353,6 +378,14 @@ private:
         n.out.push_back({out.dirs[i], weight});
         return;
       }
+  }
+
+  // The entries on one direction summed; zeros dropped.
+  static craft::Weights merged(const craft::Weights &w) {
+    craft::Weights out;
+    addTo(out, w, 1.0);
+    out.erase(std::remove_if(out.begin(), out.end(), [](auto &e) { return e.second == 0; }), out.end());
+    return out;
   }
 
   // The values a categorical feature can take, None last when it can be None, and
@@ -493,33 +526,42 @@ private:
     return true;
   }
 
+  // Distinct values of a +- b a sum MLP reads (each only places a step where f changes).
+  static constexpr size_t kMaxSumValues = 2'000'000;
+
   // f(a, b) of two numbers that depends only on z = a + s*b (s = +1 or -1), like the sum
   // of two counts: the step functions of numericMlp read z directly, one MLP.
   bool sumMlp(Block &b, const std::vector<Feature> &ins, const Fn &f, const Feature &out) {
+    // z values within 1e-9 are one value (a fraction reached two ways); found by
+    // binary search, so that a million values take seconds, not hours.
+    using ByZ = std::map<double, std::optional<Scalar>>;
+    auto near = [](const ByZ &m, double z) {
+      auto it = m.lower_bound(z - 1e-9);
+      return it != m.end() && it->first <= z + 1e-9 ? it : m.end();
+    };
     for (double sign : {1.0, -1.0}) {
-      std::vector<std::pair<double, std::optional<Scalar>>> byZ;
+      ByZ byZ;
       bool ok = true;
       for (auto &x : ins[0].values) {
         for (auto &y : ins[1].values) {
           double z = toDouble(x) + sign * toDouble(y);
           auto v = f({x, y});
-          auto it = std::find_if(byZ.begin(), byZ.end(), [&](auto &e) { return std::fabs(e.first - z) < 1e-9; });
-          if (it == byZ.end()) byZ.push_back({z, v});
+          auto it = near(byZ, z);
+          if (it == byZ.end()) byZ.emplace(z, v);
           else if (it->second.has_value() != v.has_value() ||
                    (v && !(scalarEquals(*it->second, *v) && it->second->index() == v->index())))
             ok = false; // 2 and 2.0 are different outputs
           if (!ok) break;
         }
-        if (!ok || byZ.size() > 20000) break;
+        if (!ok || byZ.size() > kMaxSumValues) break;
       }
-      if (!ok || byZ.size() > 20000) continue;
+      if (!ok || byZ.size() > kMaxSumValues) continue;
       Feature z;
       z.numerical = true;
       for (auto &e : byZ) z.values.push_back(e.first);
-      Fn fz = [byZ](const std::vector<Scalar> &v) -> std::optional<Scalar> {
-        for (auto &e : byZ)
-          if (std::fabs(e.first - toDouble(v[0])) < 1e-9) return e.second;
-        return std::nullopt;
+      Fn fz = [byZ = std::move(byZ), near](const std::vector<Scalar> &v) -> std::optional<Scalar> {
+        auto it = near(byZ, toDouble(v[0]));
+        return it == byZ.end() ? std::nullopt : it->second;
       };
       numericMlp(b, {{ins[0].dirs[0], 1.0}, {ins[1].dirs[0], sign}}, z.values, fz, out);
       return true;
@@ -547,15 +589,13 @@ private:
     in.numerical = true;
     in.values = values;
     auto y = [&](size_t j) { return f({Scalar(xs[j])}); };
+    bool hasInt = false; // (once: the values can be many)
+    for (auto &v : in.values) hasInt = hasInt || std::holds_alternative<int64_t>(v) || std::holds_alternative<bool>(v);
     auto yAsInt = [&](size_t j) {
       // Inputs that are whole numbers are looked up as ints, so that e.g. a lookup
       // table indexed by the value still works.
       double x = xs[j];
-      if (std::floor(x) == x && std::fabs(x) < 9e15) {
-        bool hasInt = false;
-        for (auto &v : in.values) hasInt = hasInt || std::holds_alternative<int64_t>(v) || std::holds_alternative<bool>(v);
-        if (hasInt) return f({Scalar(int64_t(x))});
-      }
+      if (std::floor(x) == x && std::fabs(x) < 9e15 && hasInt) return f({Scalar(int64_t(x))});
       return y(j);
     };
     // Base value: a neuron that is 1 everywhere (but BOS).
@@ -573,6 +613,8 @@ private:
       auto cur = yAsInt(j), prev = yAsInt(j - 1);
       if (cur) emit(hi, out, *cur, 1.0);
       if (prev) emit(hi, out, *prev, -1.0);
+      // Only where the output changes (a comparison with a constant: one step).
+      hi.out = merged(hi.out);
       if (hi.out.empty()) continue;
       lo.out = hi.out;
       for (auto &[d, w] : lo.out) w = -w;

@@ -31,14 +31,18 @@ struct Analysis {
   bool isNumerical(ir::NodeId id) const { return encoding[id] == ir::Encoding::Numerical; }
 };
 
-// Encodings: categorical unless annotated; an aggregate of a numerical s-op is
-// numerical (it computes a mean).
+// Encodings: categorical unless annotated; an aggregate of a numerical s-op, or one
+// that averages different numbers, is numerical (it computes a mean). Runs
+// inferValueSets and checkCategoricalAggregates until the encodings settle.
 llvm::Error inferEncodings(Analysis &a);
 // ValueSets: the exact finite set of values of every s-op, in one pass over the graph.
 llvm::Error inferValueSets(Analysis &a);
 // AggregateCheck: a categorical aggregate must never average different values, and
 // the program must not fail on an allowed input (each with a witness input).
 llvm::Error checkCategoricalAggregates(const Analysis &a);
+// Under --causal, warns (opts.warn) at each selector that can select a later key. Run
+// once, after the encodings settle (inferEncodings calls it).
+void warnCausalSelectors(const Analysis &a);
 // Fusion: decides which maps get residual directions; the others are folded into
 // the MLP of the map that uses them.
 llvm::Error fuseMaps(Analysis &a);

@@ -15,9 +15,15 @@
 namespace raspc::passes {
 
 static constexpr size_t kMaxValues = 20000;
+// A numerical s-op is one direction whatever its value set: its values only place the
+// steps of the MLPs that read it (where their output changes), so it may take many
+// more (a difference of two fractions at N=64: 1.6 million).
+static constexpr size_t kMaxNumericalValues = 2'000'000;
+// Argument combinations a map's value set may enumerate (about a second).
+static constexpr size_t kMaxMapCombinations = 4'000'000;
 
-static llvm::Error tooMany(const ir::Node &n, size_t count) {
-  return locatedError(n.loc, "this s-op can take more than " + std::to_string(kMaxValues) +
+static llvm::Error tooMany(const ir::Node &n, size_t count, size_t limit = kMaxValues) {
+  return locatedError(n.loc, "this s-op can take more than " + std::to_string(limit) +
                                  " values (" + std::to_string(count) +
                                  " or more); a compiled model needs a small value set: reduce the vocabulary or "
                                  "the maximum length, or simplify the computation");
@@ -60,6 +66,10 @@ static llvm::Expected<std::vector<Scalar>> meanValues(const ir::Node &n, const s
   for (double m : means) {
     bool dup = !out.empty() && std::fabs(toDouble(out.back()) - m) <= 1e-12 * std::max(1.0, std::fabs(m));
     if (!dup) out.push_back(m);
+    // One value reached two ways (1.0 and 0.9999999999999999): keep the whole number,
+    // which is what the interpreter's sums give, so that maps like `x == 1` are
+    // evaluated at the value the model holds.
+    else if (std::round(m) == m && std::round(toDouble(out.back())) != toDouble(out.back())) out.back() = m;
   }
   return out;
 }
@@ -107,7 +117,8 @@ llvm::Error inferValueSets(Analysis &a) {
       for (ir::NodeId x : n.args) {
         args.push_back(&a.values[x]);
         combos *= std::max<size_t>(1, a.values[x].size());
-        if (combos > 50 * kMaxValues) return tooMany(n, combos);
+        if (combos > kMaxMapCombinations)
+          return tooMany(n, combos, a.isNumerical(id) ? kMaxNumericalValues : kMaxValues);
       }
       for (ir::NodeId x : n.args) a.canFail[id] = a.canFail[id] || a.canFail[x];
       std::vector<size_t> idx(args.size(), 0);
@@ -130,7 +141,8 @@ llvm::Error inferValueSets(Analysis &a) {
         }
       }
       out = sortedUnique(std::move(out));
-      if (out.size() > kMaxValues) return tooMany(n, out.size());
+      if (size_t limit = a.isNumerical(id) ? kMaxNumericalValues : kMaxValues; out.size() > limit)
+        return tooMany(n, out.size(), limit);
       break;
     }
     case ir::NodeKind::Aggregate: {
