@@ -232,22 +232,8 @@ public:
     if (what == "set_example") {
       Value v = eval(*s.values[0], env);
       checkOperand(v);
-      std::vector<std::string> toks;
       bool ints = false;
-      if (v.is(Value::Str)) {
-        toks = codePoints(v.asStr());
-      } else if (v.is(Value::List)) {
-        ints = !v.asList().items.empty();
-        for (auto &item : v.asList().items) {
-          if (!item.isScalar() || item.is(Value::None))
-            fail(s.values[0]->loc, llvm::Twine("an example holds numbers, strings or bools, not ") + aTypeName(item));
-          ints = ints && item.is(Value::Int);
-          toks.push_back(item.is(Value::Str) ? item.asStr() : formatValue(item));
-        }
-      } else {
-        fail(s.values[0]->loc, llvm::Twine("set example needs a string or a list, got ") + aTypeName(v));
-      }
-      r.example = std::move(toks);
+      r.example = inputTokens(v, s.values[0]->loc, "set example", ints);
       r.intExample = ints;
     } else if (what == "full_seq") {
       r.fullSeqDisplay = on;
@@ -784,28 +770,32 @@ public:
     return makeList(std::move(rets), loc);
   }
 
+  // An input given as a host value, as the original takes one: a string is its characters
+  // (as strings), a list its items; `ints` says whether they are all ints.
+  std::vector<std::string> inputTokens(const Value &in, llvm::SMLoc loc, const char *user, bool &ints) {
+    std::vector<std::string> toks;
+    ints = false;
+    if (in.is(Value::Str)) return codePoints(in.asStr());
+    if (!in.is(Value::List))
+      fail(loc, llvm::Twine(user) + " takes a string or a list as input, not " + aTypeName(in));
+    ints = !in.asList().items.empty();
+    for (auto &item : in.asList().items) {
+      if (!item.isScalar() || item.is(Value::None))
+        fail(loc, llvm::Twine("an input holds numbers, strings or bools, not ") + aTypeName(item));
+      ints = ints && item.is(Value::Int);
+      toks.push_back(item.is(Value::Str) ? item.asStr() : formatValue(item));
+    }
+    return toks;
+  }
+
   // `x("abc")`, `x([1, 2])`: the value of an s-op (a list) or a selector (a list of rows
   // of bools) on that input, as the original REPL gives it. A string is its characters,
   // as strings; a list of ints makes int tokens.
   Value callOnInput(const Expr &e, const Value &f, const std::vector<Value> &args, llvm::SMLoc loc) {
     arity(e, 1, 1, f.is(Value::SOp) ? "an s-op" : "a selector");
-    const Value &in = args[0];
-    std::vector<std::string> toks;
     bool ints = false;
-    if (in.is(Value::Str)) {
-      toks = codePoints(in.asStr());
-    } else if (in.is(Value::List)) {
-      ints = !in.asList().items.empty();
-      for (auto &item : in.asList().items) {
-        if (!item.isScalar() || item.is(Value::None))
-          fail(e.items[0]->loc, llvm::Twine("an input holds numbers, strings or bools, not ") + aTypeName(item));
-        ints = ints && item.is(Value::Int);
-        toks.push_back(item.is(Value::Str) ? item.asStr() : formatValue(item));
-      }
-    } else {
-      fail(e.items[0]->loc, llvm::Twine("an s-op or selector is applied to a string or a list, not ") +
-                                aTypeName(in));
-    }
+    std::vector<std::string> toks =
+        inputTokens(args[0], e.items[0]->loc, f.is(Value::SOp) ? "an s-op" : "a selector", ints);
     checkSize(toks.size() * toks.size(), loc);
     charge(toks.size() * toks.size(), loc);
     InterpreterOptions opts;

@@ -360,3 +360,22 @@ TEST(OriginalRasp, IntegerOverflowNamesTheLimit) {
 }
 
 } // namespace
+
+namespace {
+TEST(OriginalRasp, BadInputsAreLocatedErrors) {
+  Loaded a("set example 3\n");
+  EXPECT_EQ(a.errors(), "test.rasp:1:13: error: set example takes a string or a list as input, not an int\n"
+                        "set example 3\n            ^\n");
+  Loaded b("s = select(indices, indices, <);\ny = s(5);\n");
+  EXPECT_EQ(b.errors(), "test.rasp:2:7: error: a selector takes a string or a list as input, not an int\n"
+                        "y = s(5);\n      ^\n");
+  Loaded c("x = tokens([[1]]);\n");
+  EXPECT_EQ(c.errors(), "test.rasp:1:12: error: an input holds numbers, strings or bools, not a list\n"
+                        "x = tokens([[1]]);\n           ^\n");
+  Loaded d("full seq display maybe\n");
+  EXPECT_EQ(d.errors(), "test.rasp:1:18: error: expected 'on' or 'off', found identifier 'maybe'\n"
+                        "full seq display maybe\n                 ^\n");
+  Loaded e("y = tokens(\"ab\", \"c\");\n");
+  EXPECT_EQ(e.errors(), "test.rasp:1:5: error: an s-op takes 1 argument, 2 given\ny = tokens(\"ab\", \"c\");\n    ^\n");
+}
+} // namespace
