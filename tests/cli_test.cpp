@@ -881,3 +881,31 @@ TEST(CliVerify, FailureOnAShortInputIsACompileError) {
 }
 
 } // namespace
+
+namespace {
+// The classics of "Thinking Like Transformers" exactly as the original's
+// paper_examples.rasp writes them (no annotations, aggregates without defaults) compile
+// and verify exact on every input, in the layers stated.
+TEST(CliCompile, PaperExamplesCompileUnannotatedAndVerifyExact) {
+  const std::string paper = sourceDir() + "/tests/conformance/original/paper_examples.rasp";
+  struct Case {
+    const char *sop, *vocab;
+    int maxLen;
+    const char *want;
+  };
+  for (const Case &c : {Case{"hist_bos", "§ a b", 5, "all 363 inputs, 0 mismatches (2 layers"},
+                        Case{"hist_nobos", "§ a b", 5, "all 363 inputs, 0 mismatches (1 layer,"},
+                        Case{"reverse", "§ a b", 5, "all 363 inputs, 0 mismatches (3 layers"},
+                        Case{"sort_bos", "§ a b", 5, "all 363 inputs, 0 mismatches (4 layers"},
+                        Case{"hist2_bos", "§ a b", 5, "all 363 inputs, 0 mismatches (4 layers"},
+                        Case{"sort_by_most_freq", "§ a b", 5, "all 363 inputs, 0 mismatches (7 layers"},
+                        Case{"dyck1_ptf", "( ) a", 6, "all 1092 inputs, 0 mismatches (4 layers"},
+                        Case{"dyck2_ptf", "( ) { } [ ]", 5, "all 9330 inputs, 0 mismatches (6 layers"},
+                        Case{"dyck3_ptf", "( ) { } [ ]", 5, "all 9330 inputs, 0 mismatches (6 layers"}}) {
+    auto r = run(raspcBinary() + " verify " + paper + " --sop " + c.sop + " --vocab \"" + c.vocab + "\" --max-len " +
+                 std::to_string(c.maxLen));
+    EXPECT_EQ(r.exitCode, 0) << c.sop << ": " << r.out;
+    EXPECT_EQ(r.out.rfind(paper + ": " + c.want, 0), 0u) << c.sop << ": " << r.out;
+  }
+}
+} // namespace
