@@ -158,16 +158,17 @@ public:
         }
   }
 
-  // Names the original RASP refuses to rebind: its inputs, constants, host builtins and
-  // library. `tokens` stays assignable (`tokens = tokens_int;` is its documented idiom).
-  static bool reservedName(const std::string &name) {
-    static const char *const kReserved[] = {
-        "tokens_asis", "tokens_str", "tokens_int", "tokens_bool", "tokens_float", "indices", "length", "True",
-        "False", "None", "range", "zip", "len", "get", "round", "indicator", "aggregate", "selector_width",
-        "numerical", "categorical", "draw", "full_s", "has_focus", "count", "contains", "max", "min",
-        "average", "load_from_location", "shift", "mark_last_instance", "mark_first_instance",
-        "select_from_last", "select_from_first", "sort", "select_next_identical"};
-    for (const char *r : kReserved)
+  // Names the original RASP refuses to rebind: every builtin (its inputs, constants and
+  // host functions, so a new builtin is reserved too), `get`, and its library's names.
+  // `tokens` stays assignable (`tokens = tokens_int;` is its documented idiom).
+  bool reservedName(const std::string &name) const {
+    static const char *const kLibrary[] = {
+        "get", "full_s", "has_focus", "count", "contains", "max", "min", "average", "load_from_location", "shift",
+        "mark_last_instance", "mark_first_instance", "select_from_last", "select_from_first", "sort",
+        "select_next_identical"};
+    if (name == "tokens") return false;
+    if (ev.builtinEnv_->vars.count(name)) return true;
+    for (const char *r : kLibrary)
       if (name == r) return true;
     return false;
   }
