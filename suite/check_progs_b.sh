@@ -5,7 +5,7 @@ R=${RASPC:-/work/main/build-dev/tools/raspc}
 cd "$(dirname "$0")/programs" || exit 1
 files=("$@"); [ ${#files[@]} -eq 0 ] && files=(width_*.rasp numagg_*.rasp causal_*.rasp compsel_*.rasp)
 fail=0
-printf '%-34s %-20s %-7s %-4s %-6s %-7s %-7s %s\n' name category diff L params inputs exact note
+printf '%-34s %-20s %-7s %-3s %-3s %-6s %-7s %-7s %s\n' name category diff L H params inputs exact note
 for f in "${files[@]}"; do
   n=${f%.rasp}; n=${n##*/}
   cat=$(sed -n 's/^# category: //p' "$f" | head -1)
@@ -19,6 +19,7 @@ for f in "${files[@]}"; do
   v=$(timeout 300 "$R" verify "$f" --json 2>&1); vrc=$?
   c=$(timeout 300 "$R" compile "$f" -o /tmp/pb_chk_$$.h5 --force --json 2>&1); crc=$?
   L=$(echo "$c" | sed -n 's/.*"layers": \([0-9]*\).*/\1/p')
+  H=$(echo "$c" | sed -n 's/.*"heads": \([0-9]*\).*/\1/p')
   P=$(echo "$c" | sed -n 's/.*"parameters": \([0-9]*\).*/\1/p')
   I=$(echo "$v" | sed -n 's/.*"inputs": \([0-9]*\).*/\1/p')
   ex=$(echo "$v" | grep -q '"exhaustive": true' && echo "$v" | grep -q '"mismatches": 0' && echo "$v" | grep -q '"rejected": 0' && [ $vrc -eq 0 ] && echo yes || echo NO)
@@ -26,7 +27,7 @@ for f in "${files[@]}"; do
   [ -n "$P" ] && [ "$P" -gt 100000 ] && note="$note big"
   [ "$ex" = yes ] || note="$note verify:$(echo "$v" | tr '\n' ' ' | cut -c1-120)"
   [ -n "$note" ] && fail=1
-  printf '%-34s %-20s %-7s %-4s %-6s %-7s %-7s %s\n' "$n" "$cat" "$dif" "$L" "$P" "$I" "$ex" "$note"
+  printf '%-34s %-20s %-7s %-3s %-3s %-6s %-7s %-7s %s\n' "$n" "$cat" "$dif" "$L" "$H" "$P" "$I" "$ex" "$note"
 done
 rm -f /tmp/pb_chk_$$.h5
 exit $fail
