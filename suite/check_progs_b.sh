@@ -7,6 +7,7 @@ files=("$@"); [ ${#files[@]} -eq 0 ] && files=(width_*.rasp numagg_*.rasp causal
 fail=0
 printf '%-34s %-20s %-7s %-3s %-3s %-6s %-7s %-7s %s\n' name category diff L H params inputs exact note
 for f in "${files[@]}"; do
+  f=${f##*/}
   n=${f%.rasp}; n=${n##*/}
   cat=$(sed -n 's/^# category: //p' "$f" | head -1)
   dif=$(sed -n 's/^# difficulty: //p' "$f" | head -1)
