@@ -1,24 +1,31 @@
 #!/bin/bash
-# Checks every progs-b suite program: header, exhaustive exact verify, compile, params.
-# Usage: suite/check_progs_b.sh [FILES...]   (default: width_ numagg_ causal_ compsel_)
-R=${RASPC:-/work/main/build-dev/tools/raspc}
-cd "$(dirname "$0")/programs" || exit 1
-files=("$@"); [ ${#files[@]} -eq 0 ] && files=(width_*.rasp numagg_*.rasp causal_*.rasp compsel_*.rasp)
+# Checks suite programs: the header lines, an exhaustive exact `raspc verify`, the compile
+# and its size. Prints one row per program; exits 1 if any row has a note.
+# Usage: scripts/check_suite_programs.sh [NAME.rasp...]   (default: every suite/programs/*.rasp)
+# RASPC names the binary (default: build-dev/tools/raspc, else build/tools/raspc).
+root=$(cd "$(dirname "$0")/.." && pwd)
+R=${RASPC:-$root/build-dev/tools/raspc}
+[ -x "$R" ] || R=$root/build/tools/raspc
+cd "$root/suite/programs" || exit 1
+files=("$@"); [ ${#files[@]} -eq 0 ] && files=(*.rasp)
 fail=0
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 printf '%-34s %-20s %-7s %-3s %-3s %-6s %-7s %-7s %s\n' name category diff L H params inputs exact note
 for f in "${files[@]}"; do
   f=${f##*/}
-  n=${f%.rasp}; n=${n##*/}
+  n=${f%.rasp}
   cat=$(sed -n 's/^# category: //p' "$f" | head -1)
   dif=$(sed -n 's/^# difficulty: //p' "$f" | head -1)
   desc=$(sed -n 's/^# description: //p' "$f" | head -1)
   note=""
   [ "$(sed -n 1p "$f" | cut -c1-9)" = "# raspc: " ] || note="$note bad-line1"
   [ -n "$desc" ] || note="$note no-desc"
-  case "$cat" in selector-width|numerical-aggregate|causal|composite-selector) ;; *) note="$note bad-cat";; esac
+  case "$cat" in classic|arithmetic-map|string-map|sequence-map|selector-width|numerical-aggregate|causal|composite-selector) ;; *) note="$note bad-cat";; esac
+  [ "$cat" = causal ] && ! sed -n 1p "$f" | grep -q -- --causal && note="$note no-causal-flag"
   case "$dif" in easy|medium|hard) ;; *) note="$note bad-diff";; esac
   v=$(timeout 300 "$R" verify "$f" --json 2>&1); vrc=$?
-  c=$(timeout 300 "$R" compile "$f" -o /tmp/pb_chk_$$.h5 --force --json 2>&1); crc=$?
+  c=$(timeout 300 "$R" compile "$f" -o "$tmp/model.h5" --force --json 2>&1); crc=$?
   L=$(echo "$c" | sed -n 's/.*"layers": \([0-9]*\).*/\1/p')
   H=$(echo "$c" | sed -n 's/.*"heads": \([0-9]*\).*/\1/p')
   P=$(echo "$c" | sed -n 's/.*"parameters": \([0-9]*\).*/\1/p')
@@ -30,5 +37,4 @@ for f in "${files[@]}"; do
   [ -n "$note" ] && fail=1
   printf '%-34s %-20s %-7s %-3s %-3s %-6s %-7s %-7s %s\n' "$n" "$cat" "$dif" "$L" "$H" "$P" "$I" "$ex" "$note"
 done
-rm -f /tmp/pb_chk_$$.h5
 exit $fail
