@@ -109,6 +109,11 @@ struct PyModel {
     d["output_encoding"] = m.outputEncoding;
     d["output_values"] = toPython(m.outputValues);
     d["residual_labels"] = nb::cast(m.residualLabels);
+    // A rotated or compressed model's label vectors [n_labels, d_model]; None: one-hot.
+    if (hasResidualBasis(m))
+      d["residual_basis"] = toNumpy(m.residualBasis.data, m.residualBasis.shape);
+    else
+      d["residual_basis"] = nb::none();
     d["source"] = m.source;
     d["source_name"] = m.sourceName;
     nb::dict enc;
