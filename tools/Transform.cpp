@@ -2,7 +2,6 @@
 // against it (backend/Variants.h, runtime/VariantCheck.h).
 #include "backend/Hdf5.h"
 #include "backend/Safetensors.h"
-#include "backend/Variants.h"
 #include "runtime/VariantCheck.h"
 #include "tools/Commands.h"
 
@@ -10,8 +9,11 @@
 #include <fmt/format.h>
 #include <llvm/Support/raw_ostream.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
+#include <memory>
 #include <unistd.h>
 
 namespace raspc::tools {
