@@ -92,7 +92,8 @@ Tensor subspaceMap(const std::vector<double> &columns, int d, int cols, int k, u
   for (int i = 0; i < d; ++i)
     for (int j = 0; j < k; ++j) {
       double x = 0;
-      for (int p = 0; p < k; ++p) x += columns[size_t(i) * size_t(cols) + size_t(p)] * r[size_t(p) * size_t(k) + size_t(j)];
+      for (int p = 0; p < k; ++p)
+        x += columns[size_t(i) * size_t(cols) + size_t(p)] * r[size_t(p) * size_t(k) + size_t(j)];
       t.at(i, j) = float(x);
     }
   return t;
@@ -102,8 +103,8 @@ llvm::Expected<Model> transformResidual(const Model &m, const Tensor &map) {
   const ModelConfig &c = m.cfg;
   const int64_t D = c.d_model;
   if (map.shape.size() != 2 || map.shape[0] != D || map.shape[1] < 1 || map.data.size() != map.numel())
-    return fail(fmt::format("the residual map has shape {}, expected [d_model = {}, d_new >= 1]",
-                            formatShape(map.shape), D));
+    return fail(
+        fmt::format("the residual map has shape {}, expected [d_model = {}, d_new >= 1]", formatShape(map.shape), D));
   for (float x : map.data)
     if (!std::isfinite(x)) return fail("the residual map has a non-finite value");
   const int64_t E = map.shape[1];

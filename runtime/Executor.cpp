@@ -88,8 +88,8 @@ Eigen::MatrixXd labelSpace(const Model &m, const Eigen::MatrixXd &residual) {
   if (!hasResidualBasis(m)) return residual;
   const Tensor &b = m.residualBasis;
   if (residual.cols() != b.shape[1]) return Eigen::MatrixXd(residual.rows(), 0);
-  Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> B(b.data.data(), b.shape[0],
-                                                                                             b.shape[1]);
+  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Eigen::Map<const RowMajor> B(b.data.data(), b.shape[0], b.shape[1]);
   return residual * B.cast<double>().transpose();
 }
 

@@ -31,8 +31,8 @@
 namespace raspc {
 
 struct VariantOptions {
-  uint64_t seed = 1;          // of the basis and of the sampled inputs
-  uint64_t maxInputs = 2000;  // exhaustive up to this many inputs, else a sample of this many
+  uint64_t seed = 1;         // of the basis and of the sampled inputs
+  uint64_t maxInputs = 2000; // exhaustive up to this many inputs, else a sample of this many
   // Called after each batch of each measurement: inputs done and in all, with the
   // width being measured (the suite shows a bar from it). May be empty.
   std::function<void(uint64_t done, uint64_t total, int dModel)> progress;
@@ -40,21 +40,21 @@ struct VariantOptions {
 
 // One measurement of a variant against the model it was made from.
 struct VariantMeasurement {
-  int dModel = 0;            // the variant's residual width
-  uint64_t inputs = 0;       // inputs run
-  uint64_t exactInputs = 0;  // of which every position decoded as the original's
-  double accuracy = 0;       // exactInputs / inputs (1 when there are no inputs)
-  double maxLogitError = 0;  // max |logit_variant - logit_original| over real positions
+  int dModel = 0;           // the variant's residual width
+  uint64_t inputs = 0;      // inputs run
+  uint64_t exactInputs = 0; // of which every position decoded as the original's
+  double accuracy = 0;      // exactInputs / inputs (1 when there are no inputs)
+  double maxLogitError = 0; // max |logit_variant - logit_original| over real positions
   bool exact() const { return exactInputs == inputs; }
 };
 
 // What `raspc transform` prints and suite/*/checks.json's "variants" record.
 struct VariantReport {
-  std::string kind;          // "rotated" | "compressed"
-  int fromDModel = 0;        // the original's residual width
-  int labels = 0;            // residual labels (features): the original's n_labels
-  int span = 0;              // compressed: dimensions the fit inputs' residual states span
-  uint64_t fitInputs = 0;    // compressed: inputs whose states chose the axes
+  std::string kind;       // "rotated" | "compressed"
+  int fromDModel = 0;     // the original's residual width
+  int labels = 0;         // residual labels (features): the original's n_labels
+  int span = 0;           // compressed: dimensions the fit inputs' residual states span
+  uint64_t fitInputs = 0; // compressed: inputs whose states chose the axes
   uint64_t seed = 1;
   bool exhaustive = false;   // the inputs are every input up to the maximum length
   VariantMeasurement result; // of the variant written

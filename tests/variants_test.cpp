@@ -288,7 +288,8 @@ TEST(Variants, DamagedBasisIsRefusedWithItsName) {
 
   rewrite();
   editFile(path, [&](hid_t f) {
-    replaceFloats(f, "metadata/residual_basis", {hsize_t(D), hsize_t(D + 1)}, std::vector<float>(size_t(D * (D + 1)), 0.5f));
+    replaceFloats(f, "metadata/residual_basis", {hsize_t(D), hsize_t(D + 1)},
+                  std::vector<float>(size_t(D * (D + 1)), 0.5f));
   });
   EXPECT_EQ(errorOf(readModel(path)),
             fmt::format("{}: dataset 'metadata/residual_basis' has shape [{}, {}], expected [{}, {}] (n_labels = {} "
@@ -296,7 +297,9 @@ TEST(Variants, DamagedBasisIsRefusedWithItsName) {
                         path, D, D + 1, D, D, D, D));
 
   rewrite();
-  editFile(path, [&](hid_t f) { replaceFloats(f, "metadata/residual_basis", {hsize_t(D * D)}, std::vector<float>(size_t(D * D))); });
+  editFile(path, [&](hid_t f) {
+    replaceFloats(f, "metadata/residual_basis", {hsize_t(D * D)}, std::vector<float>(size_t(D * D)));
+  });
   EXPECT_EQ(errorOf(readModel(path)),
             fmt::format("{}: dataset 'metadata/residual_basis' has shape [{}], expected 2 dimensions", path, D * D));
 
@@ -322,15 +325,16 @@ TEST(Variants, DamagedBasisIsRefusedWithItsName) {
                         path, D, D - 1, D));
   bad = *rotated;
   bad.residualLabels.push_back("extra");
-  EXPECT_EQ(errorOf(validateModel(bad, "m")),
-            fmt::format("m: residual_labels has {} entries, expected {} (the rows of 'metadata/residual_basis')", D + 1,
-                        D));
+  EXPECT_EQ(
+      errorOf(validateModel(bad, "m")),
+      fmt::format("m: residual_labels has {} entries, expected {} (the rows of 'metadata/residual_basis')", D + 1, D));
   // A compressed model's directions index labels, of which there are more than d_model.
   auto c = std::optional<Model>(compressed(b->model, int(D) - 3, 1));
   EXPECT_EQ(errorOf(validateModel(*c, "m")), "");
   Model far = *c;
   far.nodes.back().writes.back() = int(D);
-  EXPECT_NE(errorOf(validateModel(far, "m")).find(fmt::format("residual direction {} is out of range ({} residual labels)", D, D)),
+  EXPECT_NE(errorOf(validateModel(far, "m"))
+                .find(fmt::format("residual direction {} is out of range ({} residual labels)", D, D)),
             std::string::npos);
   far.nodes.back().writes.back() = int(D) - 1; // a label beyond d_model - 3: valid
   EXPECT_EQ(errorOf(validateModel(far, "m")), "");
@@ -404,7 +408,8 @@ TEST(Variants, CompressionReportsMeasuredAccuracy) {
   ASSERT_TRUE(bool(sampled));
   EXPECT_FALSE(sampled->report.exhaustive);
   EXPECT_EQ(sampled->report.result.inputs, 50u);
-  EXPECT_EQ(errorOf(makeCompressed(m, d, opts)), fmt::format("cannot compress a residual of {} dimensions to {}", d, d));
+  EXPECT_EQ(errorOf(makeCompressed(m, d, opts)),
+            fmt::format("cannot compress a residual of {} dimensions to {}", d, d));
 }
 
 TEST(Variants, TransformCommand) {

@@ -95,7 +95,8 @@ int runTransform(const TransformFlags &f) {
                       f.model, r.result.inputs - r.result.exactInputs, r.result.inputs, r.result.maxLogitError));
     return 1;
   }
-  if (auto e = f.format == "safetensors" ? writeSafetensors(v->model, f.out, rule) : writeModel(v->model, f.out, rule)) {
+  if (auto e =
+          f.format == "safetensors" ? writeSafetensors(v->model, f.out, rule) : writeModel(v->model, f.out, rule)) {
     error(llvm::toString(std::move(e)));
     return 1;
   }
@@ -110,10 +111,11 @@ int runTransform(const TransformFlags &f) {
 
 std::function<std::optional<int>()> addTransformCommand(CLI::App &app) {
   auto f = std::make_shared<TransformFlags>();
-  auto *cmd = app.add_subcommand(
-      "transform", "write a rotated or compressed variant of a compiled model, measured against it");
+  auto *cmd =
+      app.add_subcommand("transform", "write a rotated or compressed variant of a compiled model, measured against it");
   cmd->add_option("MODEL", f->model, "compiled model (.h5)")->required();
-  cmd->add_flag("--rotate", f->rotate, "multiply the residual stream by a random orthogonal matrix (outputs unchanged)");
+  cmd->add_flag("--rotate", f->rotate,
+                "multiply the residual stream by a random orthogonal matrix (outputs unchanged)");
   cmd->add_option("--compress", f->compress,
                   "project the residual stream to K dimensions, or 'auto': the fewest found exact on the inputs");
   cmd->add_option("--seed", f->seed, "seed of the basis and of sampled inputs (default 1)")->check(seedValidator());
