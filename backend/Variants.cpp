@@ -160,6 +160,18 @@ llvm::Expected<Model> rotateModel(const Model &m, uint64_t seed) {
   return transformResidual(m, rotationMap(m.cfg.d_model, seed));
 }
 
+std::vector<float> labelVector(const Model &m, int label) {
+  if (label < 0 || label >= residualLabelCount(m)) return {};
+  const int64_t D = m.cfg.d_model;
+  if (!hasResidualBasis(m)) {
+    std::vector<float> v(size_t(D), 0.0f);
+    v[size_t(label)] = 1.0f;
+    return v;
+  }
+  auto row = m.residualBasis.data.begin() + ptrdiff_t(int64_t(label) * D);
+  return std::vector<float>(row, row + ptrdiff_t(D));
+}
+
 std::string residualBasisKind(const Model &m) {
   if (!hasResidualBasis(m)) return "";
   const int64_t labels = m.residualBasis.shape[0];

@@ -48,6 +48,12 @@ llvm::Expected<Model> transformResidual(const Model &m, const Tensor &map);
 // transformResidual with rotationMap(d_model, seed).
 llvm::Expected<Model> rotateModel(const Model &m, uint64_t seed);
 
+// The residual vector [d_model] of label `label` (an index of residualLabels, as the
+// ground truth's reads and writes are): its row of the basis, or the one-hot direction
+// without one. Where a probe for a node's value should look in a variant. Empty when
+// out of range.
+std::vector<float> labelVector(const Model &m, int label);
+
 // What the basis makes of the model: "" (none: one-hot labels), "rotated" (as many
 // dimensions as labels) or "compressed" (fewer dimensions than labels).
 std::string residualBasisKind(const Model &m);

@@ -147,6 +147,25 @@ void expectRotationInvisible(const std::string &example, size_t wantInputs) {
   auto rotated = rotateModel(m, 7);
   ASSERT_TRUE(bool(rotated)) << errorOf(rotated.takeError());
   EXPECT_EQ(residualBasisKind(*rotated), "rotated");
+  EXPECT_EQ(residualBasisKind(m), "");
+  // A label's vector is its row of the basis: the rotated embedding of token t is the
+  // original's one-hot rows mapped through the basis.
+  EXPECT_EQ(labelVector(m, 1), [&] {
+    std::vector<float> v(size_t(m.cfg.d_model), 0.0f);
+    v[1] = 1.0f;
+    return v;
+  }());
+  {
+    const Tensor &E0 = m.tensors.at("embed.W_E"), &E1 = rotated->tensors.at("embed.W_E");
+    for (int64_t t = 0; t < E0.shape[0]; ++t)
+      for (int64_t j = 0; j < E1.shape[1]; ++j) {
+        double want = 0;
+        for (int64_t l = 0; l < E0.shape[1]; ++l)
+          want += double(E0.at(t, l)) * labelVector(*rotated, int(l))[size_t(j)];
+        EXPECT_NEAR(E1.at(t, j), want, 1e-5);
+      }
+  }
+  EXPECT_TRUE(labelVector(*rotated, int(m.cfg.d_model)).empty());
   EXPECT_EQ(rotated->cfg.d_model, m.cfg.d_model);
   EXPECT_EQ(rotated->residualBasis.shape, (std::vector<int64_t>{m.cfg.d_model, m.cfg.d_model}));
   EXPECT_GT(nonzeros(rotated->tensors.at("embed.W_E")), 3 * nonzeros(m.tensors.at("embed.W_E")));
