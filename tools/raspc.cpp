@@ -212,6 +212,7 @@ static int realMain(int argc, char **argv) {
   addMaxParams(inspect, inspectMaxParams);
 
   auto crate = tools::addCrateCommands(app);
+  auto transform = tools::addTransformCommand(app);
 
   if (!checkCommandNames(app, argc, argv)) return 2;
   try {
@@ -260,6 +261,7 @@ static int realMain(int argc, char **argv) {
   if (verify->parsed()) return tools::runVerify(verifyFlags, samples, seed, verifyJson, verifyThreads);
   if (inspect->parsed()) return tools::runInspect(inspectFile, inspectJson, inspectMaxParams.value_or(kDefaultMaxParams));
   if (auto rc = crate()) return *rc;
+  if (auto rc = transform()) return *rc;
   return 2;
 }
 
