@@ -13,7 +13,6 @@
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
-#include <sstream>
 #include <spawn.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
@@ -913,13 +912,6 @@ TEST(CliCompile, PaperExamplesCompileUnannotatedAndVerifyExact) {
 
 namespace {
 
-std::string slurp(const std::string &path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
 // raspc suite build / index / list as a user runs them: a failed model is named, the
 // others build, the exit code says so; reruns need --force.
 TEST(CliSuite, BuildIndexList) {
@@ -994,7 +986,9 @@ TEST(CliShow, SortAsSvgAndHtml) {
           svg);
   ASSERT_EQ(r.exitCode, 0) << r.out;
   const std::string &t = r.out;
-  EXPECT_EQ(t.rfind("sort.rasp on \"3 1 2 2\": out = [1, 2, 2, 3]|", 0), 0u) << t;
+  EXPECT_EQ(t.rfind(example("sort") + " on \"3 1 2 2\": out = [1, 2, 2, 3]|", 0), 0u) << t;
+  // The weights in the cells: row "3" of `smaller` attends to BOS and the three smaller tokens.
+  EXPECT_NE(t.find("layer 0 head 0|smaller|BOS|3|1|2|2|BOS|1|3|.25|.25|.25|.25|"), std::string::npos) << t;
   for (const char *title : {"layer 0 head 0|smaller", "layer 0 head 1|", "layer 2 head 0|out"})
     EXPECT_NE(t.find(title), std::string::npos) << title << "\n" << t;
   // Heatmap axes: BOS and the tokens.
@@ -1004,7 +998,7 @@ TEST(CliShow, SortAsSvgAndHtml) {
   ASSERT_NE(last, std::string::npos) << t;
   EXPECT_NE(t.find("|out|1|2|2|3", last), std::string::npos) << t;
   EXPECT_NE(t.find("|tokens|3|1|2|2"), std::string::npos) << t;
-  EXPECT_NE(t.find("after the embedding|position|3|1|2|2|"), std::string::npos) << t;
+  EXPECT_NE(t.find("after the embedding|input|3|1|2|2|"), std::string::npos) << t;
 
   r = run(raspcBinary() + " show " + model + " --input \"3 1 2 2\" -o " + html);
   EXPECT_EQ(r.exitCode, 0) << r.out;

@@ -99,6 +99,13 @@ std::string heat(double w) {
   return fmt::format("rgb({},{},{})", c(8), c(81), c(156));
 }
 
+// A weight in a cell: "1", ".25" (two decimals, no leading zero, to fit).
+std::string weightLabel(double w) {
+  std::string s = fmt::format("{:.2f}", w);
+  if (s == "1.00") return "1";
+  return s.rfind("0.", 0) == 0 ? s.substr(1) : s;
+}
+
 std::string renderSvg(const Picture &pic) {
   Svg svg;
   const size_t n = pic.tokens.size();
@@ -146,7 +153,7 @@ std::string renderSvg(const Picture &pic) {
                        : 0.0;
         svg.rect(gx + cell * double(k), gy + cell * double(q), cell, cell, heat(w), "stroke=\"#ddd\" stroke-width=\"0.5\"");
         if (cell >= 24 && w >= 0.01)
-          svg.text(gx + cell * (double(k) + 0.5), gy + cell * (double(q) + 0.5) + 3, fmt::format("{:.2f}", w).substr(w >= 1 ? 0 : 1),
+          svg.text(gx + cell * (double(k) + 0.5), gy + cell * (double(q) + 0.5) + 3, weightLabel(w),
                    fmt::format("font-size=\"9\" text-anchor=\"middle\" fill=\"{}\"", w > 0.5 ? "white" : "black"));
       }
     }
@@ -157,9 +164,10 @@ std::string renderSvg(const Picture &pic) {
 
   // The decoded values: one table per step.
   y += 24;
-  svg.text(16, y, "Decoded s-ops: each node's value read from the residual stream after each sublayer "
-                  "(bold on yellow: computed by that sublayer).",
+  svg.text(16, y, "Decoded s-ops: each node's value read from the residual stream after each sublayer;",
            "fill=\"#444\"");
+  y += 16;
+  svg.text(16, y, "bold on yellow: the nodes that sublayer computes.", "fill=\"#444\"");
   y += 10;
   for (const Step &st : pic.steps) {
     size_t nameChars = 4, valueChars = 3;
@@ -174,7 +182,7 @@ std::string renderSvg(const Picture &pic) {
     y += 8;
     // Header: each position's index and token.
     svg.rect(16, y, nameW + colW * double(n - 1), rowH, "#eeeeee");
-    svg.text(20, y + 13, "position", "fill=\"#444\"");
+    svg.text(20, y + 13, "input", "fill=\"#444\"");
     for (size_t k = 1; k < n; ++k)
       svg.text(16 + nameW + colW * double(k - 1) + 6, y + 13, clip(pic.tokens[k], 12), "fill=\"#444\"");
     y += rowH;
