@@ -151,6 +151,9 @@ llvm::Expected<std::vector<SuiteProgram>> selectPrograms(const std::optional<std
   }
   auto all = embeddedPrograms();
   if (!all) return all.takeError();
+  if (all->empty())
+    return err("this raspc has no suite programs (suite/programs/ was empty when it was built); "
+               "--programs 'dir/*.rasp' builds your own");
   if (!pattern) return all;
   for (SuiteProgram &p : *all)
     if (fnmatch(pattern->c_str(), p.name.c_str(), 0) == 0) out.push_back(std::move(p));
@@ -629,12 +632,12 @@ llvm::Expected<std::string> listJson() {
     std::vector<std::string> vocab;
     int maxLen = 0;
     bool causal = false;
-    if (prog.loadSource(p.source, p.fileName))
-      if (auto h = prog.headerOptions()) {
-        vocab = h->vocab.value_or(std::vector<std::string>{});
-        maxLen = h->maxLen.value_or(0);
-        causal = h->causal;
-      }
+    (void)prog.loadSource(p.source, p.fileName); // the header reads even when the program has an error
+    if (auto h = prog.headerOptions()) {
+      vocab = h->vocab.value_or(std::vector<std::string>{});
+      maxLen = h->maxLen.value_or(0);
+      causal = h->causal;
+    }
     out += fmt::format("{}\n  {{\"name\": {}, \"description\": {}, \"category\": {}, \"difficulty\": {}, "
                        "\"vocab\": {}, \"max_len\": {}, \"causal\": {}}}",
                        i ? "," : "", quoted(p.name), quoted(p.description), quoted(p.category), quoted(p.difficulty),
