@@ -256,6 +256,12 @@ struct ModelJob {
     rule.force = o.force;
   }
   std::string path(const std::string &file) const { return dir + "/" + file; }
+  // Creates the model's subfolder `name` (e.g. "rotated") for a step's files.
+  llvm::Error folder(const std::string &name) const {
+    if (std::error_code ec = llvm::sys::fs::create_directories(path(name)))
+      return err(fmt::format("{}: cannot create the folder: {}", path(name), ec.message()));
+    return llvm::Error::success();
+  }
   llvm::Error write(const std::string &file, llvm::StringRef bytes) const {
     return files::writeFileAtomically(path(file), bytes, rule);
   }
