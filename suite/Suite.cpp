@@ -566,20 +566,30 @@ llvm::Expected<std::string> writeIndex(const std::string &dir) {
     std::string name = llvm::sys::path::filename(it->path()).str();
     if (!validName(name)) continue; // not a model's folder
     std::string file = it->path() + "/summary.json";
-    if (!llvm::sys::fs::exists(file)) {
-      // A model whose build did not finish: listed, never silently dropped.
+    // A model whose build did not finish, or whose summary is unreadable: listed as
+    // failed with the reason, never silently dropped.
+    auto failed = [&](std::string why) {
       ModelSummary s;
       s.name = name;
       s.path = "models/" + name;
       s.status = "failed";
-      s.error = "no summary.json: its build did not finish";
+      s.error = std::move(why);
       models.push_back(std::move(s));
+    };
+    if (!llvm::sys::fs::exists(file)) {
+      failed("no summary.json: its build did not finish");
       continue;
     }
     auto text = files::readRegularFile(file);
-    if (!text) return text.takeError();
+    if (!text) {
+      failed(llvm::toString(text.takeError()));
+      continue;
+    }
     auto s = ModelSummary::fromJson(*text, file);
-    if (!s) return s.takeError();
+    if (!s) {
+      failed(llvm::toString(s.takeError()));
+      continue;
+    }
     models.push_back(std::move(*s));
   }
   if (ec) return err(fmt::format("{}: cannot list: {}", modelsDir, ec.message()));

@@ -133,7 +133,11 @@ TEST(SuiteSelect, PatternsAndFiles) {
             std::string::npos);
   auto noName = suite::selectPrograms(std::string("no_such_program_*"));
   ASSERT_FALSE(bool(noName));
-  EXPECT_NE(errorText(noName.takeError()).find("--programs 'no_such_program_*': no suite program matches"),
+  auto embedded = suite::embeddedPrograms();
+  ASSERT_TRUE(bool(embedded));
+  EXPECT_NE(errorText(noName.takeError())
+                .find(embedded->empty() ? "this raspc has no suite programs (suite/programs/ was empty when it was built)"
+                                        : "--programs 'no_such_program_*': no suite program matches"),
             std::string::npos);
 }
 
@@ -262,6 +266,24 @@ TEST(SuiteBuild, FilesIndexAndFailures) {
   auto reindexed = suite::writeIndex(o.dir);
   ASSERT_TRUE(bool(reindexed)) << errorText(reindexed.takeError());
   EXPECT_EQ(*reindexed, r->indexJson);
+  // A folder without a summary, or with a damaged one, is listed as failed, with why.
+  llvm::sys::fs::create_directories(o.dir + "/models/unfinished");
+  const std::string revSummary = readFile(o.dir + "/models/rev/summary.json");
+  std::ofstream(o.dir + "/models/rev/summary.json") << "{\"name\": ";
+  auto damaged = suite::writeIndex(o.dir);
+  ASSERT_TRUE(bool(damaged)) << errorText(damaged.takeError());
+  auto dj = json::parse(*damaged);
+  ASSERT_TRUE(bool(dj));
+  const auto &dm = dj->get("models")->array;
+  ASSERT_EQ(dm.size(), 4u);
+  EXPECT_EQ(dm[1].get("name")->s, "rev");
+  EXPECT_EQ(dm[1].get("status")->s, "failed");
+  EXPECT_NE(dm[1].get("error")->s.find(o.dir + "/models/rev/summary.json: invalid JSON at offset"), std::string::npos)
+      << dm[1].get("error")->s;
+  EXPECT_EQ(dm[3].get("name")->s, "unfinished");
+  EXPECT_EQ(dm[3].get("error")->s, "no summary.json: its build did not finish");
+  llvm::sys::fs::remove(o.dir + "/models/unfinished");
+  std::ofstream(o.dir + "/models/rev/summary.json") << revSummary;
   o.force = true;
   o.programs = dir + "/src/sort.rasp";
   auto forced = suite::build(o);
