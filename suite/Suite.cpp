@@ -274,16 +274,19 @@ struct ModelJob {
 
 llvm::Error compileStep(ModelJob &j) {
   Program &p = j.program;
-  if (!p.loadSource(j.prog.source, j.prog.fileName)) return err(j.diagnostics());
+  const bool loaded = p.loadSource(j.prog.source, j.prog.fileName);
+  // The header's options are known even when the program has an error: the summary shows them.
   auto header = p.headerOptions();
-  if (!header) return err(j.diagnostics());
+  if (header) {
+    if (header->vocab) j.summary.vocab = *header->vocab;
+    if (header->maxLen) j.summary.maxLen = *header->maxLen;
+    j.summary.causal = header->causal;
+  }
+  if (!loaded || !header) return err(j.diagnostics());
   j.popts = *header;
   if (!j.popts.vocab || j.popts.vocab->empty())
     return err(j.prog.fileName + ": no vocabulary: a '# raspc: --vocab \"...\"' header line is needed");
   if (!j.popts.maxLen) return err(j.prog.fileName + ": no maximum length: a '# raspc: --max-len N' header line is needed");
-  j.summary.vocab = *j.popts.vocab;
-  j.summary.maxLen = *j.popts.maxLen;
-  j.summary.causal = j.popts.causal;
   auto out = p.resolveOutput(j.popts.output);
   if (!out) return err(j.diagnostics());
   j.output = *out;
@@ -343,9 +346,10 @@ std::string encodersJson(const Model &m) {
                      quoted(m.outputEncoding), values);
 }
 
+llvm::Error writeProgramStep(ModelJob &j) { return j.write("program.rasp", j.prog.source); }
+
 llvm::Error writeModelStep(ModelJob &j) {
   const Model &m = *j.model;
-  if (auto e = j.write("program.rasp", j.prog.source)) return e;
   if (auto e = writeModel(m, j.path("model.h5"), j.rule)) return e;
   if (auto e = writeSafetensors(m, j.path("model.safetensors"), j.rule)) return e;
   if (auto e = j.write("tl_config.json", tlConfigJson(m))) return e;
@@ -378,9 +382,10 @@ llvm::Error exactStep(ModelJob &j) {
 // becomes the summary's, and the finishing step still writes what is known.
 using Step = llvm::Error (*)(ModelJob &);
 const Step kSteps[] = {
-    compileStep,    // the program -> a Model
-    writeModelStep, // program.rasp, model.h5, model.safetensors, tl_config.json, encoders.json, ground_truth.json
-    exactStep,      // checks.json "exact": the model against the interpreter
+    writeProgramStep, // program.rasp
+    compileStep,      // the program -> a Model
+    writeModelStep,   // model.h5, model.safetensors, tl_config.json, encoders.json, ground_truth.json
+    exactStep,        // checks.json "exact": the model against the interpreter
     // circuit.json and checks.json "interventions" (runtime/Circuit.h) plug in here, then
     // rotated/model.h5, compressed/model.h5 and checks.json "variants" (backend/Variants.h):
     // each a function of a ModelJob that writes its files and appends to j.checks and
@@ -404,7 +409,8 @@ std::string cardMarkdown(const ModelJob &j) {
   md += "| | |\n|---|---|\n";
   md += fmt::format("| category | {} |\n| difficulty | {} |\n| causal | {} |\n", p.category,
                     p.difficulty.empty() ? "-" : p.difficulty, s.causal ? "yes" : "no");
-  md += fmt::format("| vocabulary | {} |\n| maximum length | {} |\n", mdEscape(join(s.vocab, " ")), s.maxLen);
+  md += fmt::format("| vocabulary | {} |\n| maximum length | {} |\n", s.vocab.empty() ? "-" : mdEscape(join(s.vocab, " ")),
+                    s.maxLen < 0 ? "-" : std::to_string(s.maxLen));
   if (j.model) {
     const ModelConfig &c = j.model->cfg;
     md += fmt::format("| layers | {} |\n| d_model (residual) | {} |\n| heads | {} ({} per layer at most), d_head {} |\n"
@@ -442,8 +448,24 @@ std::string cardMarkdown(const ModelJob &j) {
     md += "\n";
   }
   if (!j.cardChecks.empty()) md += "## Checks\n\n" + join(j.cardChecks, "\n") + "\n\n";
-  md += "## Files\n\n`program.rasp`, `model.h5`, `model.safetensors` (the weights, docs/weights.md), "
-        "`tl_config.json` (TransformerLens), `encoders.json`, `ground_truth.json`, `checks.json`, `summary.json`.\n";
+  // The files this build left (a failed model has fewer), and those the finishing step writes.
+  static const std::pair<const char *, const char *> kFiles[] = {
+      {"program.rasp", "the program"},
+      {"model.h5", "the weights and metadata (raspc docs/weights.md)"},
+      {"model.safetensors", "the same weights"},
+      {"tl_config.json", "the TransformerLens configuration"},
+      {"encoders.json", "input and output encoding"},
+      {"ground_truth.json", "where each node lives"},
+      {"circuit.json", "the circuit, edges between TransformerLens components"},
+      {"checks.json", "the checks' figures"},
+      {"rotated/model.h5", "the model in a rotated residual basis"},
+      {"compressed/model.h5", "the model with a compressed residual stream"},
+      {"summary.json", "this model's line of the suite's index"}};
+  md += "## Files\n\n";
+  for (auto [file, what] : kFiles)
+    if (llvm::sys::fs::exists(j.path(file)) || (llvm::StringRef(file) == "checks.json" && j.model) ||
+        llvm::StringRef(file) == "summary.json")
+      md += fmt::format("- `{}`: {}\n", file, what);
   return md;
 }
 

@@ -65,7 +65,7 @@ struct ModelSummary {
   std::string name, description, category, difficulty;
   bool causal = false;
   std::vector<std::string> vocab; // without BOS and PAD
-  int maxLen = 0;
+  int maxLen = -1;
   // Sizes: -1 when the model was not compiled.
   int nLayers = -1, dModel = -1, nHeads = -1, dMlp = -1, nodes = -1;
   int64_t params = -1;
