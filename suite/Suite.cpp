@@ -548,6 +548,9 @@ llvm::Expected<BuildResult> build(const BuildOptions &opts, const ModelDone &don
   result.built.resize(progs.size());
   size_t jobs = opts.jobs > 0 ? size_t(opts.jobs) : std::max(1u, std::thread::hardware_concurrency());
   jobs = std::min(jobs, std::max<size_t>(1, progs.size()));
+  // Every worker's executor runs its products on one thread; Eigen's thread count is
+  // process-wide, so it is set once here, before the workers read it (runtime/Cpu.cpp).
+  Eigen::setNbThreads(1);
   std::atomic<size_t> next{0};
   std::mutex mu;
   size_t finished = 0;
