@@ -9,10 +9,12 @@
 #include "frontend/Program.h"
 #include "passes/Compiler.h"
 #include "runtime/Executor.h"
+#include "suite/Suite.h"
 
 #include <fmt/format.h>
 #include <llvm/Support/raw_ostream.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -348,6 +350,38 @@ NB_MODULE(_core, mod) {
   mod.def("load", &load, nb::arg("path"), nb::arg("max_params") = raspc::kDefaultMaxParams);
   mod.def("compile_graph", &compileGraph, nb::arg("graph"), nb::arg("output"), nb::arg("vocab"), nb::arg("max_len"),
           nb::arg("causal") = false, nb::arg("max_params") = raspc::kDefaultMaxParams);
+  // The suite (suite/Suite.h): builds in C++ threads with the GIL released; the index
+  // (index.json's text) comes back, failed models marked in it, not raised.
+  mod.def(
+      "suite_build",
+      [](const std::string &dir, std::optional<std::string> programs, int jobs, std::optional<std::pair<int, int>> shard,
+         bool force) {
+        raspc::suite::BuildOptions o;
+        o.dir = dir;
+        o.programs = std::move(programs);
+        o.jobs = jobs;
+        if (shard) std::tie(o.shardIndex, o.shardCount) = *shard;
+        o.force = force;
+        std::optional<llvm::Expected<raspc::suite::BuildResult>> r;
+        {
+          nb::gil_scoped_release release;
+          r.emplace(raspc::suite::build(o));
+        }
+        if (!*r) throwError(r->takeError());
+        return (*r)->indexJson;
+      },
+      nb::arg("dir"), nb::arg("programs").none() = nb::none(), nb::arg("jobs") = 0, nb::arg("shard").none() = nb::none(),
+      nb::arg("force") = false);
+  mod.def("suite_index", [](const std::string &dir) {
+    auto r = raspc::suite::writeIndex(dir);
+    if (!r) throwError(r.takeError());
+    return *r;
+  }, nb::arg("dir"));
+  mod.def("suite_list", [] {
+    auto r = raspc::suite::listJson();
+    if (!r) throwError(r.takeError());
+    return *r;
+  });
   mod.attr("DEFAULT_MAX_PARAMS") = raspc::kDefaultMaxParams;
   bindGraph(mod);
 }
