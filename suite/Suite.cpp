@@ -6,6 +6,7 @@
 #include "frontend/Program.h"
 #include "passes/Compiler.h"
 #include "runtime/Executor.h"
+#include "runtime/VariantCheck.h"
 #include "suite/Exact.h"
 #include "support/Files.h"
 
@@ -378,6 +379,43 @@ llvm::Error exactStep(ModelJob &j) {
                          r->inputs, llvm::StringRef(why).rtrim().str()));
 }
 
+// A report's human lines as one Markdown list item.
+std::string cardLine(const std::string &text) {
+  std::string out = "- ";
+  for (char c : llvm::StringRef(text).rtrim()) out += c == '\n' ? std::string("; ") : std::string(1, c);
+  return out;
+}
+
+// rotated/model.h5 (the residual stream turned by a random orthogonal matrix: must decode
+// exactly as the original) and compressed/model.h5 (the narrowest residual found exact on
+// the measured inputs, or the measured loss), with checks.json "variants".
+llvm::Error variantsStep(ModelJob &j) {
+  VariantOptions vo;
+  vo.seed = j.opts.seed;
+  auto rot = makeRotated(*j.model, vo);
+  if (!rot) return rot.takeError();
+  if (auto e = j.folder("rotated")) return e;
+  if (auto e = writeModel(rot->model, j.path("rotated/model.h5"), j.rule)) return e;
+  std::string json = "{\"rotated\": " + rot->report.json();
+  j.cardChecks.push_back(cardLine(rot->report.text()));
+  if (j.model->cfg.d_model > 1) {
+    auto comp = searchCompression(*j.model, vo);
+    if (!comp) return comp.takeError();
+    if (auto e = j.folder("compressed")) return e;
+    if (auto e = writeModel(comp->model, j.path("compressed/model.h5"), j.rule)) return e;
+    json += ", \"compressed\": " + comp->report.json();
+    j.cardChecks.push_back(cardLine(comp->report.text()));
+  } else {
+    json += ", \"compressed\": null";
+    j.cardChecks.push_back("- compressed: none (a residual of one dimension)");
+  }
+  j.checks.emplace_back("variants", json + "}");
+  if (!rot->report.result.exact())
+    return err(fmt::format("the rotated model decodes differently on {} of {} inputs",
+                           rot->report.result.inputs - rot->report.result.exactInputs, rot->report.result.inputs));
+  return llvm::Error::success();
+}
+
 // The steps of one model, in order. The first that fails stops the model: its error
 // becomes the summary's, and the finishing step still writes what is known.
 using Step = llvm::Error (*)(ModelJob &);
@@ -386,10 +424,8 @@ const Step kSteps[] = {
     compileStep,      // the program -> a Model
     writeModelStep,   // model.h5, model.safetensors, tl_config.json, encoders.json, ground_truth.json
     exactStep,        // checks.json "exact": the model against the interpreter
-    // circuit.json and checks.json "interventions" (runtime/Circuit.h) plug in here, then
-    // rotated/model.h5, compressed/model.h5 and checks.json "variants" (backend/Variants.h):
-    // each a function of a ModelJob that writes its files and appends to j.checks and
-    // j.cardChecks.
+    // circuit.json and checks.json "interventions" (runtime/Circuit.h) plug in here.
+    variantsStep,     // rotated/, compressed/, checks.json "variants"
 };
 
 std::string mdEscape(std::string s) {
