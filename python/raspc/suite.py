@@ -40,7 +40,7 @@ from . import tl as _tl
 __all__ = [
     "build", "load", "Suite", "SuiteModel", "hooked_for", "edges_from_weights", "components_from_weights",
     "edge_tuple", "to_torch_index", "component_output", "child_input_hooks", "patch_components",
-    "patch_node", "patch_edge", "run", "same", "random_pairs",
+    "patch_node", "patch_edge", "Patcher", "run", "same", "random_pairs",
 ]
 
 # ------------------------------------------------------------------------------------
@@ -567,25 +567,76 @@ def _run_hooks(ctx, tokens, mask, hooks):
     return _tl.decode(ctx.compiled, logits, mask)
 
 
-def patch_components(model, a, b, components, hooked=None):
-    """Runs `a` with the outputs of `components` (component references {"hook", "index"}:
-    heads attn.hook_result [null, null, h], neurons mlp.hook_post [null, null, [i, j]],
-    patterns attn.hook_pattern [null, h], MLP layers hook_mlp_out, the embedding
-    blocks.0.hook_resid_pre) taken from the run on `b`, everything downstream recomputed.
+class Patcher:
+    """Interventions on one batch of input pairs: the clean runs of `a` and `b` are made
+    once, then each intervention is one forward pass.
+
     `a`, `b`: one sequence each, or two batches paired one to one (each pair of one
-    length). Returns the decoded outputs (one list, or one per pair)."""
-    ctx = _Ctx(model, hooked)
-    A, B, single = _pairs(a, b)
-    ta, ma, _, cb = _clean(ctx, A, B)
-    out = _run_hooks(ctx, ta, ma, _replace_hooks(ctx, cb, components))
-    return out[0] if single else out
+    length). Every method returns the decoded outputs on `a` (one list, or one per pair).
+    """
+
+    def __init__(self, model, a, b, hooked=None):
+        self.ctx = _Ctx(model, hooked)
+        A, B, self.single = _pairs(a, b)
+        self.tokens, self.mask, self.cache_a, self.cache_b = _clean(self.ctx, A, B)
+
+    def _out(self, hooks):
+        out = _run_hooks(self.ctx, self.tokens, self.mask, hooks)
+        return out[0] if self.single else out
+
+    def components(self, components):
+        """`a` with the outputs of `components` taken from `b` (component references
+        {"hook", "index"}: heads attn.hook_result [null, null, h], neurons mlp.hook_post
+        [null, null, [i, j]], patterns attn.hook_pattern [null, h], MLP layers
+        hook_mlp_out, the embedding blocks.0.hook_resid_pre), everything downstream
+        recomputed."""
+        return self._out(_replace_hooks(self.ctx, self.cache_b, components))
+
+    def node(self, node):
+        """The node interchange: a circuit.json node's components patched from `b`."""
+        return self.components(node["components"] if isinstance(node, dict) else node)
+
+    def delta(self, parent, parent_index=None):
+        """out_P(b) - out_P(a) of a parent component, [batch, pos, d_model]."""
+        return (component_output(self.ctx, self.cache_b, parent, parent_index)
+                - component_output(self.ctx, self.cache_a, parent, parent_index))
+
+    def edge(self, edge):
+        """Edge patching: the child's input becomes resid_a + out_P(b) - out_P(a),
+        nothing else changes. `edge`: a circuit.json edge or an edge tuple."""
+        child, ci, parent, pi = _edge_parts(edge)
+        return self._out(child_input_hooks(self.ctx, child, ci, self.delta(parent, pi)))
+
+    def edges(self, edges):
+        """edge() for each edge, summed: every child's input moved by all its patched
+        parents at once."""
+        hooks = []
+        for e in edges:
+            child, ci, parent, pi = _edge_parts(e)
+            hooks += child_input_hooks(self.ctx, child, ci, self.delta(parent, pi))
+        return self._out(hooks)
+
+
+def _edge_parts(edge):
+    """(child, child_index, parent, parent_index) with indices as circuit.json's lists
+    or None, from a circuit.json edge or an edge tuple."""
+    if isinstance(edge, dict):
+        return edge["child"], edge.get("child_index"), edge["parent"], edge.get("parent_index")
+    child, ci, parent, pi = edge
+    norm = lambda i: None if i is None or tuple(i) == (None,) else [list(x) if isinstance(x, tuple) else x for x in i]
+    return child, norm(ci), parent, norm(pi)
+
+
+def patch_components(model, a, b, components, hooked=None):
+    """Runs `a` with the outputs of `components` taken from the run on `b` (see
+    Patcher.components). Returns the decoded outputs."""
+    return Patcher(model, a, b, hooked).components(components)
 
 
 def patch_node(model, a, b, node, hooked=None):
     """The node interchange of checks.json: `a` run with the node's components (a
     circuit.json node, or its list of components) patched from `b`."""
-    comps = node["components"] if isinstance(node, dict) else node
-    return patch_components(model, a, b, comps, hooked)
+    return Patcher(model, a, b, hooked).node(node)
 
 
 def patch_edge(model, a, b, edge, hooked=None):
@@ -593,18 +644,7 @@ def patch_edge(model, a, b, edge, hooked=None):
     resid_a + out_P(b) - out_P(a) (outputs of the clean runs), nothing else changes.
     `edge`: a circuit.json edge or an edge tuple (child, child_index, parent,
     parent_index). Returns the decoded outputs on `a`."""
-    ctx = _Ctx(model, hooked)
-    if isinstance(edge, dict):
-        child, ci, parent, pi = edge["child"], edge.get("child_index"), edge["parent"], edge.get("parent_index")
-    else:
-        child, ci, parent, pi = edge
-        ci = None if ci in (None, (None,)) else list(ci)
-        pi = None if pi in (None, (None,)) else list(pi)
-    A, B, single = _pairs(a, b)
-    ta, ma, ca, cb = _clean(ctx, A, B)
-    delta = component_output(ctx, cb, parent, pi) - component_output(ctx, ca, parent, pi)
-    out = _run_hooks(ctx, ta, ma, child_input_hooks(ctx, child, ci, delta))
-    return out[0] if single else out
+    return Patcher(model, a, b, hooked).edge(edge)
 
 
 def run(model, inputs, hooked=None):
