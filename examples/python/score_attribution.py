@@ -93,6 +93,13 @@ def eap_scores(patcher, edges):
     return scores
 
 
+def show(k):
+    """An edge tuple as 'parent[index] -> child[index]'."""
+    child, ci, parent, pi = k
+    idx = lambda i: "" if i == (None,) else "[" + ", ".join("null" if x is None else str(x) for x in i) + "]"
+    return f"{parent}{idx(pi)} -> {child}{idx(ci)}"
+
+
 def precision_recall(chosen, truth):
     tp = len(chosen & truth)
     return (tp / len(chosen) if chosen else 1.0), (tp / len(truth) if truth else 1.0)
@@ -119,7 +126,7 @@ def score_model(name, h5, ht, circuit_edges, unnecessary, args):
     p_t, r_t = precision_recall(above, truth)
     return {"model": name, "candidates": len(cands), "truth": len(truth), "rule_edges": len(rule),
             "precision@k": p_k, "recall@k": r_k, "precision@t": p_t, "recall@t": r_t,
-            "missed": sorted(map(str, truth - above)), "seconds": time.time() - t0}
+            "missed": sorted(map(show, truth - above)), "seconds": time.time() - t0}
 
 
 def main():
