@@ -617,6 +617,64 @@ class Patcher:
         return self._out(hooks)
 
 
+    def cone_ablation(self, node):
+        """The cone ablation of checks.json: `a` run with every component outside the
+        node's cone (circuit.json's "cone": heads, MLP neuron ranges, the embedding)
+        taken from `b`; the node's value read from the residual stream after its layer
+        (raspc.tl.decode_residual). Returns (patched values, values of the clean run
+        of a): equal when the cone is right. None for a node with no residual value."""
+        gt = {n["id"]: n for n in self.ctx.meta["ground_truth"]}.get(node["id"])
+        if gt is None or not gt.get("writes"):
+            return None
+        layer = gt.get("layer", -1)
+        read = "blocks.0.hook_resid_pre" if layer is None or layer < 0 else f"blocks.{layer}.hook_resid_post"
+        got = {}
+
+        def grab(act, hook=None):
+            got["resid"] = act.detach().clone()
+
+        hooks = _outside_hooks(self.ctx, self.cache_b, node["cone"]) + [(read, grab)]
+        import torch
+
+        with torch.no_grad():
+            self.ctx.ht.run_with_hooks(self.tokens, attention_mask=self.mask, fwd_hooks=hooks)
+        patched = _tl.decode_residual(self.ctx.compiled, gt, got["resid"], self.mask)
+        clean = _tl.decode_residual(self.ctx.compiled, gt, self.cache_a[read], self.mask)
+        return (patched[0], clean[0]) if self.single else (patched, clean)
+
+
+def _outside_hooks(ctx, cache_b, cone):
+    """Forward hooks taking from cache_b every head, MLP neuron and the embedding that
+    `cone` (component references) does not hold."""
+    heads, neurons, embed = set(), {}, False
+    for c in cone:
+        hook, index = _ref(c)
+        if hook == "blocks.0.hook_resid_pre":
+            embed = True
+            continue
+        layer, rest = _split(hook)
+        if rest == "attn.hook_result":
+            heads.add((layer, _head(index)))
+        elif rest == "mlp.hook_post" and index is not None:
+            a, b = index[2]
+            neurons.setdefault(layer, set()).update(range(a, b))
+        elif rest in ("mlp.hook_post", "hook_mlp_out"):
+            neurons.setdefault(layer, set()).update(range(cache_b[f"blocks.{layer}.mlp.hook_post"].shape[-1]))
+        elif rest != "attn.hook_pattern":  # a pattern is its head's, already there
+            raise ValueError(f"{hook}: not a component of a cone")
+    hooks = [] if embed else [("blocks.0.hook_resid_pre", _set_slice((Ellipsis,), cache_b["blocks.0.hook_resid_pre"]))]
+    for l in range(ctx.n_layers):
+        z = f"blocks.{l}.attn.hook_z"
+        out = [h for h in range(cache_b[z].shape[2]) if (l, h) not in heads]
+        if out:
+            hooks.append((z, _set_slice((slice(None), slice(None), out), cache_b[z])))
+        post = f"blocks.{l}.mlp.hook_post"
+        out = [j for j in range(cache_b[post].shape[-1]) if j not in neurons.get(l, ())]
+        if out:
+            hooks.append((post, _set_slice((slice(None), slice(None), out), cache_b[post])))
+    return hooks
+
+
 def _edge_parts(edge):
     """(child, child_index, parent, parent_index) with indices as circuit.json's lists
     or None, from a circuit.json edge or an edge tuple."""

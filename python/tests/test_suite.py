@@ -285,7 +285,11 @@ def test_suite_model_runs_in_transformer_lens_as_raspc_run(built, name):
     assert f"blocks.{m.metadata['n_layers'] - 1}.hook_resid_post" in cache
     cfg = json.loads(Path(m.path("tl_config.json")).read_text())
     assert cfg["use_attn_result"] is True and cfg["use_split_qkv_input"] is True
-    assert {k: cfg[k] for k in tl.config_dict(m.weights_path())} == tl.config_dict(m.weights_path())
+    want = tl.config_dict(m.weights_path())
+    assert set(cfg) == set(want) | {"use_attn_result", "use_split_qkv_input"}
+    for k in ("n_layers", "d_model", "n_heads", "d_head", "d_mlp", "n_ctx", "d_vocab", "d_vocab_out", "act_fn",
+              "normalization_type", "attention_dir", "positional_embedding_type", "attn_scale"):
+        assert suite.same(cfg[k], want[k]), (k, cfg[k], want[k])
     enc = m.encoders
     assert enc["input"]["vocab"] == tl.load(m.weights_path()).meta["vocab"]
     assert enc["output"]["values"] == tl.load(m.weights_path()).meta["output_values"]
@@ -385,3 +389,22 @@ def test_recorded_edge_witnesses_reproduce(built, name):
             assert not suite.same(got, m.run([w["a"]])[0]), (g, w)  # necessary: the output changed
             replayed += 1
     assert replayed > 0
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_cone_ablation_keeps_every_node_value(built, name):
+    """Every component outside a node's cone (circuit.json) taken from another input
+    leaves the node's value, read from the residual stream after its layer, as it was:
+    checked here in TransformerLens on pairs of our own."""
+    m = built[name]
+    A, B = suite.random_pairs(m, 24, seed=13)
+    p = suite.Patcher(m, A, B)
+    checked = 0
+    for node in m.circuit["nodes"]:
+        r = p.cone_ablation(node)
+        if r is None:
+            continue
+        patched, clean = r
+        assert suite.same(patched, clean), (node["name"] or node["id"], node["cone"])
+        checked += 1
+    assert checked > 0
