@@ -170,7 +170,8 @@ def main():
     scored = [r for r in rows if r["truth"] > 0]
     mean = {k: sum(r[k] for r in scored) / len(scored) if scored else float("nan") for k in keys}
     if args.json:
-        print(json.dumps({"mean": mean, "models": len(scored), "left_out": [r["model"] for r in rows if not r["truth"]]}))
+        left_out = [r["model"] for r in rows if not r["truth"]]
+        print(json.dumps({"mean": mean, "models": len(scored), "left_out": left_out}))
         return
     print(f"EAP on edges ({args.granularity}), {args.pairs} pairs, seed {args.seed}; truth: "
           f"{'necessary edges' if args.truth == 'necessary' else 'circuit.json edges'}; "

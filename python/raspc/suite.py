@@ -272,7 +272,8 @@ def _index_tuple(index):
 
 def edge_tuple(edge):
     """A circuit.json edge as (child_hook, child_index, parent_hook, parent_index)."""
-    return (edge["child"], _index_tuple(edge.get("child_index")), edge["parent"], _index_tuple(edge.get("parent_index")))
+    return (edge["child"], _index_tuple(edge.get("child_index")),
+            edge["parent"], _index_tuple(edge.get("parent_index")))
 
 
 def to_torch_index(t):
