@@ -383,16 +383,11 @@ def hooked_for(model):
     return ht
 
 
-class _Ctx:
-    """A model as the interventions need it: compiled (raspc.tl.load) and hooked."""
+class _Weights:
+    """A model's weights as torch tensors, for the functions that need no forward pass."""
 
-    def __init__(self, model, hooked=None):
-        if isinstance(model, SuiteModel):
-            self.compiled = model.compiled()
-            self.ht = hooked if hooked is not None else model.tl()
-        else:
-            self.compiled = _tl.load(model)
-            self.ht = hooked if hooked is not None else hooked_for(self.compiled)
+    def __init__(self, model):
+        self.compiled = model.compiled() if isinstance(model, SuiteModel) else _tl.load(model)
         self.meta = self.compiled.meta
         self.n_layers = self.meta["n_layers"]
 
@@ -403,6 +398,22 @@ class _Ctx:
         if h is not None:
             a = a[h]
         return torch.from_numpy(a.copy())
+
+
+class _Ctx(_Weights):
+    """A model as the interventions need it: its weights and its TransformerLens model."""
+
+    def __init__(self, model, hooked=None):
+        super().__init__(model)
+        if hooked is not None:
+            self.ht = hooked
+        else:
+            self.ht = model.tl() if isinstance(model, SuiteModel) else hooked_for(self.compiled)
+
+
+def _weights(model):
+    """`model` as _Weights: a Patcher's ctx, a SuiteModel, or what raspc.tl.load takes."""
+    return model if isinstance(model, _Weights) else _Weights(model)
 
 
 def _pairs(a, b):
@@ -447,12 +458,14 @@ def _split(hook):
     return int(parts[1]), parts[2]
 
 
-def component_output(ctx, cache, hook, index):
+def component_output(model, cache, hook, index):
     """What a component writes to the residual stream, from a run_with_cache cache:
     the embedding (blocks.0.hook_resid_pre), a head (attn.hook_result [null, null, h],
-    hook_z[:, :, h] @ W_O[h]) or an MLP layer (hook_mlp_out). [batch, pos, d_model]."""
+    hook_z[:, :, h] @ W_O[h]) or an MLP layer (hook_mlp_out). [batch, pos, d_model].
+    `model`: a SuiteModel, a Patcher's ctx, or what raspc.tl.load takes."""
     import torch
 
+    ctx = _weights(model)
     if hook == "blocks.0.hook_resid_pre":
         return cache[hook]
     layer, rest = _split(hook)
@@ -465,16 +478,18 @@ def component_output(ctx, cache, hook, index):
     raise ValueError(f"{hook}: not a component that writes the residual stream (embedding, head or MLP)")
 
 
-def child_input_hooks(ctx, hook, index, delta):
+def child_input_hooks(model, hook, index, delta):
     """Forward hooks adding `delta` [batch, pos, d_model] to what a child reads:
     a head's q / k / v input (blocks.L.hook_q_input [null, null, h], ...; realised as
     delta @ W_Q[h] added to hook_q[:, :, h]), all three of a head's inputs
     (blocks.L.attn.hook_result [null, null, h], the head granularity), an MLP's input
     (blocks.L.hook_mlp_in, or blocks.L.hook_mlp_out at the head granularity) or the
     output (the final blocks.L.hook_resid_post). `delta` may require grad (its gradient
-    is then the metric's gradient with respect to that input)."""
+    is then the metric's gradient with respect to that input). `model`: a SuiteModel,
+    a Patcher's ctx, or what raspc.tl.load takes."""
     import torch
 
+    ctx = _weights(model)
     layer, rest = _split(hook)
     hooks = []
 

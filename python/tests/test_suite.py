@@ -171,16 +171,19 @@ def test_every_edge_into_the_output_together_gives_b(compiled, name):
     """The output reads only what its parents write: adding all their differences to
     the final residual of a turns a's output into b's."""
     h5, ht = compiled[name]
-    ctx = suite._Ctx(h5, ht)
     A, B = suite.random_pairs(h5, 24, seed=11)
-    ta, ma, ca, cb = suite._clean(ctx, A, B)
-    out = f"blocks.{ctx.n_layers - 1}.hook_resid_post"
+    p = suite.Patcher(h5, A, B, ht)
+    out = f"blocks.{p.ctx.n_layers - 1}.hook_resid_post"
     into = [e for e in suite.edges_from_weights(h5)["heads"] if e["child"] == out]
     assert into
-    delta = sum(suite.component_output(ctx, cb, e["parent"], e["parent_index"])
-                - suite.component_output(ctx, ca, e["parent"], e["parent_index"]) for e in into)
-    got = suite._run_hooks(ctx, ta, ma, suite.child_input_hooks(ctx, out, None, delta))
-    assert suite.same(got, suite.run(h5, B, ht))
+    want_b = suite.run(h5, B, ht)
+    assert suite.same(p.edges(into), want_b)
+    # The same by hand: one delta, the sum of the parents' differences, on the output.
+    delta = sum(p.delta(e["parent"], e["parent_index"]) for e in into)
+    with torch.no_grad():
+        logits = ht.run_with_hooks(p.tokens, attention_mask=p.mask,
+                                   fwd_hooks=suite.child_input_hooks(h5, out, None, delta))
+    assert suite.same(tl.decode(h5, logits, p.mask), want_b)
     # One parent alone is not enough where there are several.
     if len(into) > 1:
         assert not all(suite.same(suite.patch_edge(h5, A, B, e, ht), suite.run(h5, B, ht)) for e in into)
