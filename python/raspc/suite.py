@@ -113,12 +113,18 @@ class Suite:
         if not isinstance(self.index, dict) or not isinstance(self.index.get("models"), list):
             raise ValueError(f"{os.path.join(self.dir, 'index.json')}: expected an object with a 'models' list")
         self.entries = list(self.index["models"]) if entries is None else list(entries)
+        self._models = {}  # name -> SuiteModel: each model's files and TransformerLens model read once
 
     def __len__(self):
         return len(self.entries)
 
+    def _model(self, e):
+        if e["name"] not in self._models:
+            self._models[e["name"]] = SuiteModel(self.dir, e)
+        return self._models[e["name"]]
+
     def __iter__(self):
-        return (SuiteModel(self.dir, e) for e in self.entries)
+        return (self._model(e) for e in self.entries)
 
     def names(self):
         return [e["name"] for e in self.entries]
@@ -126,7 +132,7 @@ class Suite:
     def __getitem__(self, name):
         for e in self.entries:
             if e["name"] == name:
-                return SuiteModel(self.dir, e)
+                return self._model(e)
         raise KeyError(f"no model '{name}' in the suite at {self.dir}")
 
     def filter(self, category=None, difficulty=None, causal=None, name=None):
@@ -139,7 +145,9 @@ class Suite:
                 if accepts(category, e.get("category")) and accepts(difficulty, e.get("difficulty"))
                 and (causal is None or bool(e.get("causal")) == bool(causal))
                 and (name is None or fnmatch.fnmatchcase(e["name"], name))]
-        return Suite(self.dir, index=self.index, entries=keep)
+        sub = Suite(self.dir, index=self.index, entries=keep)
+        sub._models = self._models
+        return sub
 
     def csv_rows(self):
         """index.csv as a list of dicts (strings)."""
