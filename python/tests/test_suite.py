@@ -225,6 +225,41 @@ def test_pairs_must_have_one_length(compiled):
                                              "child": "blocks.0.hook_resid_post", "child_index": None}, ht)
 
 
+def test_score_attribution_example_runs_and_scores_outside_the_rule_zero(compiled, capsys):
+    """examples/python/score_attribution.py on compiled models: its figures are
+    fractions, and EAP gives exactly 0 to a pair the edge rule leaves out (the parent's
+    directions and the child's reads do not meet, so the product is a sum of zeros)."""
+    sys.path.insert(0, str(REPO / "examples" / "python"))
+    try:
+        import score_attribution as sa
+    finally:
+        sys.path.pop(0)
+    h5, ht = compiled["sort"]
+    A, B = suite.random_pairs(h5, 16, seed=1)
+    p = suite.Patcher(h5, A, B, ht)
+    for g in ("heads", "qkv"):
+        cands = sa.candidates(suite.components_from_weights(h5), g)
+        rule = {suite.edge_tuple(e) for e in suite.edges_from_weights(h5)[g]}
+        scores = sa.eap_scores(p, cands)
+        assert rule < set(scores)
+        assert all(scores[k] == 0.0 for k in set(scores) - rule)
+        assert any(scores[k] != 0.0 for k in rule)
+    # Its command line, in this process (TransformerLens imported once).
+    argv = sys.argv
+    sys.argv = ["score_attribution.py", "--h5", h5, compiled["hist"][0], "--json", "--pairs", "16"]
+    try:
+        sa.main()
+    finally:
+        sys.argv = argv
+    out = capsys.readouterr().out
+    rows = [json.loads(l) for l in out.splitlines()]
+    assert [x.get("model") for x in rows[:2]] == ["sort", "hist"] and rows[2]["models"] == 2
+    for x in rows[:2]:
+        assert 0 < x["truth"] <= x["rule_edges"] < x["candidates"]
+        for k in ("precision@k", "recall@k", "precision@t", "recall@t"):
+            assert 0.0 <= x[k] <= 1.0
+
+
 # ------------------------------------------------------------------------------------
 # A built suite
 
