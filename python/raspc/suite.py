@@ -583,30 +583,34 @@ def _clean(ctx, A, B):
     return ta, ma, ca, cb
 
 
-def _run_hooks(ctx, tokens, mask, hooks):
-    import torch
-
-    with torch.no_grad():
-        logits = ctx.ht.run_with_hooks(tokens, attention_mask=mask, fwd_hooks=hooks)
-    return _tl.decode(ctx.compiled, logits, mask)
-
-
 class Patcher:
     """Interventions on one batch of input pairs: the clean runs of `a` and `b` are made
     once, then each intervention is one forward pass.
 
     `a`, `b`: one sequence each, or two batches paired one to one (each pair of one
-    length). Every method returns the decoded outputs on `a` (one list, or one per pair).
+    length). Every method returns the decoded outputs on `a` (one list, or one per pair),
+    or with logits=True the logits [batch, pos, d_vocab_out] (to compare interventions
+    without the decoding's thresholds: a patched run can sit exactly on one, two values
+    at 0.5, where float rounding decides).
     """
 
-    def __init__(self, model, a, b, hooked=None):
+    def __init__(self, model, a, b, hooked=None, logits=False):
         self.ctx = _Ctx(model, hooked)
         A, B, self.single = _pairs(a, b)
         self.tokens, self.mask, self.cache_a, self.cache_b = _clean(self.ctx, A, B)
+        self.logits = logits
 
-    def _out(self, hooks):
-        out = _run_hooks(self.ctx, self.tokens, self.mask, hooks)
+    def run(self, hooks):
+        """`a` run with forward hooks (name, fn): decoded outputs, or logits."""
+        import torch
+
+        with torch.no_grad():
+            logits = self.ctx.ht.run_with_hooks(self.tokens, attention_mask=self.mask, fwd_hooks=list(hooks))
+        if self.logits:
+            return logits
+        out = _tl.decode(self.ctx.compiled, logits, self.mask)
         return out[0] if self.single else out
+
 
     def components(self, components):
         """`a` with the outputs of `components` taken from `b` (component references
@@ -614,7 +618,7 @@ class Patcher:
         [null, null, [i, j]], patterns attn.hook_pattern [null, h], MLP layers
         hook_mlp_out, the embedding blocks.0.hook_resid_pre), everything downstream
         recomputed."""
-        return self._out(_replace_hooks(self.ctx, self.cache_b, components))
+        return self.run(_replace_hooks(self.ctx, self.cache_b, components))
 
     def node(self, node):
         """The node interchange: a circuit.json node's components patched from `b`."""
@@ -629,7 +633,7 @@ class Patcher:
         """Edge patching: the child's input becomes resid_a + out_P(b) - out_P(a),
         nothing else changes. `edge`: a circuit.json edge or an edge tuple."""
         child, ci, parent, pi = _edge_parts(edge)
-        return self._out(child_input_hooks(self.ctx, child, ci, self.delta(parent, pi)))
+        return self.run(child_input_hooks(self.ctx, child, ci, self.delta(parent, pi)))
 
     def edges(self, edges):
         """edge() for each edge, summed: every child's input moved by all its patched
@@ -638,7 +642,7 @@ class Patcher:
         for e in edges:
             child, ci, parent, pi = _edge_parts(e)
             hooks += child_input_hooks(self.ctx, child, ci, self.delta(parent, pi))
-        return self._out(hooks)
+        return self.run(hooks)
 
 
     def cone_ablation(self, node):

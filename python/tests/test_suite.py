@@ -449,3 +449,30 @@ def test_cone_ablation_keeps_every_node_value(built, name):
         assert suite.same(patched, clean), (node["name"] or node["id"], node["cone"])
         checked += 1
     assert checked > 0
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_circuit_holds_on_the_rotated_variant(built, name):
+    """The rotated variant computes the same outputs, and the same heads and neurons
+    patched the same way give the recorded node interchange outputs and the same
+    edge-patched logits: the circuit does not depend on the basis."""
+    m = built[name]
+    if not os.path.isfile(m.weights_path("rotated")):
+        pytest.skip(f"{name}: no rotated/model.h5")
+    A, _ = suite.random_pairs(m, 16, seed=3)
+    assert suite.same(m.run(A, variant="rotated"), m.run(A))
+    rotated, ht = m.weights_path("rotated"), m.tl("rotated")
+    nodes = {n["id"]: n for n in m.circuit["nodes"]}
+    replayed = 0
+    for rec in m.checks["interventions"]["nodes"]:
+        for ex in rec.get("examples", [])[:1]:
+            assert suite.same(suite.patch_node(rotated, ex["a"], ex["b"], nodes[rec["id"]], ht), ex["output"])
+            replayed += 1
+    # An edge patch can leave a position exactly on a decoding threshold (two values at
+    # 0.5), where rounding decides: compare the logits, which the rotation must keep.
+    for w in m.checks["interventions"]["edges"]["qkv"].get("witness", [])[:8]:
+        want = suite.Patcher(m, w["a"], w["b"], logits=True).edge(w["edge"])
+        got = suite.Patcher(rotated, w["a"], w["b"], ht, logits=True).edge(w["edge"])
+        assert torch.allclose(got, want, atol=1e-3), w
+        replayed += 1
+    assert replayed > 0
