@@ -386,15 +386,32 @@ def test_edge_tuples_as_torch_index(built):
     assert isinstance(e[1], TorchIndex) and isinstance(e[3], TorchIndex)
 
 
+def on_threshold(m, logits, got, want):
+    """Whether every position where `got` and `want` differ is one where the decoding
+    is decided by rounding: categorical logits with the largest within 1e-3 of 0.5 or of
+    the second largest. raspc's checks run in double precision, TransformerLens in
+    float32: on such a position either answer is the same intervention."""
+    if m.encoders["output"]["encoding"] != "categorical":
+        return False
+    for p, (g, w) in enumerate(zip(got, want)):
+        if suite.same(g, w):
+            continue
+        row = sorted(logits[0, p + 1].tolist(), reverse=True)
+        if not (abs(row[0] - 0.5) < 1e-3 or (len(row) > 1 and row[0] - row[1] < 1e-3)):
+            return False
+    return True
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_recorded_node_interventions_reproduce(built, name):
     """Every example of checks.json's node interchanges: patching the node's hooks
-    (circuit.json) on a with b gives the recorded decoded output."""
+    (circuit.json) on a with b gives the recorded decoded output (or differs only on
+    a decoding threshold, which float32 and double may decide apart)."""
     m = built[name]
     checks = m.checks["interventions"]
     assert checks["passed"] is True
     nodes = {n["id"]: n for n in m.circuit["nodes"]}
-    replayed = 0
+    replayed = boundary = 0  # boundary: decided by rounding (on_threshold)
     for rec in checks["nodes"]:
         if rec["check"] == "skipped":
             assert rec["reason"]
@@ -404,9 +421,12 @@ def test_recorded_node_interventions_reproduce(built, name):
         assert rec["cone_ablation"]["unchanged"] == rec["cone_ablation"]["pairs"]
         for ex in rec["examples"]:
             got = suite.patch_node(m, ex["a"], ex["b"], nodes[rec["id"]])
-            assert suite.same(got, ex["output"]), (rec["name"], ex)
+            if not suite.same(got, ex["output"]):
+                logits = suite.Patcher(m, ex["a"], ex["b"], logits=True).node(nodes[rec["id"]])
+                assert on_threshold(m, logits, got, ex["output"]), (rec["name"], ex, got)
+                boundary += 1
             replayed += 1
-    assert replayed > 0
+    assert replayed > boundary
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -416,7 +436,7 @@ def test_recorded_edge_witnesses_reproduce(built, name):
     unnecessary edges together are circuit.json's."""
     m = built[name]
     rec = m.checks["interventions"]["edges"]
-    replayed = 0
+    replayed = boundary = 0  # boundary: decided by rounding (on_threshold)
     for g in ("heads", "qkv"):
         r = rec[g]
         assert r["total"] == len(m.circuit["edges"][g])
@@ -426,10 +446,14 @@ def test_recorded_edge_witnesses_reproduce(built, name):
         for w in r.get("witness", []):
             assert suite.edge_tuple(w["edge"]) not in unnecessary
             got = suite.patch_edge(m, w["a"], w["b"], w["edge"])
-            assert suite.same(got, w["output"]), (g, w)
-            assert not suite.same(got, m.run([w["a"]])[0]), (g, w)  # necessary: the output changed
+            if not suite.same(got, w["output"]):
+                logits = suite.Patcher(m, w["a"], w["b"], logits=True).edge(w["edge"])
+                assert on_threshold(m, logits, got, w["output"]), (g, w, got)
+                boundary += 1
+            else:
+                assert not suite.same(got, m.run([w["a"]])[0]), (g, w)  # necessary: the output changed
             replayed += 1
-    assert replayed > 0
+    assert replayed > boundary
 
 
 @pytest.mark.parametrize("name", MODELS)
