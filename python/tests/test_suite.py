@@ -443,6 +443,7 @@ def test_recorded_edge_witnesses_reproduce(built, name):
         unnecessary = edge_set(r.get("unnecessary", []))
         assert unnecessary <= edge_set(m.circuit["edges"][g])
         assert r["necessary"] == r["total"] - len(unnecessary)
+        assert len(r.get("witness", [])) == r["necessary"]  # one per necessary edge
         for w in r.get("witness", []):
             assert suite.edge_tuple(w["edge"]) not in unnecessary
             got = suite.patch_edge(m, w["a"], w["b"], w["edge"])
@@ -453,7 +454,9 @@ def test_recorded_edge_witnesses_reproduce(built, name):
             else:
                 assert not suite.same(got, m.run([w["a"]])[0]), (g, w)  # necessary: the output changed
             replayed += 1
-    assert replayed > boundary
+    # A model with no necessary edge (length: same-length pairs cannot change it) has
+    # nothing to replay.
+    assert replayed > boundary or replayed == 0 == rec["heads"]["necessary"]
 
 
 @pytest.mark.parametrize("name", MODELS)
