@@ -105,11 +105,12 @@ def precision_recall(chosen, truth):
     return (tp / len(chosen) if chosen else 1.0), (tp / len(truth) if truth else 1.0)
 
 
-def score_model(name, h5, ht, circuit_edges, unnecessary, args):
-    """One model's figures: a dict."""
+def score_model(name, h5, ht, circuit_edges, unnecessary, args, run_h5=None):
+    """One model's figures: a dict. The method runs on run_h5 (a variant) when given;
+    the components (the candidates) are the original's, which the variant shares."""
     t0 = time.time()
     A, B = suite.random_pairs(h5, args.pairs, seed=args.seed)
-    patcher = suite.Patcher(h5, A, B, ht)
+    patcher = suite.Patcher(run_h5 or h5, A, B, ht)
     comps = suite.components_from_weights(h5)
     cands = candidates(comps, args.granularity)
     rule = {key(e) for e in circuit_edges}
@@ -139,28 +140,33 @@ def main():
     ap.add_argument("--pairs", type=int, default=32)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threshold", type=float, default=1e-6, help="|score| above which an edge is chosen")
+    ap.add_argument("--variant", choices=("rotated", "compressed"),
+                    help="run the method on the suite's variant of each model (the truth is the original's)")
     ap.add_argument("--json", action="store_true", help="one JSON object per model, then the means")
     args = ap.parse_args()
     if bool(args.suite) == bool(args.h5):
         ap.error("give a suite directory or --h5 files, not both")
+    if args.variant and not args.suite:
+        ap.error("--variant needs a suite (its models' rotated/ and compressed/ folders)")
 
-    jobs = []  # (name, h5, hooked, circuit edges, unnecessary edges or None)
+    jobs = []  # (name, h5, hooked, circuit edges, unnecessary edges or None, variant h5 or None)
     if args.suite:
         for m in suite.load(args.suite):
             if fnmatch.fnmatchcase(m.name, args.models):
                 rec = m.checks["interventions"]["edges"][args.granularity]
-                jobs.append((m.name, m.weights_path(), lambda m=m: m.tl(), m.circuit["edges"][args.granularity],
-                             {key(e) for e in rec.get("unnecessary", [])}))
+                jobs.append((m.name, m.weights_path(), lambda m=m: m.tl(args.variant), m.circuit["edges"][args.granularity],
+                             {key(e) for e in rec.get("unnecessary", [])},
+                             m.weights_path(args.variant) if args.variant else None))
     for path in args.h5:
         name = os.path.splitext(os.path.basename(path))[0]
         jobs.append((name, path, lambda p=path: suite.hooked_for(p), suite.edges_from_weights(path)[args.granularity],
-                     None))
+                     None, None))
     if not jobs:
         sys.exit(f"no model matches {args.models!r}")
 
     rows = []
-    for name, h5, make, edges, unnecessary in jobs:
-        row = score_model(name, h5, make(), edges, unnecessary, args)
+    for name, h5, make, edges, unnecessary, run_h5 in jobs:
+        row = score_model(name, h5, make(), edges, unnecessary, args, run_h5)
         rows.append(row)
         if args.json:
             print(json.dumps(row))
@@ -173,7 +179,8 @@ def main():
         left_out = [r["model"] for r in rows if not r["truth"]]
         print(json.dumps({"mean": mean, "models": len(scored), "left_out": left_out}))
         return
-    print(f"EAP on edges ({args.granularity}), {args.pairs} pairs, seed {args.seed}; truth: "
+    on = f", on the {args.variant} variants" if args.variant else ""
+    print(f"EAP on edges ({args.granularity}){on}, {args.pairs} pairs, seed {args.seed}; truth: "
           f"{'necessary edges' if args.truth == 'necessary' else 'circuit.json edges'}; "
           f"k = |truth|, t = |score| > {args.threshold:g}")
     head = f"{'model':<16} {'cand':>5} {'truth':>5} {'P@k':>6} {'R@k':>6} {'P@t':>6} {'R@t':>6} {'s':>5}"
