@@ -8,6 +8,9 @@ its models in TransformerLens, and the interventions that prove their circuits.
     m.edges("heads")                              # [(child_hook, child_index, parent_hook, parent_index)]
     suite.patch_node(m, a, b, m.circuit["nodes"][3])   # decoded outputs of a with the node from b
 
+suite.programs() lists the curated programs; suite.index(DIR) rebuilds a suite's index
+after shards built its models apart.
+
 Interventions follow the contract of checks.json (docs/runtime.md, "Circuits and
 interventions") and use only TransformerLens hooks (run_with_cache, run_with_hooks).
 TransformerLens 4.3's native bridge, which raspc's models run on, does not fire
@@ -38,7 +41,7 @@ import random
 from . import tl as _tl
 
 __all__ = [
-    "build", "load", "Suite", "SuiteModel", "hooked_for", "edges_from_weights", "components_from_weights",
+    "build", "index", "programs", "load", "Suite", "SuiteModel", "hooked_for", "edges_from_weights", "components_from_weights",
     "edge_tuple", "to_torch_index", "component_output", "child_input_hooks", "patch_components",
     "patch_node", "patch_edge", "Patcher", "run", "same", "random_pairs",
 ]
@@ -47,42 +50,56 @@ __all__ = [
 # Building and loading
 
 
-def _shard_text(shard):
-    """`shard` as the command line writes it, "I/N" (1-based): from "I/N" or (I, N)."""
+def _shard(shard):
+    """`shard` as (I, N), 1-based, from "I/N" (the command line's form) or (I, N)."""
     if shard is None:
         return None
-    if isinstance(shard, str):
-        parts = shard.split("/")
-    else:
-        parts = list(shard)
+    parts = shard.split("/") if isinstance(shard, str) else list(shard)
     try:
         i, n = (int(x) for x in parts)
     except (TypeError, ValueError):
         raise ValueError(f"shard must be 'I/N' or (I, N) with 1 <= I <= N, not {shard!r}") from None
     if not 1 <= i <= n:
         raise ValueError(f"shard must be 'I/N' or (I, N) with 1 <= I <= N, not {shard!r}")
-    return f"{i}/{n}"
+    return (i, n)
+
+
+def _core_fn(name):
+    from . import _core
+
+    if not hasattr(_core, name):
+        raise RuntimeError(f"this raspc module has no suite builder (raspc._core.{name}): reinstall raspc "
+                           "from a checkout that has `raspc suite` (pip install .), or run "
+                           "`raspc suite build DIR` and then raspc.suite.load(DIR)")
+    return getattr(_core, name)
 
 
 def build(dir, programs=None, jobs=None, shard=None, force=False):
     """Builds the suite into `dir`, as `raspc suite build DIR` does, in-process, and
-    returns it loaded (a Suite).
+    returns it loaded (a Suite). A model that fails is marked in the index (its entry's
+    "status" and "error"), not raised.
 
     programs: a glob of the curated programs' names ('classic_*'), or a filesystem glob
     of your own programs when it contains '/' or ends in '.rasp'; None for all.
     jobs: worker threads (None: one per core). shard: "I/N" or (I, N), build every N-th
-    program starting at the I-th (a cluster job array; then `raspc suite index DIR`).
+    program starting at the I-th (a cluster job array; then suite.index(DIR)).
     force: rebuild models already in `dir`.
     """
-    from . import _core
-
-    if not hasattr(_core, "suite_build"):
-        raise RuntimeError("this raspc module has no suite builder (raspc._core.suite_build): reinstall raspc "
-                           "from a checkout that has `raspc suite` (pip install .), or run "
-                           "`raspc suite build DIR` and then raspc.suite.load(DIR)")
-    text = _core.suite_build(os.fspath(dir), programs=programs, jobs=0 if jobs is None else int(jobs),
-                             shard=_shard_text(shard), force=bool(force))
+    text = _core_fn("suite_build")(os.fspath(dir), programs=programs, jobs=0 if jobs is None else int(jobs),
+                                   shard=_shard(shard), force=bool(force))
     return Suite(dir, index=json.loads(text))
+
+
+def index(dir):
+    """Rebuilds index.json, index.csv and README.md of `dir` from the models there (after
+    shards built them apart), as `raspc suite index DIR`; returns the Suite."""
+    text = _core_fn("suite_index")(os.fspath(dir))
+    return Suite(dir, index=json.loads(text))
+
+
+def programs():
+    """The curated programs embedded in raspc, with their metadata (`raspc suite list`)."""
+    return json.loads(_core_fn("suite_list")())
 
 
 def load(dir):
