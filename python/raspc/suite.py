@@ -442,13 +442,15 @@ def _weights(model):
 
 
 def _pairs(a, b):
-    """(batch a, batch b, single): two batches of sequences, pairwise of equal length."""
+    """(batch a, batch b, single): two batches of sequences, pairwise of equal length.
+    As raspc.tl.to_tokens reads inputs: a list of sequences is a batch; a list of tokens,
+    or a string of space-separated tokens, is one sequence."""
     def as_batch(x):
         if isinstance(x, str):
             return [x.split()], True
         x = list(x)
         if x and all(not isinstance(s, (str, bytes)) and hasattr(s, "__len__") for s in x):
-            return [list(s.split()) if isinstance(s, str) else list(s) for s in x], False
+            return [list(s) for s in x], False
         return [x], True
 
     A, single = as_batch(a)
