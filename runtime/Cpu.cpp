@@ -55,8 +55,10 @@ template <class T> struct CpuImpl final : HostLogitsImpl<T> {
   static constexpr double kSparseDensity = 0.2;
 
   llvm::Error forward(const TraceFn *trace) override {
-    // Eigen's thread count is process-wide: set it for this executor's products.
-    Eigen::setNbThreads(this->threads);
+    // Eigen's thread count is process-wide: set it for this executor's products. Only
+    // when it differs, so that executors of one count on several threads (the suite's
+    // workers) only read it: concurrent writes of it are a data race.
+    if (Eigen::nbThreads() != this->threads) Eigen::setNbThreads(this->threads);
     const int Tn = seqRows;
     const Eigen::Index N = Eigen::Index(nSeq) * Tn, D = cfg.d_model, Dh = cfg.d_head;
     ensure(X, N, D);

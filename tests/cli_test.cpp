@@ -134,7 +134,7 @@ TEST(Cli, UnknownCommandIsNamed) {
   auto r = run(raspcBinary() + " frobnicate --json");
   EXPECT_EQ(r.exitCode, 2);
   EXPECT_EQ(r.out, "raspc: error: unknown command 'frobnicate' (commands: eval, graph, repl, compile, run, verify, "
-                   "inspect, crate)\n");
+                   "inspect, crate, transform, suite, show)\n");
   r = run(raspcBinary() + " crate frob");
   EXPECT_EQ(r.exitCode, 2);
   EXPECT_EQ(r.out, "raspc: error: unknown command 'crate frob' (crate commands: run, synth)\n");
@@ -908,4 +908,115 @@ TEST(CliCompile, PaperExamplesCompileUnannotatedAndVerifyExact) {
     EXPECT_EQ(r.out.rfind(paper + ": " + c.want, 0), 0u) << c.sop << ": " << r.out;
   }
 }
+} // namespace
+
+namespace {
+
+// raspc suite build / index / list as a user runs them: a failed model is named, the
+// others build, the exit code says so; reruns need --force.
+TEST(CliSuite, BuildIndexList) {
+  std::string dir = raspc::test::tempPath("suite");
+  llvm::sys::fs::remove_directories(dir);
+  llvm::sys::fs::create_directories(dir + "/src");
+  std::ofstream(dir + "/src/sort.rasp") << "# description: sort\n# category: classic\n# difficulty: easy\n"
+                                        << slurp(example("sort"));
+  std::ofstream(dir + "/src/rejects.rasp") << "# raspc: --vocab \"a b\" --max-len 10\n"
+                                              "nb = selector_width(select(tokens, \"b\", ==));\nr = 10 / (10 - nb);\n";
+  const std::string out = dir + "/out";
+  auto r = run(raspcBinary() + " suite build " + out + " --programs '" + dir + "/src/*.rasp' --jobs 2");
+  EXPECT_EQ(r.exitCode, 1) << r.out;
+  EXPECT_NE(r.out.find("raspc: error: rejects: not exact: 0 mismatches in 2046 inputs; the interpreter rejects 1 "
+                       "input, first \"b b b b b b b b b b\": " + dir + "/src/rejects.rasp:3:8: division by zero"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("built 1 model into " + out + " in "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(" s; 1 failed: rejects\n"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("[1/2]"), std::string::npos) << "no progress when piped: " << r.out;
+  EXPECT_TRUE(llvm::sys::fs::exists(out + "/models/sort/model.safetensors"));
+
+  r = run(raspcBinary() + " suite build " + out + " --programs '" + dir + "/src/*.rasp'");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: '" + out + "/models/rejects' exists (and 1 more model folder); pass --force to rebuild\n");
+  r = run(raspcBinary() + " suite build " + out + " --programs '" + dir + "/src/sort.rasp' --force --json");
+  EXPECT_EQ(r.exitCode, 0) << r.out;
+  auto j = raspc::json::parse(r.out);
+  ASSERT_TRUE(bool(j)) << llvm::toString(j.takeError()) << r.out;
+  EXPECT_EQ(j->get("built")->i, 1);
+  EXPECT_EQ(j->get("models")->array[0].get("name")->s, "sort");
+  EXPECT_TRUE(j->get("models")->array[0].get("exact")->b);
+
+  r = run(raspcBinary() + " suite index " + out + " --json");
+  EXPECT_EQ(r.exitCode, 0) << r.out;
+  auto index = raspc::json::parse(r.out);
+  ASSERT_TRUE(bool(index)) << llvm::toString(index.takeError()) << r.out;
+  ASSERT_EQ(index->get("models")->array.size(), 2u);
+  EXPECT_EQ(index->get("models")->array[0].get("status")->s, "failed");
+  EXPECT_EQ(slurp(out + "/index.json"), r.out);
+
+  r = run(raspcBinary() + " suite build " + out + " --shard 3/2");
+  EXPECT_EQ(r.exitCode, 2);
+  EXPECT_EQ(r.out, "raspc: error: --shard 3/2: give I/N with 1 <= I <= N, e.g. 3/10\n");
+  r = run(raspcBinary() + " suite index " + dir + "/nowhere");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: " + dir + "/nowhere/models: no such folder (is " + dir + "/nowhere a built suite?)\n");
+
+  r = run(raspcBinary() + " suite list --json");
+  EXPECT_EQ(r.exitCode, 0) << r.out;
+  auto list = raspc::json::parse(r.out);
+  ASSERT_TRUE(bool(list)) << llvm::toString(list.takeError()) << r.out;
+  EXPECT_EQ(list->kind, raspc::json::Value::Array);
+  for (auto &p : list->array) {
+    EXPECT_FALSE(p.get("vocab")->array.empty()) << p.get("name")->s;
+    EXPECT_GT(p.get("max_len")->i, 0) << p.get("name")->s;
+  }
+}
+
+// raspc show on sort: the heads titled by their nodes, the decoded values, well-formed SVG.
+TEST(CliShow, SortAsSvgAndHtml) {
+  std::string model = raspc::test::tempPath("sort.h5"), svg = raspc::test::tempPath("sort.svg"),
+              html = raspc::test::tempPath("sort.html");
+  for (auto &f : {model, svg, html}) std::remove(f.c_str());
+  ASSERT_EQ(run(raspcBinary() + " compile " + example("sort") + " -o " + model).exitCode, 0);
+  auto r = run(raspcBinary() + " show " + model + " --input \"3 1 2 2\" -o " + svg);
+  EXPECT_EQ(r.exitCode, 0) << r.out;
+  EXPECT_EQ(r.out, "wrote " + svg + ": 3 heads, 7 steps\n");
+  // Every <text> in document order, '|'-separated, by a real XML parser.
+  r = run("/usr/bin/python3 -c \"import sys, xml.etree.ElementTree as E; "
+          "print('|'.join(t.text or '' for t in E.parse(sys.argv[1]).iter('{http://www.w3.org/2000/svg}text')))\" " +
+          svg);
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  const std::string &t = r.out;
+  EXPECT_EQ(t.rfind(example("sort") + " on \"3 1 2 2\": out = [1, 2, 2, 3]|", 0), 0u) << t;
+  // The weights in the cells: row "3" of `smaller` attends to BOS and the three smaller tokens.
+  EXPECT_NE(t.find("layer 0 head 0|smaller|BOS|3|1|2|2|BOS|1|3|.25|.25|.25|.25|"), std::string::npos) << t;
+  for (const char *title : {"layer 0 head 0|smaller", "layer 0 head 1|", "layer 2 head 0|out"})
+    EXPECT_NE(t.find(title), std::string::npos) << title << "\n" << t;
+  // Heatmap axes: BOS and the tokens.
+  EXPECT_NE(t.find("BOS|3|1|2|2|BOS|"), std::string::npos) << t;
+  // The last table: after the last MLP, the output row holds the sorted tokens.
+  size_t last = t.find("after layer 2 mlp");
+  ASSERT_NE(last, std::string::npos) << t;
+  EXPECT_NE(t.find("|out|1|2|2|3", last), std::string::npos) << t;
+  EXPECT_NE(t.find("|tokens|3|1|2|2"), std::string::npos) << t;
+  EXPECT_NE(t.find("after the embedding|input|3|1|2|2|"), std::string::npos) << t;
+
+  r = run(raspcBinary() + " show " + model + " --input \"3 1 2 2\" -o " + html);
+  EXPECT_EQ(r.exitCode, 0) << r.out;
+  std::string page = slurp(html);
+  EXPECT_EQ(page.rfind("<!DOCTYPE html>", 0), 0u);
+  EXPECT_NE(page.find("<svg xmlns="), std::string::npos);
+  EXPECT_NE(page.find("<tr><td>out</td><td>1</td><td>2</td><td>2</td><td>3</td></tr>"), std::string::npos) << page;
+
+  r = run(raspcBinary() + " show " + model + " --input \"3 1 2 2\" -o " + svg);
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_EQ(r.out, "raspc: error: '" + svg + "' exists; pass --force to overwrite it\n");
+  r = run(raspcBinary() + " show " + model + " --input \"3 9\" -o " + svg + " --force");
+  EXPECT_EQ(r.exitCode, 1);
+  EXPECT_NE(r.out.find("raspc: error: --input: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("'9'"), std::string::npos) << r.out;
+  r = run(raspcBinary() + " show " + model + " --input \"3 1 2 2\" -o x.png");
+  EXPECT_EQ(r.exitCode, 2);
+  EXPECT_EQ(r.out, "raspc: error: -o x.png: name an .svg or .html file (the format follows the extension)\n");
+}
+
 } // namespace

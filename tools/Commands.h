@@ -1,10 +1,12 @@
 // Subcommands of the raspc tool.
 #pragma once
+#include "backend/Model.h"
 #include "frontend/Program.h"
 #include "support/Files.h"
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -62,5 +64,23 @@ CLI::Validator seedValidator();
 // function runs the crate command that was parsed and gives its exit code, or nullopt
 // when no crate command was given.
 std::function<std::optional<int>()> addCrateCommands(CLI::App &app);
+
+// Adds `transform` (tools/Transform.cpp): a rotated or compressed variant of a model.
+// After parsing, the returned function runs it and gives its exit code, or nullopt
+// when it was not the command given.
+std::function<std::optional<int>()> addTransformCommand(CLI::App &app);
+
+// What each attention head computes or serves, by (layer, head): the node's label, with
+// the helper's role in parentheses for a helper head ("x (BOS cleanup)").
+std::map<std::pair<int, int>, std::string> headLabels(const Model &m);
+
+// Adds `suite build | index | list` (tools/Suite.cpp); the returned function runs the
+// one parsed, as addCrateCommands.
+std::function<std::optional<int>()> addSuiteCommands(CLI::App &app);
+
+// raspc show: attention patterns and decoded s-ops of a model on one input, as SVG or
+// HTML (tools/Show.cpp).
+int runShow(const std::string &model, const std::string &input, const std::string &out, bool force,
+            int64_t maxParams);
 
 } // namespace raspc::tools

@@ -1,11 +1,14 @@
 // raspc compile / run / verify / inspect: from RASP to weights and back.
 #include "backend/Hdf5.h"
 #include "backend/Safetensors.h"
+#include "backend/Variants.h"
 #include "frontend/Program.h"
 #include "passes/Compiler.h"
 #include "runtime/Executor.h"
+#include "suite/Exact.h"
 #include "support/Files.h"
 #include "tools/Commands.h"
+#include "tools/Progress.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -22,7 +25,6 @@
 #include <fstream>
 #include <iostream>
 #include <map>
-#include <random>
 #include <unistd.h>
 
 namespace raspc::tools {
@@ -310,12 +312,7 @@ int runModel(const std::string &path, const std::optional<std::string> &input,
   }
   uint64_t seqBase = 0; // sequences before this batch (for the trace's "[seq]" labels)
   // What each head computes or serves, for the attention part of the trace.
-  std::map<std::pair<int, int>, std::string> headLabels;
-  for (const NodeInfo &n : m->nodes) {
-    for (int h : n.heads) headLabels[{n.layer, h}] = nodeLabel(n);
-    for (const HelperBlock &b : n.helpers)
-      for (int h : b.heads) headLabels[{b.layer, h}] = nodeLabel(n) + " (" + b.role + ")";
-  }
+  std::map<std::pair<int, int>, std::string> headLabels = tools::headLabels(*m);
   std::map<int, Eigen::MatrixXd> entering; // per sequence: the residual entering the next sublayer
   std::vector<std::string> traceJson;      // per sequence of the batch, with --json
   TraceFn fn = [&](int layer, const std::string &sub, const Eigen::MatrixXd &res, int seq) {
@@ -439,30 +436,6 @@ int runModel(const std::string &path, const std::optional<std::string> &input,
   return 0;
 }
 
-namespace {
-
-class Progress {
-public:
-  Progress(uint64_t total, bool enabled) : total_(total), enabled_(enabled && isatty(2)) {}
-  void update(uint64_t done) {
-    if (!enabled_) return;
-    int pct = int(100 * done / std::max<uint64_t>(1, total_));
-    if (pct == last_ && done != total_) return;
-    last_ = pct;
-    int bar = pct * 30 / 100;
-    fprintf(stderr, "\r[%s%s] %3d%% %llu/%llu", std::string(size_t(bar), '#').c_str(),
-            std::string(size_t(30 - bar), ' ').c_str(), pct, (unsigned long long)done, (unsigned long long)total_);
-    if (done == total_) fprintf(stderr, "\n");
-  }
-
-private:
-  uint64_t total_;
-  bool enabled_;
-  int last_ = -1;
-};
-
-} // namespace
-
 int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json, int threads) {
   Program p;
   auto c = compileFile(p, f);
@@ -473,125 +446,31 @@ int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json, int 
     return 1;
   }
   exec->setThreads(threads);
-  const auto &vocab = *c->opts.vocab;
-  int N = *c->opts.maxLen;
-  // Every input of every length up to N when there are at most a million.
-  uint64_t total = 0;
-  bool exhaustive = true;
-  {
-    uint64_t count = 1;
-    for (int len = 1; len <= N && exhaustive; ++len) {
-      if (count > 1'000'000 / std::max<size_t>(1, vocab.size())) exhaustive = false;
-      count *= vocab.size();
-      total += count;
-      if (total > 1'000'000) exhaustive = false;
-    }
+  std::optional<Progress> bar;
+  ExactOptions eo{samples, seed, [&](uint64_t done, uint64_t total) {
+                    if (!bar) bar.emplace(total, !json);
+                    bar->update(done);
+                  }};
+  auto r = checkExact(p, c->model, c->output, c->opts, *exec, eo);
+  if (!r) {
+    error(llvm::toString(r.takeError()));
+    return 1;
   }
-  if (!exhaustive) total = uint64_t(samples);
-  std::mt19937_64 rng(seed);
-  std::vector<size_t> digits;
-  int len = 1;
-  auto next = [&](std::vector<std::string> &seq) {
-    if (!exhaustive) {
-      std::uniform_int_distribution<int> L(1, N);
-      std::uniform_int_distribution<size_t> T(0, vocab.size() - 1);
-      seq.resize(size_t(L(rng)));
-      for (auto &t : seq) t = vocab[T(rng)];
-      return;
-    }
-    if (digits.size() != size_t(len)) digits.assign(size_t(len), 0);
-    seq.resize(size_t(len));
-    for (int i = 0; i < len; ++i) seq[size_t(i)] = vocab[digits[size_t(i)]];
-    size_t i = 0;
-    for (; i < digits.size(); ++i) {
-      if (++digits[i] < vocab.size()) break;
-      digits[i] = 0;
-    }
-    if (i == digits.size()) {
-      ++len;
-      digits.clear();
-    }
-  };
-  Interpreter interp(p.graph(), p.interpreterOptions(c->opts));
-  Progress bar(total, !json);
-  uint64_t done = 0, mismatches = 0, rejected = 0;
-  std::string rejectedInput, rejectedError; // the first input the interpreter rejects
-  const size_t kBatch = 256;
-  std::vector<std::vector<std::string>> batch;
-  auto t0 = std::chrono::steady_clock::now();
-  while (done < total) {
-    batch.clear();
-    while (batch.size() < kBatch && done + batch.size() < total) {
-      std::vector<std::string> seq;
-      next(seq);
-      batch.push_back(std::move(seq));
-    }
-    auto outs = exec->run(batch);
-    if (!outs) {
-      error(llvm::toString(outs.takeError()));
-      return 1;
-    }
-    for (size_t b = 0; b < batch.size(); ++b) {
-      if (auto err = interp.run(batch[b], {c->output})) {
-        // The interpreter rejects this input (e.g. averaging strings): the model has no
-        // defined answer to match, so the input is counted and reported, never skipped.
-        std::string msg;
-        llvm::handleAllErrors(std::move(err), [&](const LocatedError &e) { msg = describeLoc(p.sourceMgr(), e.loc()) + ": " + e.message(); },
-                              [&](const llvm::ErrorInfoBase &e) { msg = e.message(); });
-        if (rejected++ == 0) {
-          for (auto &t : batch[b]) rejectedInput += (rejectedInput.empty() ? "" : " ") + t;
-          rejectedError = msg;
-        }
-        continue;
-      }
-      const auto &want = interp.sop(c->output);
-      if (matchesInterpreter((*outs)[b], want)) continue;
-      if (++mismatches > 1) continue;
-      std::string in;
-      for (auto &t : batch[b]) in += (in.empty() ? "" : " ") + t;
-      llvm::errs() << (json ? "" : "\n") << "mismatch on input \"" << in << "\"\n  interpreter: "
-                   << formatSequence(want, false) << "\n  model:       " << formatSequence((*outs)[b], false) << "\n";
-      // The first s-op whose decoded value differs, in model order.
-      std::string first;
-      TraceFn fn = [&](int layer, const std::string &sub, const Eigen::MatrixXd &res, int) {
-        if (!first.empty()) return;
-        for (auto &[name, vals] : decodeNodes(c->model, res)) {
-          for (auto &info : c->model.nodes) {
-            if (nodeLabel(info) != name || info.writes.empty()) continue;
-            bool placed = info.layer < layer || (info.layer == layer && (sub == "mlp" || info.sublayer == "attn"));
-            if (!placed && info.sublayer != "embed") continue;
-            if (auto err = interp.run(batch[b], {ir::NodeId(info.id)})) {
-              llvm::consumeError(std::move(err));
-              continue;
-            }
-            if (!matchesInterpreter(vals, interp.sop(ir::NodeId(info.id))))
-              first = fmt::format("  first difference: '{}' ({}, layer {} {}) at {}: interpreter {}, model {}", name,
-                                  info.kind, info.layer, info.sublayer, info.location.empty() ? "?" : info.location,
-                                  formatSequence(interp.sop(ir::NodeId(info.id)), false), formatSequence(vals, false));
-          }
-        }
-      };
-      std::vector<std::vector<std::string>> one = {batch[b]};
-      (void)exec->run(one, &fn);
-      if (!first.empty()) llvm::errs() << first << "\n";
-    }
-    done += batch.size();
-    bar.update(done);
-  }
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (rejected)
-    llvm::errs() << (json ? "" : "\n") << "the interpreter rejects " << rejected << " input" << (rejected == 1 ? "" : "s")
-                 << ", first \"" << rejectedInput << "\": " << rejectedError << "\n";
+  if (r->firstMismatch) llvm::errs() << (json ? "" : "\n") << r->describeMismatch();
+  if (r->rejected)
+    llvm::errs() << (json ? "" : "\n") << "the interpreter rejects " << r->rejected << " input"
+                 << (r->rejected == 1 ? "" : "s") << ", first \"" << r->rejectedInput << "\": " << r->rejectedError
+                 << "\n";
   if (json)
     std::cout << fmt::format("{{\"inputs\": {}, \"exhaustive\": {}, \"mismatches\": {}, \"rejected\": {}, "
                              "\"seconds\": {:.3f}}}\n",
-                             done, exhaustive ? "true" : "false", mismatches, rejected, secs);
+                             r->inputs, r->exhaustive ? "true" : "false", r->mismatches, r->rejected, r->seconds);
   else
-    std::cout << fmt::format("{}: {} {} inputs, {} mismatch{}{} ({})\n", f.file, exhaustive ? "all" : "random", done,
-                             mismatches, mismatches == 1 ? "" : "es",
-                             rejected ? fmt::format(", {} rejected by the interpreter", rejected) : "",
+    std::cout << fmt::format("{}: {} {} inputs, {} mismatch{}{} ({})\n", f.file, r->exhaustive ? "all" : "random",
+                             r->inputs, r->mismatches, r->mismatches == 1 ? "" : "es",
+                             r->rejected ? fmt::format(", {} rejected by the interpreter", r->rejected) : "",
                              summary(c->stats));
-  return mismatches || rejected ? 1 : 0;
+  return r->exact() ? 0 : 1;
 }
 
 int runInspect(const std::string &path, bool json, int64_t maxParams) {
@@ -642,7 +521,11 @@ int runInspect(const std::string &path, bool json, int64_t maxParams) {
       }
       s += "]";
     }
-    s += "], \"residual\": [";
+    s += "], \"residual_basis\": " +
+         (hasResidualBasis(*m) ? fmt::format("{{\"kind\": \"{}\", \"labels\": {}, \"d_model\": {}}}",
+                                             residualBasisKind(*m), residualLabelCount(*m), c.d_model)
+                               : std::string("null"));
+    s += ", \"residual\": [";
     for (size_t i = 0; i < m->residualLabels.size(); ++i)
       s += (i ? ", \"" : "\"") + jsonEscape(m->residualLabels[i]) + "\"";
     std::cout << s << "]}\n";
@@ -661,7 +544,11 @@ int runInspect(const std::string &path, bool json, int64_t maxParams) {
       std::cout << fmt::format("  {:<20} {:<16} {:<20} {}\n", x.place, x.node, x.what + (x.op.empty() ? "" : " " + x.op),
                                x.location);
   }
-  std::cout << "residual (" << m->residualLabels.size() << "):";
+  if (hasResidualBasis(*m))
+    std::cout << fmt::format("residual basis: {} ({} labels in {} dimensions; a label's vector is its row of "
+                             "metadata/residual_basis)\n",
+                             residualBasisKind(*m), residualLabelCount(*m), c.d_model);
+  std::cout << "residual (" << m->residualLabels.size() << (hasResidualBasis(*m) ? " labels" : "") << "):";
   for (size_t i = 0; i < m->residualLabels.size(); ++i) std::cout << (i % 8 ? " " : "\n  ") << m->residualLabels[i];
   std::cout << "\n";
   return 0;

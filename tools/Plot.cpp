@@ -20,10 +20,12 @@ constexpr double kPanelWidth = 340, kWidth = 3 * kPanelWidth, kHeight = 330;
 constexpr double kLeft = 72, kRight = 320; // the plot area, from the panel's left edge
 constexpr double kTop = 72, kBottom = 270;
 
+} // namespace
+
 // A coordinate: at most two decimals, no trailing zeros. Every coordinate is computed
 // from finite values; a non-finite one (which would be a bug) is written as 0 rather
 // than as "nan".
-std::string num(double v) {
+std::string svgNumber(double v) {
   if (!std::isfinite(v)) v = 0;
   std::string s = fmt::format("{:.2f}", v);
   while (s.back() == '0') s.pop_back();
@@ -80,6 +82,8 @@ std::string xmlText(const std::string &s) {
   }
   return out;
 }
+
+namespace {
 
 // 1, 2 or 5 times a power of ten, at least `rough` (> 0); 0 when out of range.
 double niceStep(double rough) {
@@ -190,32 +194,32 @@ void panel(std::string &svg, const std::vector<CrateLayerMetrics> &ms, const Axi
   Axis ys = valueAxis(finite);
   svg += fmt::format("<g id=\"panel-{}\">\n", s.id);
   svg += fmt::format("<text x=\"{}\" y=\"56\" font-size=\"13\" text-anchor=\"middle\">{}</text>\n",
-                     num((left + right) / 2), xmlText(s.title));
+                     svgNumber((left + right) / 2), xmlText(s.title));
   // Grid lines at the value ticks, then the axes and the tick marks.
   svg += "<g stroke=\"#e6e6e6\" stroke-width=\"1\">\n";
   for (double t : ys.ticks) {
-    std::string y = num(ys.at(t, kBottom, kTop));
-    svg += fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"/>\n", num(left), y, num(right), y);
+    std::string y = svgNumber(ys.at(t, kBottom, kTop));
+    svg += fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"/>\n", svgNumber(left), y, svgNumber(right), y);
   }
   svg += "</g>\n<g stroke=\"#333333\" stroke-width=\"1\" fill=\"none\">\n";
-  svg += fmt::format("<path d=\"M{} {}V{}H{}\"/>\n", num(left), num(kTop), num(kBottom), num(right));
+  svg += fmt::format("<path d=\"M{} {}V{}H{}\"/>\n", svgNumber(left), svgNumber(kTop), svgNumber(kBottom), svgNumber(right));
   for (double t : ys.ticks) {
-    std::string y = num(ys.at(t, kBottom, kTop));
-    svg += fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"/>\n", num(left - 5), y, num(left), y);
+    std::string y = svgNumber(ys.at(t, kBottom, kTop));
+    svg += fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"/>\n", svgNumber(left - 5), y, svgNumber(left), y);
   }
   for (double t : xs.ticks) {
-    std::string x = num(xs.at(t, left, right));
-    svg += fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"/>\n", x, num(kBottom), x, num(kBottom + 5));
+    std::string x = svgNumber(xs.at(t, left, right));
+    svg += fmt::format("<line x1=\"{}\" y1=\"{}\" x2=\"{}\" y2=\"{}\"/>\n", x, svgNumber(kBottom), x, svgNumber(kBottom + 5));
   }
   svg += "</g>\n<g font-size=\"11\" fill=\"#333333\" text-anchor=\"end\">\n";
   for (size_t i = 0; i < ys.ticks.size(); ++i)
-    svg += fmt::format("<text x=\"{}\" y=\"{}\">{}</text>\n", num(left - 8), num(ys.at(ys.ticks[i], kBottom, kTop) + 4),
+    svg += fmt::format("<text x=\"{}\" y=\"{}\">{}</text>\n", svgNumber(left - 8), svgNumber(ys.at(ys.ticks[i], kBottom, kTop) + 4),
                        xmlText(ys.labels[i]));
   svg += "</g>\n<g font-size=\"11\" fill=\"#333333\" text-anchor=\"middle\">\n";
   for (size_t i = 0; i < xs.ticks.size(); ++i)
-    svg += fmt::format("<text x=\"{}\" y=\"{}\">{}</text>\n", num(xs.at(xs.ticks[i], left, right)), num(kBottom + 18),
+    svg += fmt::format("<text x=\"{}\" y=\"{}\">{}</text>\n", svgNumber(xs.at(xs.ticks[i], left, right)), svgNumber(kBottom + 18),
                        xmlText(xs.labels[i]));
-  svg += fmt::format("<text x=\"{}\" y=\"{}\">layer</text>\n</g>\n", num((left + right) / 2), num(kBottom + 40));
+  svg += fmt::format("<text x=\"{}\" y=\"{}\">layer</text>\n</g>\n", svgNumber((left + right) / 2), svgNumber(kBottom + 40));
   // The values: one polyline per run of finite values, a marker (with the value as its
   // tooltip) per layer.
   std::string line, markers;
@@ -230,7 +234,7 @@ void panel(std::string &svg, const std::vector<CrateLayerMetrics> &ms, const Axi
       endLine();
       continue;
     }
-    std::string x = num(xs.at(m.layer, left, right)), y = num(ys.at(v, kBottom, kTop));
+    std::string x = svgNumber(xs.at(m.layer, left, right)), y = svgNumber(ys.at(v, kBottom, kTop));
     line += (line.empty() ? "" : " ") + x + "," + y;
     markers += fmt::format("<circle cx=\"{}\" cy=\"{}\" r=\"3.5\"><title>layer {}: {:.6g}</title></circle>\n", x, y,
                            m.layer, v);
@@ -243,7 +247,7 @@ void panel(std::string &svg, const std::vector<CrateLayerMetrics> &ms, const Axi
     if (leftOut.size() > 8) which += ", ...";
     svg += fmt::format("<text x=\"{}\" y=\"{}\" font-size=\"10\" fill=\"#aa0000\">not finite, left out: layer{} "
                        "{}</text>\n",
-                       num(left + 6), num(kTop + 12), leftOut.size() > 1 ? "s" : "", which);
+                       svgNumber(left + 6), svgNumber(kTop + 12), leftOut.size() > 1 ? "s" : "", which);
   }
   svg += "</g>\n";
 }
@@ -254,9 +258,9 @@ std::string metricsSvg(const std::vector<CrateLayerMetrics> &ms, const std::stri
   std::string svg = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
   svg += fmt::format("<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"{0}\" height=\"{1}\" "
                      "viewBox=\"0 0 {0} {1}\" font-family=\"sans-serif\">\n",
-                     num(kWidth), num(kHeight));
+                     svgNumber(kWidth), svgNumber(kHeight));
   svg += fmt::format("<title>{}</title>\n", xmlText(title));
-  svg += fmt::format("<rect width=\"{}\" height=\"{}\" fill=\"white\"/>\n", num(kWidth), num(kHeight));
+  svg += fmt::format("<rect width=\"{}\" height=\"{}\" fill=\"white\"/>\n", svgNumber(kWidth), svgNumber(kHeight));
   // The title line: in smaller type when long (about 0.65 em a character), and squeezed
   // into the width when even 8 pixels is too wide.
   const double room = kWidth - 32;
@@ -264,9 +268,9 @@ std::string metricsSvg(const std::vector<CrateLayerMetrics> &ms, const std::stri
   double size = 15;
   if (0.65 * size * chars > room) size = std::max(8.0, std::floor(room / (0.65 * chars)));
   std::string squeeze = 0.65 * size * chars > room
-                            ? fmt::format(" textLength=\"{}\" lengthAdjust=\"spacingAndGlyphs\"", num(room))
+                            ? fmt::format(" textLength=\"{}\" lengthAdjust=\"spacingAndGlyphs\"", svgNumber(room))
                             : "";
-  svg += fmt::format("<text x=\"16\" y=\"28\" font-size=\"{}\" font-weight=\"bold\"{}>{}</text>\n", num(size),
+  svg += fmt::format("<text x=\"16\" y=\"28\" font-size=\"{}\" font-weight=\"bold\"{}>{}</text>\n", svgNumber(size),
                      squeeze, xmlText(title));
   if (ms.empty()) {
     svg += "<text x=\"16\" y=\"60\" font-size=\"13\">no layers</text>\n</svg>\n";

@@ -20,4 +20,10 @@ namespace raspc::tools {
 // single layer is one marker. Every number written is finite.
 std::string metricsSvg(const std::vector<CrateLayerMetrics> &ms, const std::string &title);
 
+// For every SVG raspc writes (also `raspc show`): a coordinate with at most two
+// decimals and no trailing zeros (a non-finite value, a bug, as 0), and text for an
+// element or attribute: markup escaped, control characters as spaces, invalid UTF-8 as '?'.
+std::string svgNumber(double v);
+std::string xmlText(const std::string &s);
+
 } // namespace raspc::tools

@@ -212,6 +212,18 @@ static int realMain(int argc, char **argv) {
   addMaxParams(inspect, inspectMaxParams);
 
   auto crate = tools::addCrateCommands(app);
+  auto transform = tools::addTransformCommand(app);
+  auto suite = tools::addSuiteCommands(app);
+
+  std::string showModel, showInput, showOut;
+  bool showForce = false;
+  std::optional<int64_t> showMaxParams;
+  auto *show = app.add_subcommand("show", "draw a model's attention patterns and decoded s-ops on an input (SVG or HTML)");
+  show->add_option("MODEL", showModel, "compiled model (.h5)")->required();
+  show->add_option("--input", showInput, "input tokens separated by spaces")->required();
+  show->add_option("-o,--out", showOut, "the picture to write: x.svg, or x.html (the SVG and tables)")->required();
+  show->add_flag("--force", showForce, "overwrite an existing file");
+  addMaxParams(show, showMaxParams);
 
   if (!checkCommandNames(app, argc, argv)) return 2;
   try {
@@ -260,6 +272,10 @@ static int realMain(int argc, char **argv) {
   if (verify->parsed()) return tools::runVerify(verifyFlags, samples, seed, verifyJson, verifyThreads);
   if (inspect->parsed()) return tools::runInspect(inspectFile, inspectJson, inspectMaxParams.value_or(kDefaultMaxParams));
   if (auto rc = crate()) return *rc;
+  if (auto rc = transform()) return *rc;
+  if (auto rc = suite()) return *rc;
+  if (show->parsed())
+    return tools::runShow(showModel, showInput, showOut, showForce, showMaxParams.value_or(kDefaultMaxParams));
   return 2;
 }
 

@@ -9,10 +9,12 @@
 #include "frontend/Program.h"
 #include "passes/Compiler.h"
 #include "runtime/Executor.h"
+#include "suite/Suite.h"
 
 #include <fmt/format.h>
 #include <llvm/Support/raw_ostream.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -109,6 +111,20 @@ struct PyModel {
     d["output_encoding"] = m.outputEncoding;
     d["output_values"] = toPython(m.outputValues);
     d["residual_labels"] = nb::cast(m.residualLabels);
+    // A rotated or compressed model's label vectors [n_labels, d_model], as lists (so
+    // that metadata dicts still compare with ==); None: one-hot.
+    if (hasResidualBasis(m)) {
+      nb::list rows;
+      const int64_t n = m.residualBasis.shape[0], dm = m.residualBasis.shape[1];
+      for (int64_t i = 0; i < n; ++i) {
+        nb::list row;
+        for (int64_t j = 0; j < dm; ++j) row.append(double(m.residualBasis.at(i, j)));
+        rows.append(row);
+      }
+      d["residual_basis"] = rows;
+    } else {
+      d["residual_basis"] = nb::none();
+    }
     d["source"] = m.source;
     d["source_name"] = m.sourceName;
     nb::dict enc;
@@ -334,6 +350,38 @@ NB_MODULE(_core, mod) {
   mod.def("load", &load, nb::arg("path"), nb::arg("max_params") = raspc::kDefaultMaxParams);
   mod.def("compile_graph", &compileGraph, nb::arg("graph"), nb::arg("output"), nb::arg("vocab"), nb::arg("max_len"),
           nb::arg("causal") = false, nb::arg("max_params") = raspc::kDefaultMaxParams);
+  // The suite (suite/Suite.h): builds in C++ threads with the GIL released; the index
+  // (index.json's text) comes back, failed models marked in it, not raised.
+  mod.def(
+      "suite_build",
+      [](const std::string &dir, std::optional<std::string> programs, int jobs, std::optional<std::pair<int, int>> shard,
+         bool force) {
+        raspc::suite::BuildOptions o;
+        o.dir = dir;
+        o.programs = std::move(programs);
+        o.jobs = jobs;
+        if (shard) std::tie(o.shardIndex, o.shardCount) = *shard;
+        o.force = force;
+        std::optional<llvm::Expected<raspc::suite::BuildResult>> r;
+        {
+          nb::gil_scoped_release release;
+          r.emplace(raspc::suite::build(o));
+        }
+        if (!*r) throwError(r->takeError());
+        return (*r)->indexJson;
+      },
+      nb::arg("dir"), nb::arg("programs").none() = nb::none(), nb::arg("jobs") = 0, nb::arg("shard").none() = nb::none(),
+      nb::arg("force") = false);
+  mod.def("suite_index", [](const std::string &dir) {
+    auto r = raspc::suite::writeIndex(dir);
+    if (!r) throwError(r.takeError());
+    return *r;
+  }, nb::arg("dir"));
+  mod.def("suite_list", [] {
+    auto r = raspc::suite::listJson();
+    if (!r) throwError(r.takeError());
+    return *r;
+  });
   mod.attr("DEFAULT_MAX_PARAMS") = raspc::kDefaultMaxParams;
   bindGraph(mod);
 }

@@ -1,0 +1,16 @@
+# Writes OUT, a C++ file defining raspc::suite::kEmbeddedPrograms: {name, source} of each
+# file named in LIST (a file with one path a line), ended by {nullptr, nullptr}.
+file(STRINGS "${LIST}" files)
+set(body "// Generated from suite/programs/*.rasp; do not edit.\n#include <cstddef>\nnamespace raspc::suite {\nstruct EmbeddedProgram { const char *name, *source; };\n")
+set(entries "")
+set(i 0)
+foreach(f IN LISTS files)
+  get_filename_component(name "${f}" NAME_WE)
+  file(READ "${f}" content HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "'\\\\x\\1'," bytes "${content}")
+  string(APPEND body "static const char p${i}[] = {${bytes} 0};\n")
+  string(APPEND entries "{\"${name}\", p${i}},\n")
+  math(EXPR i "${i} + 1")
+endforeach()
+string(APPEND body "extern const EmbeddedProgram kEmbeddedPrograms[] = {\n${entries}{nullptr, nullptr}};\n}\n")
+file(WRITE "${OUT}" "${body}")
