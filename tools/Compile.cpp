@@ -3,6 +3,7 @@
 #include "backend/Safetensors.h"
 #include "frontend/Program.h"
 #include "passes/Compiler.h"
+#include "runtime/Circuit.h"
 #include "runtime/Executor.h"
 #include "support/Files.h"
 #include "tools/Commands.h"
@@ -463,7 +464,72 @@ private:
 
 } // namespace
 
-int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json, int threads) {
+namespace {
+
+// `raspc verify --circuit`: the circuit's intervention checks after exactness. Prints the
+// summary (or, with --json, returns the "interventions" object in `jsonOut`); false when
+// a node fails its interchange or cone check.
+bool verifyCircuit(Program &p, const Compiled &c, int pairs, uint64_t seed, bool json, std::string &jsonOut,
+                   bool &ran) {
+  Circuit circ = circuitOf(c.model);
+  CircuitCheckOptions o;
+  o.pairs = pairs;
+  o.seed = seed;
+  std::optional<Progress> bar;
+  if (!json)
+    o.progress = [&](uint64_t done, uint64_t total) {
+      if (!bar) bar.emplace(total, true);
+      bar->update(done);
+    };
+  auto r = checkCircuit(p.graph(), c.output, p.interpreterOptions(c.opts), c.model, circ, o);
+  if (!r) {
+    error(llvm::toString(r.takeError()));
+    return false;
+  }
+  ran = true;
+  if (json) {
+    jsonOut = circuitReportJson(*r);
+    return r->passed;
+  }
+  std::cout << fmt::format("circuit: {} components, {} edges (heads), {} edges (qkv); {} pairs per node, seed {}{}\n",
+                           circ.components.size(), circ.headEdges.size(), circ.qkvEdges.size(), pairs, seed,
+                           r->skippedPairs ? fmt::format(", {} pairs rejected by the interpreter", r->skippedPairs) : "");
+  for (size_t i = 0; i < r->nodes.size(); ++i) {
+    const NodeCheck &n = r->nodes[i];
+    std::string label = n.name.empty() ? fmt::format("{}_{}", circ.nodes[i].kind, n.id) : n.name;
+    if (n.check == "skipped") {
+      std::cout << fmt::format("  {:<20} skipped: {}\n", label, n.reason);
+      continue;
+    }
+    std::cout << fmt::format("  {:<20} {:<11} {}/{} agree, cone ablation {}{}{}\n", label, n.check, n.agree, n.pairs,
+                             n.coneReason.empty() ? fmt::format("{}/{} unchanged", n.coneUnchanged, n.conePairs)
+                                                  : "skipped (" + n.coneReason + ")",
+                             n.skippedPairs ? fmt::format(", {} pairs rejected", n.skippedPairs) : "",
+                             n.passed() ? "" : "  FAILED");
+    auto tokens = [](const std::vector<std::string> &t) {
+      std::string s;
+      for (auto &x : t) s += (s.empty() ? "" : " ") + x;
+      return s;
+    };
+    if (n.failure)
+      std::cout << fmt::format("    interchange a \"{}\", b \"{}\": model {}, interpreter {}\n", tokens(n.failure->a),
+                               tokens(n.failure->b), formatSequence(n.failure->output, false),
+                               formatSequence(n.failureWant, false));
+    if (n.coneFailure)
+      std::cout << fmt::format("    cone ablation a \"{}\", b \"{}\": value {}, interpreter {}\n",
+                               tokens(n.coneFailure->a), tokens(n.coneFailure->b), formatSequence(n.coneGot, false),
+                               formatSequence(n.coneWant, false));
+  }
+  std::cout << fmt::format("necessary: {}/{} components, {}/{} edges (heads), {}/{} edges (qkv) ({:.2f} s)\n",
+                           r->componentsNecessary, r->componentsTotal, r->heads.necessary, r->heads.total,
+                           r->qkv.necessary, r->qkv.total, r->seconds);
+  return r->passed;
+}
+
+} // namespace
+
+int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json, int threads,
+              std::optional<int> circuitPairs) {
   Program p;
   auto c = compileFile(p, f);
   if (!c) return 1;
@@ -582,6 +648,18 @@ int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json, int 
   if (rejected)
     llvm::errs() << (json ? "" : "\n") << "the interpreter rejects " << rejected << " input" << (rejected == 1 ? "" : "s")
                  << ", first \"" << rejectedInput << "\": " << rejectedError << "\n";
+  if (json && circuitPairs) {
+    // checks.json's form: {"exact": ..., "interventions": ...}.
+    std::string interventions;
+    bool ran = false;
+    bool passed = verifyCircuit(p, *c, *circuitPairs, seed, true, interventions, ran);
+    if (!ran) return 1;
+    std::cout << fmt::format("{{\"exact\": {{\"inputs\": {}, \"equal\": {}, \"exhaustive\": {}, \"mismatches\": {}, "
+                             "\"rejected\": {}, \"seconds\": {:.3f}}},\n \"interventions\": {}}}\n",
+                             done, done - mismatches - rejected, exhaustive ? "true" : "false", mismatches, rejected,
+                             secs, interventions);
+    return mismatches || rejected || !passed ? 1 : 0;
+  }
   if (json)
     std::cout << fmt::format("{{\"inputs\": {}, \"exhaustive\": {}, \"mismatches\": {}, \"rejected\": {}, "
                              "\"seconds\": {:.3f}}}\n",
@@ -591,6 +669,12 @@ int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json, int 
                              mismatches, mismatches == 1 ? "" : "es",
                              rejected ? fmt::format(", {} rejected by the interpreter", rejected) : "",
                              summary(c->stats));
+  if (circuitPairs && !json) {
+    std::string unused;
+    bool ran = false;
+    bool passed = verifyCircuit(p, *c, *circuitPairs, seed, false, unused, ran);
+    if (!ran || !passed) return 1;
+  }
   return mismatches || rejected ? 1 : 0;
 }
 
