@@ -84,14 +84,20 @@ SelectorRows::SelectorRows(const ir::Graph &g, NodeId sel, bool causal,
     : g_(g), causal_(causal), overrides_(overrides && !overrides->empty() ? overrides : nullptr) {
   // The selectors `sel` is built from; an overridden one is a leaf.
   auto isOverridden = [&](NodeId id) { return overrides_ && overrides_->count(id); };
-  order_ = g.preorder(sel, [&](const ir::Node &n) {
-    if (n.kind == NodeKind::Select) return false;
-    // preorder passes the node, not its id: find it among the overrides by address.
-    if (overrides_)
-      for (auto &[id, v] : *overrides_)
-        if (&g[id] == &n) return false;
-    return true;
-  });
+  if (!overrides_) {
+    order_ = g.preorder(sel, [](const ir::Node &n) { return n.kind != NodeKind::Select; });
+  } else {
+    std::vector<NodeId> stack = {sel};
+    std::unordered_set<NodeId> seen;
+    while (!stack.empty()) {
+      NodeId id = stack.back();
+      stack.pop_back();
+      if (!seen.insert(id).second) continue;
+      order_.push_back(id);
+      if (g[id].kind != NodeKind::Select && !isOverridden(id))
+        for (NodeId a : g[id].args) stack.push_back(a);
+    }
+  }
   // Args have smaller ids: sorted ids are a topological order.
   std::sort(order_.begin(), order_.end());
   argSlots_.resize(order_.size());

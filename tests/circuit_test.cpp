@@ -146,7 +146,8 @@ TEST(Circuit, SortHeadEdges) {
 TEST(Interpreter, Overrides) {
   Loaded l("prev = select(indices, indices - 1, ==);\n"
            "shifted = aggregate(prev, tokens);\n"
-           "out = shifted + 1;\n");
+           "out = shifted + 1;\n"
+           "w = selector_width(select(indices, indices, <=) and prev);\n");
   ASSERT_TRUE(l.ok) << l.errors();
   ir::NodeId prev = l.program.evaluator().lookup("prev")->node(),
              shifted = l.program.evaluator().lookup("shifted")->node(),
@@ -167,6 +168,14 @@ TEST(Interpreter, Overrides) {
     ASSERT_FALSE(bool(interp.run(in, {out})));
     EXPECT_EQ(formatSequence(interp.sop(out), true), "[4, 4, 4]");
     EXPECT_EQ(formatSelectorRows(interp.selector(prev), true, ""), formatSelectorRows(o.selectorOverrides[prev], true, ""));
+    // Inside a composite: (k <= q) and (k == 2) holds at query 2 alone; without the
+    // override prev (k == q - 1) gives [0, 1, 1].
+    ir::NodeId w = l.program.evaluator().lookup("w")->node();
+    ASSERT_FALSE(bool(interp.run(in, {w})));
+    EXPECT_EQ(formatSequence(interp.sop(w), true), "[0, 0, 1]");
+    Interpreter clean(l.program.graph());
+    ASSERT_FALSE(bool(clean.run(in, {w})));
+    EXPECT_EQ(formatSequence(clean.sop(w), true), "[0, 1, 1]");
   }
   {
     // A size that does not match the input is an error naming the node.
