@@ -431,3 +431,32 @@ TEST(Circuit, CausalFusedAndConstants) {
       EXPECT_EQ(n.pairs, 32) << n.name;
     }
 }
+
+// The checks can fail: a ground truth that puts smaller on ties's head (and ties on
+// smaller's) is caught by both smaller's interchange (patching head 1 from b changes ties
+// too, which the interpreter keeps) and its cone ablation (head 0, now outside its cone,
+// takes b's output and smaller's neurons decode b's value), with the failing pair shown.
+TEST(Circuit, WrongGroundTruthFails) {
+  auto b = build(std::string(RASPC_SOURCE_DIR) + "/examples/sort.rasp");
+  ASSERT_TRUE(b->model) << b->diags;
+  Model m = *b->model;
+  for (NodeInfo &n : m.nodes) {
+    if (n.name == "smaller") n.heads = {1};
+    if (n.name == "ties") n.heads = {0};
+  }
+  Circuit c = circuitOf(m);
+  auto r = checkCircuit(b->program.graph(), b->output, b->program.interpreterOptions(b->opts), m, c, {});
+  ASSERT_TRUE(bool(r)) << llvm::toString(r.takeError());
+  EXPECT_FALSE(r->passed);
+  const NodeCheck *smaller = nullptr;
+  for (auto &n : r->nodes)
+    if (n.name == "smaller") smaller = &n;
+  ASSERT_TRUE(smaller);
+  EXPECT_LT(smaller->agree, smaller->pairs);
+  EXPECT_LT(smaller->coneUnchanged, smaller->conePairs);
+  ASSERT_TRUE(smaller->failure);
+  EXPECT_NE(formatSequence(smaller->failure->output, true), formatSequence(smaller->failureWant, true));
+  auto j = json::parse(circuitReportJson(*r));
+  ASSERT_TRUE(bool(j));
+  EXPECT_FALSE(j->get("passed")->b);
+}
