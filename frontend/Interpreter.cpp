@@ -178,11 +178,27 @@ llvm::Error Interpreter::run(llvm::ArrayRef<std::string> tokens, llvm::ArrayRef<
                       id >= g_.size() || !g_[id].isSelector() ? "not a selector of the graph"
                                                               : fmt::format("a {0} x {0} matrix for an input of length {1}", v.n, n_)),
           llvm::inconvertibleErrorCode());
+  for (auto &[id, v] : opts_.attendOverrides)
+    if (id >= g_.size() || (g_[id].kind != NodeKind::Aggregate && g_[id].kind != NodeKind::SelectorWidth) ||
+        v.n != n_ || v.m.size() != n_ * n_)
+      return llvm::make_error<llvm::StringError>(
+          fmt::format("override of node {}: {}", id,
+                      id >= g_.size() || (g_[id].kind != NodeKind::Aggregate && g_[id].kind != NodeKind::SelectorWidth)
+                          ? "not an aggregate or selector width of the graph"
+                          : fmt::format("a {0} x {0} matrix for an input of length {1}", v.n, n_)),
+          llvm::inconvertibleErrorCode());
   for (NodeId id : g_.reachable(std::vector<NodeId>(roots.begin(), roots.end())))
     if (auto err = evalNode(id, tokens, intTokens)) return err;
   for (NodeId r : roots)
     if (auto err = checkFailures(r)) return err;
   return llvm::Error::success();
+}
+
+std::optional<std::map<NodeId, SelectorValue>> Interpreter::attendOverrides(NodeId id) const {
+  auto it = opts_.attendOverrides.find(id);
+  if (it == opts_.attendOverrides.end()) return std::nullopt;
+  // The reader's selector, as a leaf holding the given matrix.
+  return std::map<NodeId, SelectorValue>{{g_[id].args[0], it->second}};
 }
 
 llvm::Error Interpreter::checkFailures(NodeId id) const {
@@ -288,7 +304,8 @@ llvm::Error Interpreter::evalNode(NodeId id, llvm::ArrayRef<std::string> tokens,
   case NodeKind::SelectNot: return llvm::Error::success(); // computed row by row where used
   case NodeKind::Aggregate: {
     if (auto err = checkFailures(node.args[1])) return err;
-    SelectorRows rows(g_, node.args[0], opts_.causal, &opts_.selectorOverrides);
+    auto rowsOverrides = attendOverrides(id);
+    SelectorRows rows(g_, node.args[0], opts_.causal, rowsOverrides ? &*rowsOverrides : &opts_.selectorOverrides);
     const auto &vals = sops_[node.args[1]];
     for (size_t q = 0; q < n; ++q) {
       const auto &row = rows.row(q, n, sops_);
@@ -327,7 +344,8 @@ llvm::Error Interpreter::evalNode(NodeId id, llvm::ArrayRef<std::string> tokens,
     break;
   }
   case NodeKind::SelectorWidth: {
-    SelectorRows rows(g_, node.args[0], opts_.causal, &opts_.selectorOverrides);
+    auto rowsOverrides = attendOverrides(id);
+    SelectorRows rows(g_, node.args[0], opts_.causal, rowsOverrides ? &*rowsOverrides : &opts_.selectorOverrides);
     for (size_t q = 0; q < n; ++q) {
       const auto &row = rows.row(q, n, sops_);
       int64_t w = 0;

@@ -41,6 +41,10 @@ struct InterpreterOptions {
   // the input's length, else run() fails naming the node.
   std::map<ir::NodeId, std::vector<Scalar>> sopOverrides;
   std::map<ir::NodeId, SelectorValue> selectorOverrides;
+  // By aggregate or selector width: the matrix it attends with instead of its selector's
+  // value, which stays as computed for every other reader (a head's attention pattern
+  // patched, where selectorOverrides patches the selector everywhere it is used).
+  std::map<ir::NodeId, SelectorValue> attendOverrides;
 };
 
 // Computes a selector one query row at a time, so that aggregates and selector widths
@@ -87,6 +91,9 @@ public:
 
 private:
   llvm::Error evalNode(ir::NodeId id, llvm::ArrayRef<std::string> tokens, bool intTokens);
+  // The selector overrides for the rows aggregate / selector width `id` attends with,
+  // when InterpreterOptions::attendOverrides names it.
+  std::optional<std::map<ir::NodeId, SelectorValue>> attendOverrides(ir::NodeId id) const;
   // The error for the first failed position of s-op `id`, if it has one.
   llvm::Error checkFailures(ir::NodeId id) const;
   const ir::Graph &g_;

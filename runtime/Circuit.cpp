@@ -206,6 +206,22 @@ Circuit circuitOf(const Model &m) {
       if (sameSite(x, s)) return;
     v.push_back(s);
   };
+  // The helper blocks (of any node: one tuple MLP can serve two selectors, recorded on
+  // one of them) that write any of `dirs`; roleTuple: tuple builders only.
+  auto helpersWriting = [&](const std::vector<int> &dirs, bool tupleOnly) {
+    std::vector<int> sorted = dirs;
+    std::sort(sorted.begin(), sorted.end());
+    std::vector<Site> out;
+    for (const NodeInfo &x : m.nodes)
+      for (const HelperBlock &h : x.helpers) {
+        if (tupleOnly && h.role != "tuple") continue;
+        std::vector<int> hw = h.writes;
+        std::sort(hw.begin(), hw.end());
+        if (intersects(hw, sorted))
+          for (const Site &s : blockSites(h.layer, h.heads, h.mlpBegin, h.mlpEnd)) out.push_back(s);
+      }
+    return out;
+  };
   for (const NodeInfo &n : m.nodes) {
     CircuitNode cn;
     cn.id = n.id;
@@ -231,10 +247,18 @@ Circuit circuitOf(const Model &m) {
         cn.readLayer = s.layer;
         cn.readAfterMlp = s.kind == Site::Mlp;
       }
+    // A selector's tuple MLP: the one building what its readers' heads compare.
     if (selector)
       for (const NodeInfo &r : m.nodes)
         if ((r.kind == "aggregate" || r.kind == "selector_width") && !r.args.empty() && r.args[0] == n.id)
-          for (int h : r.heads) addSite(cn.patternHeads, Site{Site::Head, r.layer, h});
+          for (const Site &s : helpersWriting(r.reads, true)) addSite(cn.sites, s);
+    if (selector)
+      for (const NodeInfo &r : m.nodes)
+        if ((r.kind == "aggregate" || r.kind == "selector_width") && !r.args.empty() && r.args[0] == n.id)
+          if (!r.heads.empty()) {
+            cn.patternReaders.push_back(r.id);
+            for (int h : r.heads) addSite(cn.patternHeads, Site{Site::Head, r.layer, h});
+          }
     // The cone: the embedding and every site of the node and of what it is computed from.
     addSite(cn.coneSites, Site{Site::Embed});
     std::vector<int> stack = {n.id};
@@ -246,6 +270,12 @@ Circuit circuitOf(const Model &m) {
       if (!seen.insert(id).second || it == byId.end()) continue;
       const NodeInfo &x = m.nodes[it->second];
       for (const Site &s : allSites(x)) addSite(cn.coneSites, s);
+      // What its components read may be written by a helper recorded on another node.
+      for (const Site &s : helpersWriting(x.reads, false)) addSite(cn.coneSites, s);
+      if (isSelectorKind(x.kind))
+        for (const NodeInfo &r : m.nodes)
+          if ((r.kind == "aggregate" || r.kind == "selector_width") && !r.args.empty() && r.args[0] == x.id)
+            for (const Site &s : helpersWriting(r.reads, true)) addSite(cn.coneSites, s);
       // A selector's heads belong to its readers; an aggregate's cone holds them as its own.
       for (int a : x.args) stack.push_back(a);
     }
@@ -433,7 +463,7 @@ struct PairRun {
   ForwardResult fa, fb;
   std::vector<Scalar> wantA;                 // the interpreter's output on a
   std::map<int, std::vector<Scalar>> sopsA, sopsB; // every s-op node's value
-  std::map<int, SelectorValue> selA, selB;   // every selector's matrix on a and on b
+  std::map<int, SelectorValue> selB;         // every selector's matrix on b
 };
 
 } // namespace
@@ -506,7 +536,7 @@ llvm::Expected<CircuitReport> checkCircuit(const ir::Graph &g, ir::NodeId output
       for (const NodeInfo &n : m.nodes) {
         if (n.id < 0 || size_t(n.id) >= g.size()) continue;
         if (g[ir::NodeId(n.id)].isSelector()) {
-          (side ? p.selB : p.selA)[n.id] = interp.selector(ir::NodeId(n.id));
+          if (side) p.selB[n.id] = interp.selector(ir::NodeId(n.id));
         } else {
           (side ? p.sopsB : p.sopsA)[n.id] = interp.sop(ir::NodeId(n.id));
         }
@@ -542,14 +572,6 @@ llvm::Expected<CircuitReport> checkCircuit(const ir::Graph &g, ir::NodeId output
     }
     nc.check = selector ? "pattern" : "interchange";
     const NodeInfo &info = *infoById.at(cn.id);
-    // Selectors that heads attend with and that contain this one inside.
-    std::vector<int> composites;
-    if (selector)
-      for (const CircuitNode &x : c.nodes) {
-        if (x.id == cn.id || x.patternHeads.empty() || size_t(x.id) >= g.size()) continue;
-        auto inner = g.preorder(ir::NodeId(x.id), [](const ir::Node &n) { return n.kind != ir::NodeKind::Select; });
-        if (std::find(inner.begin(), inner.end(), ir::NodeId(cn.id)) != inner.end()) composites.push_back(x.id);
-      }
     // A value with no residual directions of its own (a selector width that the next MLP
     // reads from its head's output) cannot be decoded: no cone ablation then.
     const bool decodable = selector || !info.writes.empty();
@@ -569,10 +591,9 @@ llvm::Expected<CircuitReport> checkCircuit(const ir::Graph &g, ir::NodeId output
       if (selector) {
         for (const Site &s : cn.patternHeads)
           patch.patterns.push_back({s.layer, s.head, p.fb.patterns[size_t(s.layer)][size_t(s.head)]});
-        o.selectorOverrides[ir::NodeId(cn.id)] = p.selB.at(cn.id);
-        // Composites built from it that heads attend with keep their value on a, as
-        // those heads keep their patterns: only the selector's own uses change.
-        for (int other : composites) o.selectorOverrides[ir::NodeId(other)] = p.selA.at(other);
+        // Only the readers whose heads are patched attend with b's matrix; a composite
+        // built from the selector keeps computing it on a, as its heads do.
+        for (int reader : cn.patternReaders) o.attendOverrides[ir::NodeId(reader)] = p.selB.at(cn.id);
       } else {
         for (const Site &s : cn.sites)
           patch.replace.push_back({s, s.kind == Site::Head ? p.fb.heads[size_t(s.layer)][size_t(s.head)]

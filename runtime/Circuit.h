@@ -90,6 +90,7 @@ struct CircuitNode {
   // Heads whose attention pattern is this selector's matrix (aggregates and selector
   // widths that take it as their selector); empty unless a selector.
   std::vector<Site> patternHeads;
+  std::vector<int> patternReaders; // their nodes (InterpreterOptions::attendOverrides)
   // Why no intervention applies ("" when one does).
   std::string skipReason;
   // Where its value can be read: after this layer's sublayer (-1: the embedding).

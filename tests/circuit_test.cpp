@@ -460,3 +460,47 @@ TEST(Circuit, WrongGroundTruthFails) {
   ASSERT_TRUE(bool(j));
   EXPECT_FALSE(j->get("passed")->b);
 }
+
+// Two shapes that a first version got wrong, both now exact on every pair:
+// - a selector that a head attends with and that is also inside a composite which reads
+//   a value computed from it (cnt below): patching its head's pattern changes cnt, and
+//   the composite follows; the interpreter overrides only what that head's node attends
+//   with (InterpreterOptions::attendOverrides), not the selector everywhere;
+// - two selectors comparing the same tuple share one tuple MLP, recorded on one of them:
+//   both cones hold it (seq_max and seq_min below).
+TEST(Circuit, SharedSelectorsAndTuples) {
+  auto causal = buildSource("circuit_last_a.rasp", "# raspc: --vocab \"a b c\" --max-len 6 --causal\n"
+                                                   "cnt = selector_width(select(tokens, \"a\", ==));\n"
+                                                   "last_a = select(tokens, \"a\", ==) and select(cnt, cnt, ==);\n"
+                                                   "out = aggregate(last_a, indices, -1);\n");
+  auto range = buildSource("circuit_range.rasp", "# raspc: --vocab \"1 2 3 4 5\" --max-len 4\n"
+                                                 "out = seq_max(tokens) - seq_min(tokens);\n");
+  // Selectors heads attend with: select(tokens, "a", ==) and last_a; both beats and
+  // the two selects of "the position holding the max/min".
+  for (auto [b, wantPatterns] : {std::pair{causal.get(), 2}, std::pair{range.get(), 4}}) {
+    ASSERT_TRUE(b->model) << b->diags;
+    Circuit c = circuitOf(*b->model);
+    auto r = checkCircuit(b->program.graph(), b->output, b->program.interpreterOptions(b->opts), *b->model, c, {});
+    ASSERT_TRUE(bool(r)) << llvm::toString(r.takeError());
+    EXPECT_TRUE(r->passed) << circuitReportJson(*r);
+    int patterns = 0;
+    for (const NodeCheck &n : r->nodes) {
+      patterns += n.check == "pattern";
+      if (n.check != "skipped") {
+        EXPECT_GT(n.pairs, 8) << n.name;
+      }
+    }
+    EXPECT_EQ(patterns, wantPatterns);
+  }
+  // Both "beats" selectors of the range program list the tuple MLP among their components.
+  Circuit c = circuitOf(*range->model);
+  int beats = 0;
+  for (const CircuitNode &n : c.nodes)
+    if (n.name == "beats") {
+      ++beats;
+      bool tuple = false;
+      for (const ComponentRef &r : n.components) tuple = tuple || r.hook == "blocks.0.mlp.hook_post";
+      EXPECT_TRUE(tuple) << n.id;
+    }
+  EXPECT_EQ(beats, 2);
+}
