@@ -463,7 +463,7 @@ struct PairRun {
   ForwardResult fa, fb;
   std::vector<Scalar> wantA;                 // the interpreter's output on a
   std::map<int, std::vector<Scalar>> sopsA, sopsB; // every s-op node's value
-  std::map<int, SelectorValue> selB;         // every selector's matrix on b
+  std::map<int, SelectorValue> selA, selB;   // every selector's matrix on a and on b
 };
 
 } // namespace
@@ -536,7 +536,7 @@ llvm::Expected<CircuitReport> checkCircuit(const ir::Graph &g, ir::NodeId output
       for (const NodeInfo &n : m.nodes) {
         if (n.id < 0 || size_t(n.id) >= g.size()) continue;
         if (g[ir::NodeId(n.id)].isSelector()) {
-          if (side) p.selB[n.id] = interp.selector(ir::NodeId(n.id));
+          (side ? p.selB : p.selA)[n.id] = interp.selector(ir::NodeId(n.id));
         } else {
           (side ? p.sopsB : p.sopsA)[n.id] = interp.sop(ir::NodeId(n.id));
         }
@@ -609,6 +609,9 @@ llvm::Expected<CircuitReport> checkCircuit(const ir::Graph &g, ir::NodeId output
       ForwardResult r = fwd->run(p.idsA, &patch);
       const auto &want = interp.sop(output);
       ++nc.pairs;
+      // Whether the intervention changes anything: the node's value on b differs from a's.
+      if (selector ? p.selB.at(cn.id).m != p.selA.at(cn.id).m : !matchesInterpreter(p.sopsB.at(cn.id), p.sopsA.at(cn.id)))
+        ++nc.differs;
       if (matchesInterpreter(r.output, want)) {
         ++nc.agree;
         if (int(nc.examples.size()) < opts.examples) nc.examples.push_back({p.a, p.b, r.output});
@@ -729,9 +732,9 @@ std::string circuitReportJson(const CircuitReport &r) {
       s += fmt::format(", \"reason\": \"{}\"}}", jsonEscape(n.reason));
       continue;
     }
-    s += fmt::format(", \"pairs\": {}, \"agree\": {}, \"skipped_pairs\": {}, \"passed\": {}, "
+    s += fmt::format(", \"pairs\": {}, \"agree\": {}, \"differs\": {}, \"skipped_pairs\": {}, \"passed\": {}, "
                      "\"cone_ablation\": {{\"pairs\": {}, \"unchanged\": {}{}}}, \"examples\": {}",
-                     n.pairs, n.agree, n.skippedPairs, n.passed() ? "true" : "false", n.conePairs, n.coneUnchanged,
+                     n.pairs, n.agree, n.differs, n.skippedPairs, n.passed() ? "true" : "false", n.conePairs, n.coneUnchanged,
                      n.coneReason.empty() ? "" : fmt::format(", \"skipped\": \"{}\"", jsonEscape(n.coneReason)),
                      joinJson(n.examples, [](const PairExample &e) { return "{" + exampleJson(e) + "}"; }));
     if (n.failure)

@@ -196,6 +196,7 @@ struct NodeCheck {
   std::string check; // "interchange" | "pattern" | "skipped"
   std::string reason; // skipped: why
   int pairs = 0, agree = 0, skippedPairs = 0;
+  int differs = 0; // pairs on which the node's value on b differs from its value on a
   int conePairs = 0, coneUnchanged = 0;
   std::string coneReason; // why no cone ablation applies ("" when it does)
   std::vector<PairExample> examples;

@@ -501,7 +501,8 @@ bool verifyCircuit(Program &p, const Compiled &c, int pairs, uint64_t seed, bool
       std::cout << fmt::format("  {:<20} skipped: {}\n", label, n.reason);
       continue;
     }
-    std::cout << fmt::format("  {:<20} {:<11} {}/{} agree, cone ablation {}{}{}\n", label, n.check, n.agree, n.pairs,
+    std::cout << fmt::format("  {:<20} {:<11} {}/{} agree ({} change it), cone ablation {}{}{}\n", label, n.check,
+                             n.agree, n.pairs, n.differs,
                              n.coneReason.empty() ? fmt::format("{}/{} unchanged", n.coneUnchanged, n.conePairs)
                                                   : "skipped (" + n.coneReason + ")",
                              n.skippedPairs ? fmt::format(", {} pairs rejected", n.skippedPairs) : "",
