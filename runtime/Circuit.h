@@ -113,8 +113,10 @@ std::string circuitJson(const Circuit &c);
 // ---- The component forward pass -------------------------------------------------
 
 // What to change in one forward pass. Matrices are [len + 1, d_model] (rows: BOS then
-// tokens) for outputs and input deltas, [len + 1, d_mlp] for neurons (only the columns
-// of the range are used), [len + 1, len + 1] for patterns.
+// tokens) for the embedding's and heads' outputs and for input deltas; for an MLP site,
+// its post-ReLU neurons [len + 1, d_mlp] (only the columns of the site's range, or all
+// for a whole layer, are used: hook_post, and so hook_mlp_out); [len + 1, len + 1] for
+// patterns (post-softmax, hook_pattern). Several changes combine.
 struct Patch {
   struct Replace {
     Site site; // Embed, Head, Mlp (a neuron range or the whole layer): its output
@@ -145,8 +147,9 @@ struct ForwardResult {
   std::vector<Eigen::MatrixXd> residAttn, residMlp; // [layer]: residual after each sublayer
   Eigen::MatrixXd logits;
   std::vector<Scalar> output; // decoded, positions 1..len
-  // The output of a site: the embedding, a head, an MLP layer or neuron range
-  // (the range's neurons times their rows of W_out, no bias).
+  // The output of a parent: the embedding, a head's hook_result, an MLP layer's
+  // hook_mlp_out (a neuron range counts as its whole layer). Edge deltas are
+  // differences of these.
   Eigen::MatrixXd outputOf(const Site &s) const;
 };
 
@@ -154,6 +157,7 @@ struct ForwardResult {
 // runtime/Executor.h describes it (one sequence, no padding), with patching.
 class ComponentForward {
 public:
+  // Validates the model (validateModel); `m` must outlive the ComponentForward.
   static llvm::Expected<ComponentForward> create(const Model &m);
   // `ids`: BOS first (Executor::encode).
   ForwardResult run(const std::vector<int> &ids, const Patch *patch = nullptr) const;
