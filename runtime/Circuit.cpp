@@ -446,11 +446,18 @@ ForwardResult ComponentForward::run(const std::vector<int> &ids, const Patch *pa
 }
 
 std::vector<Scalar> ComponentForward::decodeNode(const NodeInfo &n, const Eigen::MatrixXd &residual) const {
-  // decodeNodes over a model holding only this node: one decoding for both.
-  Model one;
-  one.nodes.push_back(n);
-  auto d = decodeNodes(one, residual);
-  return d.empty() ? std::vector<Scalar>{} : d[0].second;
+  // decodeNodes over the whole model (so that whatever it knows of the model's residual,
+  // e.g. a basis, applies): its entries are the nodes with directions, in order.
+  auto all = decodeNodes(*m_, residual);
+  size_t k = 0;
+  for (const NodeInfo &x : m_->nodes) {
+    if (&x == &n || x.id == n.id) break;
+    if (!x.writes.empty()) ++k;
+  }
+  if (k < all.size() && all[k].first == nodeLabel(n)) return all[k].second;
+  for (auto &[name, values] : all) // a node left out before it: find it by its label
+    if (name == nodeLabel(n)) return values;
+  return {};
 }
 
 // ---- The checks ----------------------------------------------------------------------
