@@ -114,6 +114,9 @@ public:
       if (auto e = stringAttr(gid, name, *v)) return e;
     if (auto e = strings(gid, "vocab", m.vocab)) return e;
     if (auto e = strings(gid, "residual_labels", m.residualLabels)) return e;
+    // Absent for the identity, so that a model without a basis keeps its bytes.
+    if (hasResidualBasis(m))
+      if (auto e = h5::writeTensor(gid, what_, "residual_basis", m.residualBasis)) return e;
     std::vector<std::string> outs;
     for (const Scalar &s : m.outputValues) outs.push_back(jsonScalar(s));
     if (auto e = strings(gid, "output_values", outs)) return e;
@@ -176,7 +179,9 @@ public:
     if (auto e = stringAttr(gid, "source_name", m.sourceName)) return e;
 
     if (auto e = strings(gid, "vocab", m.vocab, c.d_vocab)) return e;
-    if (auto e = strings(gid, "residual_labels", m.residualLabels, c.d_model)) return e;
+    // With a residual basis there is one label per row of the basis (checked below).
+    const bool basis = exists(gid, "residual_basis");
+    if (auto e = strings(gid, "residual_labels", m.residualLabels, basis ? -1 : c.d_model)) return e;
     std::vector<std::string> outs;
     int64_t nOut = m.outputEncoding == "categorical" ? c.d_vocab_out : -1;
     if (auto e = strings(gid, "output_values", outs, nOut)) return e;
@@ -207,6 +212,26 @@ public:
       return fail(what_, fmt::format("the configuration asks for {} parameters, more than the limit of {} (raise it "
                                      "with --max-params)",
                                      params, maxParams_));
+    if (basis) {
+      // [n_labels, d_model], counted against the limit with the tensors; its shape is
+      // checked before anything is allocated.
+      auto checkShape = [&](const std::vector<int64_t> &dims) -> llvm::Error {
+        const std::vector<int64_t> want = {int64_t(m.residualLabels.size()), c.d_model};
+        if (dims != want)
+          return fail(what_, fmt::format("dataset 'metadata/residual_basis' has shape {}, expected {} (n_labels = "
+                                         "{} residual labels, d_model = {})",
+                                         formatShape(dims), formatShape(want), want[0], want[1]));
+        const uint64_t n = llvm::SaturatingAdd(params, llvm::SaturatingMultiply(uint64_t(want[0]), uint64_t(want[1])));
+        if (n > uint64_t(maxParams_))
+          return fail(what_, fmt::format("the configuration and residual basis ask for {} parameters, more than the "
+                                         "limit of {} (raise it with --max-params)",
+                                         n, maxParams_));
+        return llvm::Error::success();
+      };
+      if (auto e = h5::readTensor(fid_, what_, "metadata/residual_basis", m.residualBasis, std::nullopt, "dataset", 2,
+                                  checkShape))
+        return e;
+    }
     for (auto &[name, shape] : expected) {
       Tensor t;
       if (auto e = tensor(name, shape, t)) return e;
@@ -480,8 +505,8 @@ llvm::Expected<std::vector<NodeInfo>> parseGroundTruth(const std::string &text) 
 // Where a node or a helper sits (layer, heads, MLP neurons, residual directions) is
 // within the configuration. Errors name `who`.
 template <class T>
-static llvm::Error checkPlace(const std::string &what, const std::string &who, const ModelConfig &c, int minLayer,
-                              const T &x) {
+static llvm::Error checkPlace(const std::string &what, const std::string &who, const ModelConfig &c, int64_t nLabels,
+                              int minLayer, const T &x) {
   if (x.layer < minLayer || x.layer >= c.n_layers)
     return fail(what, fmt::format("{}: layer {} is out of range (n_layers = {})", who, x.layer, c.n_layers));
   for (int h : x.heads)
@@ -493,8 +518,11 @@ static llvm::Error checkPlace(const std::string &what, const std::string &who, c
                                     x.mlpEnd, c.d_mlp));
   for (const std::vector<int> *dirs : {&x.reads, &x.writes})
     for (int d : *dirs)
-      if (d < 0 || d >= c.d_model)
-        return fail(what, fmt::format("{}: residual direction {} is out of range (d_model = {})", who, d, c.d_model));
+      if (d < 0 || d >= nLabels)
+        return fail(what, nLabels == c.d_model
+                              ? fmt::format("{}: residual direction {} is out of range (d_model = {})", who, d, c.d_model)
+                              : fmt::format("{}: residual direction {} is out of range ({} residual labels)", who, d,
+                                            nLabels));
   return llvm::Error::success();
 }
 
@@ -576,9 +604,31 @@ llvm::Error validateModel(const Model &m, const std::string &what) {
   for (const std::string &tok : m.vocab)
     if (!seen.insert(tok).second) return fail(what, "vocab has '" + tok + "' twice");
 
-  if (int64_t(m.residualLabels.size()) != c.d_model)
+  // The residual basis: [n_labels, d_model], finite (docs/weights.md). Without one,
+  // the labels are the d_model directions themselves.
+  const int64_t nLabels = residualLabelCount(m);
+  if (hasResidualBasis(m)) {
+    const Tensor &b = m.residualBasis;
+    if (b.shape.size() != 2 || b.shape[1] != c.d_model || b.shape[0] < 1 || b.shape[0] > kMaxDim)
+      return fail(what, fmt::format("dataset 'metadata/residual_basis' has shape {}, expected [n_labels, d_model] with "
+                                    "d_model = {}",
+                                    formatShape(b.shape), c.d_model));
+    if (b.data.size() != b.numel())
+      return fail(what, fmt::format("dataset 'metadata/residual_basis' has {} values for shape {}", b.data.size(),
+                                    formatShape(b.shape)));
+    for (size_t i = 0; i < b.data.size(); ++i)
+      if (!std::isfinite(b.data[i]))
+        return fail(what, fmt::format("dataset 'metadata/residual_basis' has a non-finite value ({}) at {}",
+                                      std::isnan(b.data[i]) ? "nan" : b.data[i] > 0 ? "inf" : "-inf",
+                                      h5::elementIndex(b.shape, i)));
+    if (int64_t(m.residualLabels.size()) != nLabels)
+      return fail(what, fmt::format("residual_labels has {} entries, expected {} (the rows of "
+                                    "'metadata/residual_basis')",
+                                    m.residualLabels.size(), nLabels));
+  } else if (int64_t(m.residualLabels.size()) != c.d_model) {
     return fail(what, fmt::format("residual_labels has {} entries, expected d_model = {}", m.residualLabels.size(),
                                   c.d_model));
+  }
 
   // Output.
   if (m.outputEncoding == "categorical") {
@@ -611,12 +661,12 @@ llvm::Error validateModel(const Model &m, const std::string &what) {
                                       : fmt::format("ground truth node {} ('{}')", n.id, n.name);
     for (int a : n.args)
       if (!ids.count(a)) return fail(what, fmt::format("{}: argument {} is not a node", node, a));
-    if (auto e = checkPlace(what, node, c, -1, n)) return e;
+    if (auto e = checkPlace(what, node, c, nLabels, -1, n)) return e;
     for (const HelperBlock &h : n.helpers) {
       std::string helper = fmt::format("{}: helper '{}'", node, h.role);
       if (h.sublayer != "attn" && h.sublayer != "mlp")
         return fail(what, fmt::format("{}: sublayer '{}', expected 'attn' or 'mlp'", helper, h.sublayer));
-      if (auto e = checkPlace(what, helper, c, 0, h)) return e;
+      if (auto e = checkPlace(what, helper, c, nLabels, 0, h)) return e;
     }
     if (!(n.sublayer.empty() || n.sublayer == "embed" || n.sublayer == "attn" || n.sublayer == "mlp" ||
           n.sublayer == "fused"))

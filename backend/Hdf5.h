@@ -9,6 +9,8 @@
 //                        output_encoding, source_name (strings)
 //   /metadata/vocab, residual_labels, output_values   1-d UTF-8 strings
 //   /metadata/source, ground_truth                     one UTF-8 string, shape [1]
+//   /metadata/residual_basis   float32 [n_labels, d_model], only in a rotated or
+//                              compressed model (backend/Variants.h)
 //
 // Every dataset is chunked with a fletcher32 checksum, which the reader requires; the
 // attributes are checksummed by the HDF5 1.10 format's object headers.

@@ -99,7 +99,13 @@ struct Model {
   std::string outputEncoding;         // "categorical" | "numerical"
   std::vector<Scalar> outputValues;   // categorical: value of each W_U column;
                                       // numerical: every value the output can take
-  std::vector<std::string> residualLabels; // one per d_model direction
+  std::vector<std::string> residualLabels; // one per residual label (d_model of them without a basis)
+  // The residual basis of a rotated or compressed model (backend/Variants.h): float32
+  // [n_labels, d_model], row i the residual vector of label i (residualLabels[i]); the
+  // ground truth's reads and writes index labels. A feature vector f over the labels
+  // lives in the residual stream as f B and is read back as x B^T. Empty (shape {}):
+  // the identity, labels are the residual's own directions (n_labels = d_model).
+  Tensor residualBasis;
   std::string source;                 // the program text
   std::string sourceName;             // its file name
   std::vector<NodeInfo> nodes;        // ground truth, in graph order
@@ -108,5 +114,12 @@ struct Model {
 // Attention heads that compute or serve a node: distinct (layer, head) pairs of the
 // ground truth. The count `compile` and `inspect` print; cfg.n_heads is per layer.
 int usedHeads(const Model &m);
+
+// Whether the model has a residual basis (is rotated or compressed).
+inline bool hasResidualBasis(const Model &m) { return !m.residualBasis.shape.empty(); }
+// The number of residual labels: the rows of the basis, else d_model.
+inline int64_t residualLabelCount(const Model &m) {
+  return hasResidualBasis(m) ? m.residualBasis.shape[0] : int64_t(m.cfg.d_model);
+}
 
 } // namespace raspc

@@ -30,6 +30,17 @@ std::string scalarArray(const std::vector<Scalar> &v) {
   return s + "]";
 }
 
+// [[row 0], [row 1], ...]: each float32 in its shortest form that reads back to the same float.
+std::string residualBasisJson(const Tensor &b) {
+  std::string s = "[";
+  for (int64_t i = 0; i < b.shape[0]; ++i) {
+    s += i ? ", [" : "[";
+    for (int64_t j = 0; j < b.shape[1]; ++j) s += fmt::format("{}{}", j ? ", " : "", b.at(i, j));
+    s += "]";
+  }
+  return s + "]";
+}
+
 bool isUtf8(const std::string &s) {
   auto *p = reinterpret_cast<const llvm::UTF8 *>(s.data());
   return llvm::isLegalUTF8String(&p, p + s.size());
@@ -85,6 +96,9 @@ std::map<std::string, std::string> safetensorsMetadata(const Model &m) {
       {"ground_truth", groundTruthJson(m.nodes)},
       {"hooked_transformer_config", hookedTransformerConfigJson(m)},
   };
+  // In the metadata, not among the tensors: the tensors are exactly TransformerLens's
+  // state dict, which loads strictly.
+  if (hasResidualBasis(m)) md["residual_basis"] = residualBasisJson(m.residualBasis);
   return md;
 }
 

@@ -12,7 +12,9 @@
 // file's metadata group carries, one key per attribute or dataset, every value a
 // string (the format allows only strings): integers in decimal, strings as they are,
 // and vocab, residual_labels, output_values and ground_truth as JSON arrays; plus
-// "hooked_transformer_config", a JSON object of HookedTransformerConfig arguments.
+// "hooked_transformer_config", a JSON object of HookedTransformerConfig arguments, and,
+// in a rotated or compressed model, "residual_basis" as a JSON array of rows (kept out
+// of the tensors, which load strictly into TransformerLens).
 #pragma once
 #include "backend/Model.h"
 #include "support/Files.h"

@@ -90,6 +90,13 @@ llvm::Expected<Model> compileProgram(const ir::Graph &g, ir::NodeId output, cons
   Analysis a(g, opts, output);
   // Encodings, value sets and the categorical aggregate check, decided together.
   if (auto err = inferEncodings(a)) return err;
+  // A categorical output that is None everywhere has no value for the unembedding to
+  // write: say so at the output rather than fail on an empty output vocabulary later.
+  if (!a.isNumerical(output) && std::all_of(a.values[output].begin(), a.values[output].end(),
+                                            [](const Scalar &v) { return isNone(v); }))
+    return llvm::make_error<LocatedError>(
+        g[output].loc, "the output" + (g[output].name.empty() ? "" : " '" + g[output].name + "'") +
+                           " is None on every input: a model would have no output value to compute");
   if (auto err = fuseMaps(a)) return err;
   if (auto err = checkModelSize(a)) return err;
   auto program = lower(a);

@@ -84,8 +84,19 @@ std::string nodeLabel(const NodeInfo &n) {
   return fmt::format("{}_{}", n.kind, n.id);
 }
 
-std::vector<std::pair<std::string, std::vector<Scalar>>> decodeNodes(const Model &m, const Eigen::MatrixXd &residual) {
+Eigen::MatrixXd labelSpace(const Model &m, const Eigen::MatrixXd &residual) {
+  if (!hasResidualBasis(m)) return residual;
+  const Tensor &b = m.residualBasis;
+  if (residual.cols() != b.shape[1]) return Eigen::MatrixXd(residual.rows(), 0);
+  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  Eigen::Map<const RowMajor> B(b.data.data(), b.shape[0], b.shape[1]);
+  return residual * B.cast<double>().transpose();
+}
+
+std::vector<std::pair<std::string, std::vector<Scalar>>> decodeNodes(const Model &m, const Eigen::MatrixXd &stream) {
   std::vector<std::pair<std::string, std::vector<Scalar>>> out;
+  // The ground truth's directions index labels: read them through the basis.
+  const Eigen::MatrixXd residual = labelSpace(m, stream);
   for (const NodeInfo &n : m.nodes) {
     if (n.writes.empty()) continue;
     bool inRange = true;

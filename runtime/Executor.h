@@ -126,12 +126,6 @@ Scalar decodeOutput(const Model &m, const double *logits, int n);
 // 1e-3 * max(1, |value|) (numbers only), else x as a float.
 Scalar snapNumber(double x, const std::vector<Scalar> &values);
 
-// The value of every ground-truth node with residual directions (non-empty `writes`)
-// at each non-BOS position of `residual` (rows: BOS then tokens, as given to a
-// TraceFn). Categorical: the value of the largest of its directions (writes[i] holds
-// the i-th non-None value of valueSet), None when all are below 0.5; numerical: its
-// direction, snapped to its value set as the output is. Named by the node's name, or
-// "<kind>_<id>" if unnamed.
 // Whether a decoded model output matches the interpreter's value: None only with None,
 // numbers within 1e-6 relative to max(1, |want|), anything else equal.
 bool matchesInterpreter(const Scalar &got, const Scalar &want);
@@ -141,7 +135,20 @@ bool matchesInterpreter(const std::vector<Scalar> &got, const std::vector<Scalar
 // "length", else "<kind>_<id>".
 std::string nodeLabel(const NodeInfo &n);
 
+// The value of every ground-truth node with residual directions (non-empty `writes`)
+// at each non-BOS position of `residual` (rows: BOS then tokens, as given to a
+// TraceFn). Categorical: the value of the largest of its directions (writes[i] holds
+// the i-th non-None value of valueSet), None when all are below 0.5; numerical: its
+// direction, snapped to its value set as the output is. Named by the node's name, or
+// "<kind>_<id>" if unnamed. A rotated or compressed model's stream is read through
+// its basis first (labelSpace), so it decodes as the original's does.
 std::vector<std::pair<std::string, std::vector<Scalar>>> decodeNodes(const Model &m, const Eigen::MatrixXd &residual);
+
+// The residual stream [rows, d_model] in label coordinates [rows, n_labels], where the
+// ground truth's reads and writes index columns: residual B^T with the model's basis B
+// (Model::residualBasis), the residual itself without one. A stream of the wrong width
+// gives no columns.
+Eigen::MatrixXd labelSpace(const Model &m, const Eigen::MatrixXd &residual);
 
 // The attention pattern of every head of `layer` (cfg.n_heads of them, numbered as in
 // the file) on one sequence, from the residual stream entering the layer (rows: BOS

@@ -134,7 +134,7 @@ TEST(Cli, UnknownCommandIsNamed) {
   auto r = run(raspcBinary() + " frobnicate --json");
   EXPECT_EQ(r.exitCode, 2);
   EXPECT_EQ(r.out, "raspc: error: unknown command 'frobnicate' (commands: eval, graph, repl, compile, run, verify, "
-                   "inspect, crate)\n");
+                   "inspect, crate, transform)\n");
   r = run(raspcBinary() + " crate frob");
   EXPECT_EQ(r.exitCode, 2);
   EXPECT_EQ(r.out, "raspc: error: unknown command 'crate frob' (crate commands: run, synth)\n");

@@ -224,6 +224,13 @@ std::string compileError(const std::string &source, const std::string &vocab, in
   return at == std::string::npos ? d : d.substr(at);
 }
 
+TEST(CompileErrors, OutputNoneOnEveryInput) {
+  // None propagates through ==: nothing is left for the unembedding to write.
+  EXPECT_EQ(compileError("out = tokens == None;\n", "a b", 3),
+            "compile_error.rasp:1:14: error: the output 'out' is None on every input: a model would have no output "
+            "value to compute\nout = tokens == None;\n             ^\n");
+}
+
 TEST(CompileErrors, CategoricalAggregateThatAverages) {
   // Strings cannot be averaged at all.
   EXPECT_EQ(compileError("x = aggregate(select(indices, indices, <=), tokens);\n", "a b", 4),

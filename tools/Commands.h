@@ -66,4 +66,9 @@ CLI::Validator seedValidator();
 // when no crate command was given.
 std::function<std::optional<int>()> addCrateCommands(CLI::App &app);
 
+// Adds `transform` (tools/Transform.cpp): a rotated or compressed variant of a model.
+// After parsing, the returned function runs it and gives its exit code, or nullopt
+// when it was not the command given.
+std::function<std::optional<int>()> addTransformCommand(CLI::App &app);
+
 } // namespace raspc::tools

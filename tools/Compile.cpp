@@ -1,6 +1,7 @@
 // raspc compile / run / verify / inspect: from RASP to weights and back.
 #include "backend/Hdf5.h"
 #include "backend/Safetensors.h"
+#include "backend/Variants.h"
 #include "frontend/Program.h"
 #include "passes/Compiler.h"
 #include "runtime/Circuit.h"
@@ -727,7 +728,11 @@ int runInspect(const std::string &path, bool json, int64_t maxParams) {
       }
       s += "]";
     }
-    s += "], \"residual\": [";
+    s += "], \"residual_basis\": " +
+         (hasResidualBasis(*m) ? fmt::format("{{\"kind\": \"{}\", \"labels\": {}, \"d_model\": {}}}",
+                                             residualBasisKind(*m), residualLabelCount(*m), c.d_model)
+                               : std::string("null"));
+    s += ", \"residual\": [";
     for (size_t i = 0; i < m->residualLabels.size(); ++i)
       s += (i ? ", \"" : "\"") + jsonEscape(m->residualLabels[i]) + "\"";
     std::cout << s << "]}\n";
@@ -746,7 +751,11 @@ int runInspect(const std::string &path, bool json, int64_t maxParams) {
       std::cout << fmt::format("  {:<20} {:<16} {:<20} {}\n", x.place, x.node, x.what + (x.op.empty() ? "" : " " + x.op),
                                x.location);
   }
-  std::cout << "residual (" << m->residualLabels.size() << "):";
+  if (hasResidualBasis(*m))
+    std::cout << fmt::format("residual basis: {} ({} labels in {} dimensions; a label's vector is its row of "
+                             "metadata/residual_basis)\n",
+                             residualBasisKind(*m), residualLabelCount(*m), c.d_model);
+  std::cout << "residual (" << m->residualLabels.size() << (hasResidualBasis(*m) ? " labels" : "") << "):";
   for (size_t i = 0; i < m->residualLabels.size(); ++i) std::cout << (i % 8 ? " " : "\n  ") << m->residualLabels[i];
   std::cout << "\n";
   return 0;

@@ -219,6 +219,7 @@ static int realMain(int argc, char **argv) {
   addMaxParams(inspect, inspectMaxParams);
 
   auto crate = tools::addCrateCommands(app);
+  auto transform = tools::addTransformCommand(app);
 
   if (!checkCommandNames(app, argc, argv)) return 2;
   try {
@@ -268,6 +269,7 @@ static int realMain(int argc, char **argv) {
                                                   verifyCircuit ? std::optional<int>(circuitPairs) : std::nullopt);
   if (inspect->parsed()) return tools::runInspect(inspectFile, inspectJson, inspectMaxParams.value_or(kDefaultMaxParams));
   if (auto rc = crate()) return *rc;
+  if (auto rc = transform()) return *rc;
   return 2;
 }
 

@@ -79,7 +79,26 @@ def _normalize(raw, where, decoded_values=False):
         meta["output_values"] = [json.loads(_text(x)) for x in v]
     gt = _text(raw.get("ground_truth", "[]"))
     meta["ground_truth"] = json.loads(gt) if isinstance(gt, str) else list(gt)
+    meta["residual_basis"] = _basis(raw.get("residual_basis"), meta, where)
     return meta
+
+
+def _basis(v, meta, where):
+    """The residual basis [n_labels, d_model] of a rotated or compressed model as float32
+    numpy (HDF5: a dataset; safetensors: a JSON array of rows), or None (one-hot labels)."""
+    import numpy as np
+
+    if v is None:
+        return None
+    v = _text(v)
+    b = np.asarray(json.loads(v) if isinstance(v, str) else v, dtype=np.float32)
+    want = (len(meta["residual_labels"]), meta["d_model"])
+    if b.shape != want:
+        raise ValueError(f"{where}: residual_basis has shape {list(b.shape)}, expected {list(want)} "
+                         f"(n_labels, d_model)")
+    if not np.all(np.isfinite(b)):
+        raise ValueError(f"{where}: residual_basis has a non-finite value")
+    return b
 
 
 def _read_h5(path):
@@ -416,19 +435,36 @@ def decode(model, logits, attention_mask=None):
     return out
 
 
+def label_space(model, resid):
+    """A residual stream activation [..., d_model] in label coordinates [..., n_labels],
+    the columns the ground truth's `reads` and `writes` index: resid @ B.T for a rotated
+    or compressed model with residual basis B, resid itself (as numpy) for a one-hot one."""
+    import numpy as np
+
+    m = load(model)
+    x = resid.detach().to("cpu").double().numpy() if hasattr(resid, "detach") else np.asarray(resid)
+    b = m.meta.get("residual_basis")
+    if b is None:
+        return x
+    if x.shape[-1] != b.shape[1]:
+        raise ValueError(f"the residual stream has {x.shape[-1]} dimensions, the model's d_model is {b.shape[1]}")
+    return x @ b.astype(np.float64).T
+
+
 def decode_residual(model, node, resid, attention_mask=None):
     """The values of ground-truth node `node` (a dict of tl_ground_truth or of the file's
     ground truth, or a node's name) read from a residual stream activation
     [batch, pos, d_model] (e.g. cache["blocks.1.hook_resid_post"]), as raspc's trace
     reads them: categorical, the first largest of its `writes` directions (None when all
-    are below 0.5); numerical, its one direction, snapped to its value set."""
+    are below 0.5); numerical, its one direction, snapped to its value set. A rotated or
+    compressed model's stream is read through its basis (label_space)."""
     m = load(model)
     if isinstance(node, str):
         found = [n for n in m.meta["ground_truth"] if _label(n) == node]
         if not found:
             raise ValueError(f"no node labelled '{node}' in the ground truth")
         node = found[0]
-    x = resid.detach().to("cpu").double().numpy() if hasattr(resid, "detach") else resid
+    x = label_space(m, resid)
     if x.ndim == 2:
         x = x[None]
     lens = _lengths(attention_mask, x.shape[0], x.shape[1])

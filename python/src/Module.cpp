@@ -109,6 +109,20 @@ struct PyModel {
     d["output_encoding"] = m.outputEncoding;
     d["output_values"] = toPython(m.outputValues);
     d["residual_labels"] = nb::cast(m.residualLabels);
+    // A rotated or compressed model's label vectors [n_labels, d_model], as lists (so
+    // that metadata dicts still compare with ==); None: one-hot.
+    if (hasResidualBasis(m)) {
+      nb::list rows;
+      const int64_t n = m.residualBasis.shape[0], dm = m.residualBasis.shape[1];
+      for (int64_t i = 0; i < n; ++i) {
+        nb::list row;
+        for (int64_t j = 0; j < dm; ++j) row.append(double(m.residualBasis.at(i, j)));
+        rows.append(row);
+      }
+      d["residual_basis"] = rows;
+    } else {
+      d["residual_basis"] = nb::none();
+    }
     d["source"] = m.source;
     d["source_name"] = m.sourceName;
     nb::dict enc;

@@ -516,3 +516,45 @@ def test_any_weights_and_sizes_compute_raspcs_forward_pass(n_heads, d_head, d_ml
         got = ht(tokens, attention_mask=mask).numpy()
     for b, n in enumerate(lens):  # real positions only: PAD positions compute garbage
         np.testing.assert_allclose(got[b, :n], want[b, :n], rtol=1e-4, atol=1e-4)
+
+
+# ------------------------------------------------------------------------------------
+# Rotated models (raspc transform --rotate): another residual basis, the same values
+
+
+@pytest.mark.parametrize("name", ["sort", "frac_prevs"])
+def test_rotated_model_decodes_as_the_original(compiled, name, tmp_path):
+    """decode_residual of a rotated model (h5 and safetensors), read through its
+    residual_basis, equals the original's at every residual hook; its outputs too; and
+    the rotated stream itself is not the original's (no one-hot directions)."""
+    h5, _ = compiled[name]
+    rot, rot_st = tmp_path / "rot.h5", tmp_path / "rot.safetensors"
+    raspc("transform", h5, "--rotate", "--seed", 5, "-o", rot)
+    raspc("transform", h5, "--rotate", "--seed", 5, "--format", "safetensors", "-o", rot_st)
+    orig, r, rs = tl.load(h5), tl.load(rot), tl.load(rot_st)
+    assert orig.meta["residual_basis"] is None
+    d = orig.meta["d_model"]
+    assert r.meta["residual_basis"].shape == (len(r.meta["residual_labels"]), d) == (d, d)
+    np.testing.assert_array_equal(r.meta["residual_basis"], rs.meta["residual_basis"])  # bit for bit
+    B = r.meta["residual_basis"].astype(np.float64)
+    np.testing.assert_allclose(B @ B.T, np.eye(d), atol=1e-5)
+    assert np.count_nonzero(np.abs(B) > 1e-3) > 3 * d  # dense, not a permutation
+    nodes = [n for n in tl.tl_ground_truth(h5) if n["residual"]]
+    rng = random.Random(f"{SEED}-rotated-{name}")
+    inputs = random_inputs(h5, 8, rng)
+    tokens, mask = tl.to_tokens(h5, inputs)
+    ho, hr = bridge(h5), tl.to_hooked_transformer(rot)
+    with torch.no_grad():
+        lo, co = ho.run_with_cache(tokens, attention_mask=mask)
+        lr, cr = hr.run_with_cache(tokens, attention_mask=mask)
+    assert tl.decode(rot, lr, mask) == tl.decode(h5, lo, mask)
+    assert tl.run(rot_st, inputs) == tl.run(h5, inputs)
+    hooks = [k for k in co.keys() if k.endswith(("hook_resid_pre", "hook_resid_mid", "hook_resid_post"))]
+    assert hooks
+    for hook in hooks:
+        assert not torch.allclose(co[hook], cr[hook], atol=1e-3), hook  # really another basis
+        np.testing.assert_allclose(tl.label_space(rot, cr[hook]), co[hook].double().numpy(), atol=1e-3)
+        for n in nodes:
+            want = tl.decode_residual(h5, n, co[hook], mask)
+            assert tl.decode_residual(rot, n, cr[hook], mask) == want, (name, hook, n["label"])
+            assert tl.decode_residual(rot_st, n["label"], cr[hook], mask) == want
