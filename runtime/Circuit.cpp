@@ -21,16 +21,17 @@ namespace {
 using Mat = Eigen::MatrixXd;
 
 // Directions (d_model indices) with a nonzero entry: rows of a [d_model, x] slice.
-std::vector<int> nonzeroRows(const Mat &w) {
+// Above `tol` in absolute value: 0 for one-hot weights (any nonzero counts).
+std::vector<int> nonzeroRows(const Mat &w, double tol = 0) {
   std::vector<int> out;
   for (Eigen::Index i = 0; i < w.rows(); ++i)
-    if (w.row(i).cwiseAbs().maxCoeff() > 0) out.push_back(int(i));
+    if (w.cols() > 0 && w.row(i).cwiseAbs().maxCoeff() > tol) out.push_back(int(i));
   return out;
 }
-std::vector<int> nonzeroCols(const Mat &w) {
+std::vector<int> nonzeroCols(const Mat &w, double tol = 0) {
   std::vector<int> out;
   for (Eigen::Index j = 0; j < w.cols(); ++j)
-    if (w.rows() > 0 && w.col(j).cwiseAbs().maxCoeff() > 0) out.push_back(int(j));
+    if (w.rows() > 0 && w.col(j).cwiseAbs().maxCoeff() > tol) out.push_back(int(j));
   return out;
 }
 bool intersects(const std::vector<int> &a, const std::vector<int> &b) {
@@ -123,17 +124,25 @@ Circuit circuitOf(const Model &m) {
     std::vector<int> writes, q, k, v, reads; // reads: the union (MLP: W_in; output: W_U)
   };
   std::vector<Io> parents, children;
+  // Directions are residual labels: with a basis B (a rotated variant), a writer's
+  // weights W map to labels as W B^T and a reader's as B W; float32 storage leaves
+  // rounding there, hence a tolerance relative to the weights.
+  const bool basis = hasResidualBasis(m);
+  const Mat B = basis ? matrix(m.residualBasis) : Mat();
+  auto tolFor = [&](const Mat &w) { return basis ? 1e-4 * std::max(1.0, w.cwiseAbs().maxCoeff()) : 0.0; };
+  auto writesOf = [&](const Mat &w) { return basis ? nonzeroCols(w * B.transpose(), tolFor(w)) : nonzeroCols(w); };
+  auto readsOf = [&](const Mat &w) { return basis ? nonzeroRows(B * w, tolFor(w)) : nonzeroRows(w); };
   {
     Mat emb(cfg.d_vocab + cfg.n_ctx, cfg.d_model);
     emb << matrix(m.tensors.at("embed.W_E")), matrix(m.tensors.at("pos_embed.W_pos"));
-    parents.push_back({Site{Site::Embed}, nonzeroCols(emb), {}, {}, {}, {}});
+    parents.push_back({Site{Site::Embed}, writesOf(emb), {}, {}, {}, {}});
   }
   for (int l = 0; l < cfg.n_layers; ++l) {
     const std::string a = blocks(l, "attn.");
     for (int h = 0; h < cfg.n_heads; ++h) {
-      Io io{Site{Site::Head, l, h}, nonzeroCols(headSlice(m.tensors.at(a + "W_O"), h)),
-            nonzeroRows(headSlice(m.tensors.at(a + "W_Q"), h)), nonzeroRows(headSlice(m.tensors.at(a + "W_K"), h)),
-            nonzeroRows(headSlice(m.tensors.at(a + "W_V"), h)), {}};
+      Io io{Site{Site::Head, l, h}, writesOf(headSlice(m.tensors.at(a + "W_O"), h)),
+            readsOf(headSlice(m.tensors.at(a + "W_Q"), h)), readsOf(headSlice(m.tensors.at(a + "W_K"), h)),
+            readsOf(headSlice(m.tensors.at(a + "W_V"), h)), {}};
       if (io.writes.empty()) continue; // a head that adds nothing is no component
       std::set<int> u(io.q.begin(), io.q.end());
       u.insert(io.k.begin(), io.k.end());
@@ -143,14 +152,14 @@ Circuit circuitOf(const Model &m) {
       children.push_back(io);
     }
     const std::string p = blocks(l, "mlp.");
-    Io io{Site{Site::Mlp, l}, nonzeroCols(matrix(m.tensors.at(p + "W_out"))), {}, {}, {},
-          nonzeroRows(matrix(m.tensors.at(p + "W_in")))};
+    Io io{Site{Site::Mlp, l}, writesOf(matrix(m.tensors.at(p + "W_out"))), {}, {}, {},
+          readsOf(matrix(m.tensors.at(p + "W_in")))};
     if (!io.writes.empty()) {
       parents.push_back(io);
       children.push_back(io);
     }
   }
-  children.push_back({Site{Site::Output}, {}, {}, {}, {}, nonzeroRows(matrix(m.tensors.at("unembed.W_U")))});
+  children.push_back({Site{Site::Output}, {}, {}, {}, {}, readsOf(matrix(m.tensors.at("unembed.W_U")))});
 
   for (const Io &p : parents) {
     if (p.site.kind == Site::Embed) continue;

@@ -3,6 +3,7 @@
 // every example's nodes passing their intervention checks, and `raspc verify --circuit`.
 #include "TestUtil.h"
 #include "backend/Json.h"
+#include "backend/Variants.h"
 #include "passes/Compiler.h"
 #include "runtime/Circuit.h"
 #include "runtime/Executor.h"
@@ -510,67 +511,34 @@ TEST(Circuit, SharedSelectorsAndTuples) {
   EXPECT_EQ(beats, 2);
 }
 
-// The interventions do not depend on the residual's basis: sort with its residual
-// rotated by a random orthogonal matrix (every writer times R, every reader times R^T),
-// checked against the original's circuit, gives the same interchange results and the
-// same necessary components and edges. (Decoding a node from a rotated residual needs
-// the basis, which the cone ablation leaves to decodeNodes.)
+// The interventions do not depend on the residual's basis: sort's rotated variant
+// (backend/Variants.h: every writer times R, every reader times R^T, the basis recorded)
+// has the same circuit, read through its basis, and the same results: every node passes
+// (cone ablation decoding through the basis), the same components and edges necessary.
 TEST(Circuit, RotationInvariant) {
   auto b = build(std::string(RASPC_SOURCE_DIR) + "/examples/sort.rasp");
   ASSERT_TRUE(b->model) << b->diags;
   const Model &m = *b->model;
-  const int D = m.cfg.d_model;
-  std::mt19937_64 rng(7);
-  std::normal_distribution<double> N;
-  Eigen::MatrixXd G(D, D);
-  for (int i = 0; i < D; ++i)
-    for (int j = 0; j < D; ++j) G(i, j) = N(rng);
-  Eigen::MatrixXd R = Eigen::HouseholderQR<Eigen::MatrixXd>(G).householderQ();
-  Model rot = m;
-  // Rows x d_model (writers: times R) or d_model x cols (readers: R^T times), per head.
-  auto apply = [&](const std::string &name, bool writer) {
-    Tensor &t = rot.tensors.at(name);
-    const int64_t heads = t.shape.size() == 3 ? t.shape[0] : 1;
-    const int64_t rows = t.shape[t.shape.size() - 2], cols = t.shape.back();
-    for (int64_t h = 0; h < heads; ++h) {
-      Eigen::MatrixXd w(rows, cols);
-      float *p = t.data.data() + h * rows * cols;
-      for (int64_t i = 0; i < rows; ++i)
-        for (int64_t j = 0; j < cols; ++j) w(i, j) = p[i * cols + j];
-      Eigen::MatrixXd r = writer ? Eigen::MatrixXd(w * R) : Eigen::MatrixXd(R.transpose() * w);
-      for (int64_t i = 0; i < rows; ++i)
-        for (int64_t j = 0; j < cols; ++j) p[i * cols + j] = float(r(i, j));
-    }
-  };
-  auto applyBias = [&](const std::string &name) {
-    Tensor &t = rot.tensors.at(name);
-    Eigen::RowVectorXd v(D);
-    for (int i = 0; i < D; ++i) v(i) = t.data[size_t(i)];
-    v = v * R;
-    for (int i = 0; i < D; ++i) t.data[size_t(i)] = float(v(i));
-  };
-  apply("embed.W_E", true);
-  apply("pos_embed.W_pos", true);
-  apply("unembed.W_U", false);
-  for (int l = 0; l < m.cfg.n_layers; ++l) {
-    const std::string a = "blocks." + std::to_string(l) + ".attn.", p = "blocks." + std::to_string(l) + ".mlp.";
-    for (const char *r : {"W_Q", "W_K", "W_V"}) apply(a + r, false);
-    apply(a + "W_O", true);
-    applyBias(a + "b_O");
-    apply(p + "W_in", false);
-    apply(p + "W_out", true);
-    applyBias(p + "b_out");
-  }
-  Circuit c = circuitOf(m);
+  auto rot = rotateModel(m, 7);
+  ASSERT_TRUE(bool(rot)) << llvm::toString(rot.takeError());
+  ASSERT_EQ(residualBasisKind(*rot), "rotated");
+  Circuit c = circuitOf(m), cr = circuitOf(*rot);
+  std::vector<std::string> e1, e2;
+  for (auto &e : c.qkvEdges) e1.push_back(edgeText(e));
+  for (auto &e : cr.qkvEdges) e2.push_back(edgeText(e));
+  EXPECT_EQ(e1, e2);
+  EXPECT_EQ(circuitJson(c), circuitJson(cr));
   auto io = b->program.interpreterOptions(b->opts);
   auto orig = checkCircuit(b->program.graph(), b->output, io, m, c, {});
-  auto r = checkCircuit(b->program.graph(), b->output, io, rot, c, {});
+  auto r = checkCircuit(b->program.graph(), b->output, io, *rot, cr, {});
   ASSERT_TRUE(orig && r);
+  EXPECT_TRUE(r->passed) << circuitReportJson(*r);
   ASSERT_EQ(r->nodes.size(), orig->nodes.size());
   for (size_t i = 0; i < r->nodes.size(); ++i) {
     EXPECT_EQ(r->nodes[i].check, orig->nodes[i].check);
     EXPECT_EQ(r->nodes[i].agree, r->nodes[i].pairs) << r->nodes[i].name;
     EXPECT_EQ(r->nodes[i].pairs, orig->nodes[i].pairs) << r->nodes[i].name;
+    EXPECT_EQ(r->nodes[i].coneUnchanged, r->nodes[i].conePairs) << r->nodes[i].name;
   }
   EXPECT_EQ(r->componentsNecessary, orig->componentsNecessary);
   EXPECT_EQ(r->heads.necessary, orig->heads.necessary);
