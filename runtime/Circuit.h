@@ -105,10 +105,10 @@ struct Circuit {
   std::vector<CircuitEdge> headEdges, qkvEdges;
 };
 
-// The circuit of a compiled model, from its ground truth and its weights. The edge rule
-// reads one-hot residual directions: compute it on the compiled model, and check a
-// variant whose residual is rotated (same heads and neurons, outputs identical) with the
-// original's circuit: checkCircuit(g, out, io, rotated, circuitOf(original)).
+// The circuit of a compiled model, from its ground truth and its weights. Directions are
+// residual labels, read through the model's residual basis when it has one, so a rotated
+// variant has the original's circuit. Check a compressed variant (B B^T is not the
+// identity) with the original's: checkCircuit(g, out, io, compressed, circuitOf(original)).
 Circuit circuitOf(const Model &m);
 // circuit.json ("raspc-circuit-1").
 std::string circuitJson(const Circuit &c);
