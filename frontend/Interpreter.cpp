@@ -79,15 +79,31 @@ const char *typeWord(ir::TokenType type) {
   }
 }
 
-SelectorRows::SelectorRows(const ir::Graph &g, NodeId sel, bool causal) : g_(g), causal_(causal) {
-  // The selectors `sel` is built from.
-  order_ = g.preorder(sel, [](const ir::Node &n) { return n.kind != NodeKind::Select; });
+SelectorRows::SelectorRows(const ir::Graph &g, NodeId sel, bool causal,
+                           const std::map<NodeId, SelectorValue> *overrides)
+    : g_(g), causal_(causal), overrides_(overrides && !overrides->empty() ? overrides : nullptr) {
+  // The selectors `sel` is built from; an overridden one is a leaf.
+  auto isOverridden = [&](NodeId id) { return overrides_ && overrides_->count(id); };
+  if (!overrides_) {
+    order_ = g.preorder(sel, [](const ir::Node &n) { return n.kind != NodeKind::Select; });
+  } else {
+    std::vector<NodeId> stack = {sel};
+    std::unordered_set<NodeId> seen;
+    while (!stack.empty()) {
+      NodeId id = stack.back();
+      stack.pop_back();
+      if (!seen.insert(id).second) continue;
+      order_.push_back(id);
+      if (g[id].kind != NodeKind::Select && !isOverridden(id))
+        for (NodeId a : g[id].args) stack.push_back(a);
+    }
+  }
   // Args have smaller ids: sorted ids are a topological order.
   std::sort(order_.begin(), order_.end());
   argSlots_.resize(order_.size());
   for (size_t i = 0; i < order_.size(); ++i) {
     const ir::Node &n = g[order_[i]];
-    if (n.kind == NodeKind::Select) continue;
+    if (n.kind == NodeKind::Select || isOverridden(order_[i])) continue;
     for (size_t a = 0; a < n.args.size(); ++a)
       argSlots_[i][a] = size_t(std::lower_bound(order_.begin(), order_.end(), n.args[a]) - order_.begin());
   }
@@ -101,6 +117,14 @@ const std::vector<uint8_t> &SelectorRows::row(size_t q, size_t n, const std::vec
     const ir::Node &node = g_[order_[i]];
     std::vector<uint8_t> &r = rows_[i];
     r.assign(n, 0);
+    if (overrides_) {
+      auto it = overrides_->find(order_[i]);
+      if (it != overrides_->end()) {
+        // Sizes were checked by Interpreter::run.
+        for (size_t k = 0; k < visible && k < it->second.n; ++k) r[k] = it->second.at(q, k);
+        continue;
+      }
+    }
     switch (node.kind) {
     case NodeKind::Select: {
       // Type errors were reported when the select itself was evaluated.
@@ -126,7 +150,7 @@ const std::vector<uint8_t> &SelectorRows::row(size_t q, size_t n, const std::vec
 
 SelectorValue Interpreter::selector(NodeId id) const {
   SelectorValue s{n_, std::vector<uint8_t>(n_ * n_)};
-  SelectorRows rows(g_, id, opts_.causal);
+  SelectorRows rows(g_, id, opts_.causal, &opts_.selectorOverrides);
   for (size_t q = 0; q < n_; ++q) {
     const auto &r = rows.row(q, n_, sops_);
     std::copy(r.begin(), r.end(), s.m.begin() + ptrdiff_t(q * n_));
@@ -140,11 +164,41 @@ llvm::Error Interpreter::run(llvm::ArrayRef<std::string> tokens, llvm::ArrayRef<
   failures_.clear();
   n_ = tokens.size();
   bool intTokens = opts_.intTokens ? *opts_.intTokens : allIntTokens(tokens);
+  for (auto &[id, v] : opts_.sopOverrides)
+    if (id >= g_.size() || g_[id].isSelector() || v.size() != n_)
+      return llvm::make_error<llvm::StringError>(
+          fmt::format("override of node {}: {}", id,
+                      id >= g_.size() || g_[id].isSelector() ? "not an s-op of the graph"
+                                                             : fmt::format("{} values for an input of length {}", v.size(), n_)),
+          llvm::inconvertibleErrorCode());
+  for (auto &[id, v] : opts_.selectorOverrides)
+    if (id >= g_.size() || !g_[id].isSelector() || v.n != n_ || v.m.size() != n_ * n_)
+      return llvm::make_error<llvm::StringError>(
+          fmt::format("override of node {}: {}", id,
+                      id >= g_.size() || !g_[id].isSelector() ? "not a selector of the graph"
+                                                              : fmt::format("a {0} x {0} matrix for an input of length {1}", v.n, n_)),
+          llvm::inconvertibleErrorCode());
+  for (auto &[id, v] : opts_.attendOverrides)
+    if (id >= g_.size() || (g_[id].kind != NodeKind::Aggregate && g_[id].kind != NodeKind::SelectorWidth) ||
+        v.n != n_ || v.m.size() != n_ * n_)
+      return llvm::make_error<llvm::StringError>(
+          fmt::format("override of node {}: {}", id,
+                      id >= g_.size() || (g_[id].kind != NodeKind::Aggregate && g_[id].kind != NodeKind::SelectorWidth)
+                          ? "not an aggregate or selector width of the graph"
+                          : fmt::format("a {0} x {0} matrix for an input of length {1}", v.n, n_)),
+          llvm::inconvertibleErrorCode());
   for (NodeId id : g_.reachable(std::vector<NodeId>(roots.begin(), roots.end())))
     if (auto err = evalNode(id, tokens, intTokens)) return err;
   for (NodeId r : roots)
     if (auto err = checkFailures(r)) return err;
   return llvm::Error::success();
+}
+
+std::optional<std::map<NodeId, SelectorValue>> Interpreter::attendOverrides(NodeId id) const {
+  auto it = opts_.attendOverrides.find(id);
+  if (it == opts_.attendOverrides.end()) return std::nullopt;
+  // The reader's selector, as a leaf holding the given matrix.
+  return std::map<NodeId, SelectorValue>{{g_[id].args[0], it->second}};
 }
 
 llvm::Error Interpreter::checkFailures(NodeId id) const {
@@ -160,6 +214,11 @@ static int typeClass(const Scalar &v) { return isNone(v) ? 0 : isNumber(v) ? 1 :
 llvm::Error Interpreter::evalNode(NodeId id, llvm::ArrayRef<std::string> tokens, bool intTokens) {
   const ir::Node &node = g_[id];
   const size_t n = tokens.size();
+  if (auto it = opts_.sopOverrides.find(id); it != opts_.sopOverrides.end()) {
+    sops_[id] = it->second; // an intervention: no failures, whatever computed it before
+    return llvm::Error::success();
+  }
+  if (opts_.selectorOverrides.count(id)) return llvm::Error::success(); // nothing to type-check
   auto fail = [&](const std::string &msg) { return locatedError(node.loc, msg); };
   std::vector<Scalar> out(node.isSelector() ? 0 : n);
   switch (node.kind) {
@@ -245,7 +304,8 @@ llvm::Error Interpreter::evalNode(NodeId id, llvm::ArrayRef<std::string> tokens,
   case NodeKind::SelectNot: return llvm::Error::success(); // computed row by row where used
   case NodeKind::Aggregate: {
     if (auto err = checkFailures(node.args[1])) return err;
-    SelectorRows rows(g_, node.args[0], opts_.causal);
+    auto rowsOverrides = attendOverrides(id);
+    SelectorRows rows(g_, node.args[0], opts_.causal, rowsOverrides ? &*rowsOverrides : &opts_.selectorOverrides);
     const auto &vals = sops_[node.args[1]];
     for (size_t q = 0; q < n; ++q) {
       const auto &row = rows.row(q, n, sops_);
@@ -284,7 +344,8 @@ llvm::Error Interpreter::evalNode(NodeId id, llvm::ArrayRef<std::string> tokens,
     break;
   }
   case NodeKind::SelectorWidth: {
-    SelectorRows rows(g_, node.args[0], opts_.causal);
+    auto rowsOverrides = attendOverrides(id);
+    SelectorRows rows(g_, node.args[0], opts_.causal, rowsOverrides ? &*rowsOverrides : &opts_.selectorOverrides);
     for (size_t q = 0; q < n; ++q) {
       const auto &row = rows.row(q, n, sops_);
       int64_t w = 0;

@@ -10,6 +10,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,19 +34,34 @@ struct InterpreterOptions {
   // Aggregates (by node id, non-zero = checked) that must never average different
   // values: the compiler stores their values one-hot, so a mean has no meaning there.
   std::vector<char> singleValued;
+  // Interventions: nodes whose value is taken as given instead of computed, with
+  // everything downstream recomputed from it (an interchange intervention runs input a
+  // with a node's value from input b). An s-op's values per position, a selector's
+  // n x n matrix (SelectorValue; causal masking still applies). The sizes must match
+  // the input's length, else run() fails naming the node.
+  std::map<ir::NodeId, std::vector<Scalar>> sopOverrides;
+  std::map<ir::NodeId, SelectorValue> selectorOverrides;
+  // By aggregate or selector width: the matrix it attends with instead of its selector's
+  // value, which stays as computed for every other reader (a head's attention pattern
+  // patched, where selectorOverrides patches the selector everywhere it is used).
+  std::map<ir::NodeId, SelectorValue> attendOverrides;
 };
 
 // Computes a selector one query row at a time, so that aggregates and selector widths
 // need O(n) memory per selector node, never an n x n matrix.
 class SelectorRows {
 public:
-  SelectorRows(const ir::Graph &g, ir::NodeId sel, bool causal);
+  // `overrides` (may be null) replaces the rows of the selectors it names, inner ones of
+  // a composite selector included (InterpreterOptions::selectorOverrides).
+  SelectorRows(const ir::Graph &g, ir::NodeId sel, bool causal,
+               const std::map<ir::NodeId, SelectorValue> *overrides = nullptr);
   // The row of query q (keys 0..n-1) from the s-op values in `sops`.
   const std::vector<uint8_t> &row(size_t q, size_t n, const std::vector<std::vector<Scalar>> &sops);
 
 private:
   const ir::Graph &g_;
   bool causal_;
+  const std::map<ir::NodeId, SelectorValue> *overrides_;
   std::vector<ir::NodeId> order_;           // the selector's sub-DAG of selectors, topological
   std::vector<std::array<size_t, 2>> argSlots_; // parallel to order_: buffers of the selector args
   std::vector<std::vector<uint8_t>> rows_;  // one buffer per node of order_
@@ -75,6 +91,9 @@ public:
 
 private:
   llvm::Error evalNode(ir::NodeId id, llvm::ArrayRef<std::string> tokens, bool intTokens);
+  // The selector overrides for the rows aggregate / selector width `id` attends with,
+  // when InterpreterOptions::attendOverrides names it.
+  std::optional<std::map<ir::NodeId, SelectorValue>> attendOverrides(ir::NodeId id) const;
   // The error for the first failed position of s-op `id`, if it has one.
   llvm::Error checkFailures(ir::NodeId id) const;
   const ir::Graph &g_;

@@ -54,7 +54,10 @@ int runCompile(const ProgramFlags &f, const std::string &out, bool force, bool j
 int runModel(const std::string &model, const std::optional<std::string> &input,
              const std::optional<std::string> &inputsFile, bool json, bool trace, const std::string &precision,
              const std::string &device, int batchSize, int64_t maxParams, int threads);
-int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json, int threads);
+// circuitPairs: also run the circuit's intervention checks (runtime/Circuit.h) with
+// that many input pairs.
+int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json, int threads,
+              std::optional<int> circuitPairs = std::nullopt);
 int runInspect(const std::string &model, bool json, int64_t maxParams);
 
 // --seed: a non-negative integer (CLI11 would wrap "-1" around to 2^64 - 1).

@@ -4,6 +4,7 @@
 #include "backend/Variants.h"
 #include "frontend/Program.h"
 #include "passes/Compiler.h"
+#include "runtime/Circuit.h"
 #include "runtime/Executor.h"
 #include "suite/Exact.h"
 #include "support/Files.h"
@@ -436,7 +437,73 @@ int runModel(const std::string &path, const std::optional<std::string> &input,
   return 0;
 }
 
-int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json, int threads) {
+namespace {
+
+// `raspc verify --circuit`: the circuit's intervention checks after exactness. Prints the
+// summary (or, with --json, returns the "interventions" object in `jsonOut`); false when
+// a node fails its interchange or cone check.
+bool verifyCircuit(Program &p, const Compiled &c, int pairs, uint64_t seed, bool json, std::string &jsonOut,
+                   bool &ran) {
+  Circuit circ = circuitOf(c.model);
+  CircuitCheckOptions o;
+  o.pairs = pairs;
+  o.seed = seed;
+  std::optional<Progress> bar;
+  if (!json)
+    o.progress = [&](uint64_t done, uint64_t total) {
+      if (!bar) bar.emplace(total, true);
+      bar->update(done);
+    };
+  auto r = checkCircuit(p.graph(), c.output, p.interpreterOptions(c.opts), c.model, circ, o);
+  if (!r) {
+    error(llvm::toString(r.takeError()));
+    return false;
+  }
+  ran = true;
+  if (json) {
+    jsonOut = circuitReportJson(*r);
+    return r->passed;
+  }
+  std::cout << fmt::format("circuit: {} components, {} edges (heads), {} edges (qkv); {} pairs per node, seed {}{}\n",
+                           circ.components.size(), circ.headEdges.size(), circ.qkvEdges.size(), pairs, seed,
+                           r->skippedPairs ? fmt::format(", {} pairs rejected by the interpreter", r->skippedPairs) : "");
+  for (size_t i = 0; i < r->nodes.size(); ++i) {
+    const NodeCheck &n = r->nodes[i];
+    std::string label = n.name.empty() ? fmt::format("{}_{}", circ.nodes[i].kind, n.id) : n.name;
+    if (n.check == "skipped") {
+      std::cout << fmt::format("  {:<20} skipped: {}\n", label, n.reason);
+      continue;
+    }
+    std::cout << fmt::format("  {:<20} {:<11} {}/{} agree ({} change it), cone ablation {}{}{}\n", label, n.check,
+                             n.agree, n.pairs, n.differs,
+                             n.coneReason.empty() ? fmt::format("{}/{} unchanged", n.coneUnchanged, n.conePairs)
+                                                  : "skipped (" + n.coneReason + ")",
+                             n.skippedPairs ? fmt::format(", {} pairs rejected", n.skippedPairs) : "",
+                             n.passed() ? "" : "  FAILED");
+    auto tokens = [](const std::vector<std::string> &t) {
+      std::string s;
+      for (auto &x : t) s += (s.empty() ? "" : " ") + x;
+      return s;
+    };
+    if (n.failure)
+      std::cout << fmt::format("    interchange a \"{}\", b \"{}\": model {}, interpreter {}\n", tokens(n.failure->a),
+                               tokens(n.failure->b), formatSequence(n.failure->output, false),
+                               formatSequence(n.failureWant, false));
+    if (n.coneFailure)
+      std::cout << fmt::format("    cone ablation a \"{}\", b \"{}\": value {}, interpreter {}\n",
+                               tokens(n.coneFailure->a), tokens(n.coneFailure->b), formatSequence(n.coneGot, false),
+                               formatSequence(n.coneWant, false));
+  }
+  std::cout << fmt::format("necessary: {}/{} components, {}/{} edges (heads), {}/{} edges (qkv) ({:.2f} s)\n",
+                           r->componentsNecessary, r->componentsTotal, r->heads.necessary, r->heads.total,
+                           r->qkv.necessary, r->qkv.total, r->seconds);
+  return r->passed;
+}
+
+} // namespace
+
+int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json, int threads,
+              std::optional<int> circuitPairs) {
   Program p;
   auto c = compileFile(p, f);
   if (!c) return 1;
@@ -461,6 +528,15 @@ int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json, int 
     llvm::errs() << (json ? "" : "\n") << "the interpreter rejects " << r->rejected << " input"
                  << (r->rejected == 1 ? "" : "s") << ", first \"" << r->rejectedInput << "\": " << r->rejectedError
                  << "\n";
+  if (json && circuitPairs) {
+    // checks.json's form: {"exact": ..., "interventions": ...}.
+    std::string interventions;
+    bool ran = false;
+    bool passed = verifyCircuit(p, *c, *circuitPairs, seed, true, interventions, ran);
+    if (!ran) return 1;
+    std::cout << "{\"exact\": " << r->json() << ",\n \"interventions\": " << interventions << "}\n";
+    return r->exact() && passed ? 0 : 1;
+  }
   if (json)
     std::cout << fmt::format("{{\"inputs\": {}, \"exhaustive\": {}, \"mismatches\": {}, \"rejected\": {}, "
                              "\"seconds\": {:.3f}}}\n",
@@ -470,6 +546,12 @@ int runVerify(const ProgramFlags &f, int samples, uint64_t seed, bool json, int 
                              r->inputs, r->mismatches, r->mismatches == 1 ? "" : "es",
                              r->rejected ? fmt::format(", {} rejected by the interpreter", r->rejected) : "",
                              summary(c->stats));
+  if (circuitPairs && !json) {
+    std::string unused;
+    bool ran = false;
+    bool passed = verifyCircuit(p, *c, *circuitPairs, seed, false, unused, ran);
+    if (!ran || !passed) return 1;
+  }
   return r->exact() ? 0 : 1;
 }
 

@@ -203,6 +203,13 @@ static int realMain(int argc, char **argv) {
   verify->add_flag("--json", verifyJson, "print the result as JSON");
   verify->add_option("--threads", verifyThreads, "CPU threads for the forward pass (default 1; 0: one per core)")
       ->check(CLI::Range(0, 1024));
+  bool verifyCircuit = false;
+  int circuitPairs = 32;
+  auto *circuitFlag =
+      verify->add_flag("--circuit", verifyCircuit, "also check the circuit by interventions (docs/runtime.md)");
+  verify->add_option("--pairs", circuitPairs, "input pairs per node, component and edge for --circuit (default 32)")
+      ->check(CLI::Range(1, 1000000))
+      ->needs(circuitFlag);
 
   std::string inspectFile;
   bool inspectJson = false;
@@ -269,7 +276,8 @@ static int realMain(int argc, char **argv) {
     return tools::runModel(modelFile, runInput, runInputs, runJson, runTrace, precision, device, runBatch,
                            runMaxParams.value_or(kDefaultMaxParams), runThreads);
   }
-  if (verify->parsed()) return tools::runVerify(verifyFlags, samples, seed, verifyJson, verifyThreads);
+  if (verify->parsed()) return tools::runVerify(verifyFlags, samples, seed, verifyJson, verifyThreads,
+                                                  verifyCircuit ? std::optional<int>(circuitPairs) : std::nullopt);
   if (inspect->parsed()) return tools::runInspect(inspectFile, inspectJson, inspectMaxParams.value_or(kDefaultMaxParams));
   if (auto rc = crate()) return *rc;
   if (auto rc = transform()) return *rc;
