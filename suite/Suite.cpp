@@ -5,6 +5,7 @@
 #include "backend/Safetensors.h"
 #include "frontend/Program.h"
 #include "passes/Compiler.h"
+#include "runtime/Circuit.h"
 #include "runtime/Executor.h"
 #include "runtime/VariantCheck.h"
 #include "suite/Exact.h"
@@ -172,12 +173,16 @@ std::string ModelSummary::json() const {
   auto num = [](int64_t v) { return v < 0 ? std::string("null") : std::to_string(v); };
   return fmt::format("{{\"name\": {}, \"description\": {}, \"category\": {}, \"difficulty\": {}, \"causal\": {}, "
                      "\"vocab\": {}, \"max_len\": {}, \"n_layers\": {}, \"d_model\": {}, \"n_heads\": {}, "
-                     "\"d_mlp\": {}, \"params\": {}, \"nodes\": {}, \"exact\": {}, \"path\": {}, \"status\": {}, "
+                     "\"d_mlp\": {}, \"params\": {}, \"nodes\": {}, \"exact\": {}, \"nodes_checked\": {}, "
+                     "\"nodes_passed\": {}, \"edges\": {}, \"edges_necessary\": {}, \"rotated_exact\": {}, "
+                     "\"compressed_d_model\": {}, \"compressed_exact\": {}, \"path\": {}, \"status\": {}, "
                      "\"error\": {}, \"seconds\": {:.3f}}}",
                      quoted(name), quoted(description), quoted(category), quoted(difficulty),
                      causal ? "true" : "false", jsonStrings(vocab), num(maxLen), num(nLayers), num(dModel),
-                     num(nHeads), num(dMlp), num(params), num(nodes), exact ? "true" : "false", quoted(path),
-                     quoted(status), error.empty() ? "null" : quoted(error), seconds);
+                     num(nHeads), num(dMlp), num(params), num(nodes), exact ? "true" : "false", num(nodesChecked),
+                     num(nodesPassed), num(edges), num(edgesNecessary), rotatedExact ? "true" : "false",
+                     num(compressedDModel), compressedExact ? "true" : "false", quoted(path), quoted(status),
+                     error.empty() ? "null" : quoted(error), seconds);
 }
 
 llvm::Expected<ModelSummary> ModelSummary::fromJson(const std::string &text, const std::string &what) {
@@ -212,6 +217,13 @@ llvm::Expected<ModelSummary> ModelSummary::fromJson(const std::string &text, con
                       {"n_heads", &s.nHeads}, {"d_mlp", &s.dMlp}, {"nodes", &s.nodes}})
     if (auto e = integer(k, *p)) return e;
   if (auto e = integer("params", s.params)) return e;
+  // Written by every build since the interventions and variants were added.
+  for (auto [k, p] : {std::pair{"nodes_checked", &s.nodesChecked}, {"nodes_passed", &s.nodesPassed},
+                      {"edges", &s.edges}, {"edges_necessary", &s.edgesNecessary},
+                      {"compressed_d_model", &s.compressedDModel}})
+    if (auto e = integer(k, *p)) return e;
+  if (auto e = boolean("rotated_exact", s.rotatedExact)) return e;
+  if (auto e = boolean("compressed_exact", s.compressedExact)) return e;
   if (auto e = boolean("causal", s.causal)) return e;
   if (auto e = boolean("exact", s.exact)) return e;
   const json::Value *vocab = v->get("vocab");
@@ -379,6 +391,39 @@ llvm::Error exactStep(ModelJob &j) {
                          r->inputs, llvm::StringRef(why).rtrim().str()));
 }
 
+// circuit.json (runtime/Circuit.h: components, per-node components and cones, edges at
+// both granularities) and checks.json "interventions": every node's interchange and cone
+// checks must pass, or the model fails.
+llvm::Error circuitStep(ModelJob &j) {
+  Circuit c = circuitOf(*j.model);
+  if (auto e = j.write("circuit.json", circuitJson(c))) return e;
+  CircuitCheckOptions o;
+  o.seed = j.opts.seed;
+  auto r = checkCircuit(j.program.graph(), j.output, j.program.interpreterOptions(j.popts), *j.model, c, o);
+  if (!r) return r.takeError();
+  j.checks.emplace_back("interventions", circuitReportJson(*r));
+  ModelSummary &s = j.summary;
+  s.nodesChecked = s.nodesPassed = 0;
+  std::string failed;
+  for (const NodeCheck &n : r->nodes) {
+    if (n.check == "skipped") continue;
+    ++s.nodesChecked;
+    if (n.passed()) ++s.nodesPassed;
+    else failed += (failed.empty() ? "" : ", ") + (n.name.empty() ? fmt::format("node {}", n.id) : n.name);
+  }
+  s.edges = r->heads.total;
+  s.edgesNecessary = r->heads.necessary;
+  j.cardChecks.push_back(fmt::format(
+      "- interventions ({} pairs per node, seed {}): {} of {} nodes pass interchange and cone ablation "
+      "({} skipped, each with its reason in checks.json); necessary on some pair: {}/{} components, {}/{} edges (heads), "
+      "{}/{} edges (qkv)",
+      r->pairsPerNode, r->seed, s.nodesPassed, s.nodesChecked, r->nodes.size() - size_t(s.nodesChecked),
+      r->componentsNecessary, r->componentsTotal, r->heads.necessary, r->heads.total, r->qkv.necessary,
+      r->qkv.total));
+  if (!r->passed) return err("intervention checks failed on " + failed + " (checks.json \"interventions\")");
+  return llvm::Error::success();
+}
+
 // A report's human lines as one Markdown list item.
 std::string cardLine(const std::string &text) {
   std::string out = "- ";
@@ -398,6 +443,7 @@ llvm::Error variantsStep(ModelJob &j) {
   if (auto e = writeModel(rot->model, j.path("rotated/model.h5"), j.rule)) return e;
   std::string json = "{\"rotated\": " + rot->report.json();
   j.cardChecks.push_back(cardLine(rot->report.text()));
+  j.summary.rotatedExact = rot->report.result.exact();
   if (j.model->cfg.d_model > 1) {
     auto comp = searchCompression(*j.model, vo);
     if (!comp) return comp.takeError();
@@ -405,6 +451,8 @@ llvm::Error variantsStep(ModelJob &j) {
     if (auto e = writeModel(comp->model, j.path("compressed/model.h5"), j.rule)) return e;
     json += ", \"compressed\": " + comp->report.json();
     j.cardChecks.push_back(cardLine(comp->report.text()));
+    j.summary.compressedDModel = comp->report.result.dModel;
+    j.summary.compressedExact = comp->report.result.exact();
   } else {
     json += ", \"compressed\": null";
     j.cardChecks.push_back("- compressed: none (a residual of one dimension)");
@@ -424,7 +472,7 @@ const Step kSteps[] = {
     compileStep,      // the program -> a Model
     writeModelStep,   // model.h5, model.safetensors, tl_config.json, encoders.json, ground_truth.json
     exactStep,        // checks.json "exact": the model against the interpreter
-    // circuit.json and checks.json "interventions" (runtime/Circuit.h) plug in here.
+    circuitStep,      // circuit.json, checks.json "interventions"
     variantsStep,     // rotated/, compressed/, checks.json "variants"
 };
 
@@ -661,14 +709,18 @@ llvm::Expected<std::string> writeIndex(const std::string &dir) {
   index += "\n]}\n";
 
   std::string csv = "name,description,category,difficulty,causal,vocab,max_len,n_layers,d_model,n_heads,d_mlp,params,"
-                    "nodes,exact,path,status,error\n";
+                    "nodes,exact,nodes_checked,nodes_passed,edges,edges_necessary,rotated_exact,compressed_d_model,"
+                    "compressed_exact,path,status,error\n";
   auto num = [](int64_t v) { return v < 0 ? std::string() : std::to_string(v); };
+  auto yes = [](bool b) { return b ? "true" : "false"; };
   for (const ModelSummary &s : models)
-    csv += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", csvField(s.name), csvField(s.description),
-                       csvField(s.category), csvField(s.difficulty), s.causal ? "true" : "false",
+    csv += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", csvField(s.name),
+                       csvField(s.description), csvField(s.category), csvField(s.difficulty), yes(s.causal),
                        csvField(join(s.vocab, " ")), num(s.maxLen), num(s.nLayers), num(s.dModel), num(s.nHeads),
-                       num(s.dMlp), num(s.params), num(s.nodes), s.exact ? "true" : "false", csvField(s.path),
-                       s.status, csvField(s.error));
+                       num(s.dMlp), num(s.params), num(s.nodes), yes(s.exact), num(s.nodesChecked),
+                       num(s.nodesPassed), num(s.edges), num(s.edgesNecessary), yes(s.rotatedExact),
+                       num(s.compressedDModel), yes(s.compressedExact), csvField(s.path), s.status,
+                       csvField(s.error));
 
   size_t ok = size_t(std::count_if(models.begin(), models.end(), [](auto &s) { return s.status == "ok"; }));
   std::string md = "# raspc ground-truth suite\n\n";

@@ -70,6 +70,14 @@ struct ModelSummary {
   int nLayers = -1, dModel = -1, nHeads = -1, dMlp = -1, nodes = -1;
   int64_t params = -1;
   bool exact = false;
+  // Interventions (checks.json "interventions"): nodes checked (interchange or pattern)
+  // and of those passing both their interchange and cone checks; circuit edges at
+  // head/MLP granularity and of those necessary on some pair. -1: not run.
+  int nodesChecked = -1, nodesPassed = -1, edges = -1, edgesNecessary = -1;
+  // Variants: the rotated model decodes as this one on the measured inputs; the
+  // compressed model's width and whether it is exact there. -1 / false: none.
+  int compressedDModel = -1;
+  bool rotatedExact = false, compressedExact = false;
   std::string path; // "models/<name>", relative to the suite folder
   std::string status = "ok"; // "ok" | "failed"
   std::string error;         // why it failed
