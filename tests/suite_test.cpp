@@ -250,7 +250,8 @@ TEST(SuiteBuild, FilesIndexAndFailures) {
 
   std::string csv = readFile(o.dir + "/index.csv");
   EXPECT_EQ(csv.substr(0, csv.find('\n')), "name,description,category,difficulty,causal,vocab,max_len,n_layers,d_model,"
-                                           "n_heads,d_mlp,params,nodes,exact,path,status,error");
+                                           "n_heads,d_mlp,params,nodes,exact,nodes_checked,nodes_passed,edges,edges_necessary,rotated_exact,"
+            "compressed_d_model,compressed_exact,path,status,error");
   EXPECT_NE(csv.find("\nsort,sort | ascending,classic,medium,false,1 2 3,5,"), std::string::npos) << csv;
   std::string readme = readFile(o.dir + "/README.md");
   EXPECT_NE(readme.find("3 models: 2 built and exact against the RASP interpreter, 1 failed."), std::string::npos);
