@@ -1,6 +1,7 @@
 // Circuits (runtime/Circuit.h): the component forward pass against the executor, the
 // edge lists against what the weights say, interchange interventions checked by hand,
 // every example's nodes passing their intervention checks, and `raspc verify --circuit`.
+#include "TestCompile.h"
 #include "TestUtil.h"
 #include "backend/Json.h"
 #include "backend/Variants.h"
@@ -23,37 +24,9 @@ using namespace raspc::test;
 
 namespace {
 
-struct Built {
-  std::string diags;
-  llvm::raw_string_ostream os{diags};
-  Program program{os};
-  std::optional<Model> model;
-  ir::NodeId output = 0;
-  ProgramOptions opts;
-};
+using test::Built;
 
-std::unique_ptr<Built> build(const std::string &path) {
-  auto b = std::make_unique<Built>();
-  if (!b->program.loadFile(path)) return b;
-  auto header = b->program.headerOptions();
-  if (!header) return b;
-  b->opts.inheritFrom(*header);
-  auto out = b->program.resolveOutput(b->opts.output);
-  if (!out) return b;
-  b->output = *out;
-  CompileOptions co;
-  co.vocab = *b->opts.vocab;
-  co.maxLen = *b->opts.maxLen;
-  co.causal = b->opts.causal;
-  auto m = compileProgram(b->program.graph(), *out, co, b->program.sourceMgr());
-  if (!m) {
-    b->program.diags().report(m.takeError());
-    b->os.flush();
-    return b;
-  }
-  b->model = std::move(*m);
-  return b;
-}
+std::unique_ptr<Built> build(const std::string &path) { return test::buildFile(path); }
 
 std::unique_ptr<Built> buildSource(const std::string &name, const std::string &source) {
   std::string path = testing::TempDir() + name;

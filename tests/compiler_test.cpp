@@ -1,5 +1,6 @@
 // The compiler end to end: every example compiles, and the model's forward pass
 // agrees with the interpreter on every input (exhaustively for small sizes).
+#include "TestCompile.h"
 #include "TestUtil.h"
 
 #include "passes/Compiler.h"
@@ -17,43 +18,12 @@ using namespace raspc;
 
 namespace {
 
-struct Built {
-  std::string diags;
-  llvm::raw_string_ostream os{diags};
-  Program program{os};
-  std::optional<Model> model;
-  ir::NodeId output = 0;
-  ProgramOptions opts;
-  CompileStats stats;
-};
+using test::Built;
 
 std::unique_ptr<Built> build(const std::string &path, std::optional<std::vector<std::string>> vocab = std::nullopt,
                              std::optional<int> maxLen = std::nullopt, bool causal = false,
                              int64_t maxParams = kDefaultMaxParams) {
-  auto b = std::make_unique<Built>();
-  if (!b->program.loadFile(path)) return b;
-  auto header = b->program.headerOptions();
-  if (!header) return b;
-  b->opts.vocab = vocab;
-  b->opts.maxLen = maxLen;
-  b->opts.causal = causal;
-  b->opts.inheritFrom(*header);
-  auto out = b->program.resolveOutput(b->opts.output);
-  if (!out) return b;
-  b->output = *out;
-  CompileOptions co;
-  co.vocab = *b->opts.vocab;
-  co.maxLen = *b->opts.maxLen;
-  co.causal = causal;
-  co.maxParams = maxParams;
-  auto m = compileProgram(b->program.graph(), *out, co, b->program.sourceMgr(), &b->stats);
-  if (!m) {
-    b->program.diags().report(m.takeError());
-    b->os.flush();
-    return b;
-  }
-  b->model = std::move(*m);
-  return b;
+  return test::buildFile(path, {vocab, maxLen, causal, maxParams});
 }
 
 // Runs the model and the interpreter on `inputs`; returns the first mismatch or "".
