@@ -469,7 +469,9 @@ bool verifyCircuit(Program &p, const Compiled &c, int pairs, uint64_t seed, bool
                            r->skippedPairs ? fmt::format(", {} pairs rejected by the interpreter", r->skippedPairs) : "");
   for (size_t i = 0; i < r->nodes.size(); ++i) {
     const NodeCheck &n = r->nodes[i];
-    std::string label = n.name.empty() ? fmt::format("{}_{}", circ.nodes[i].kind, n.id) : n.name;
+    // As traces and `inspect` name nodes: "tokens", "indices", "length", else kind_id.
+    auto info = std::find_if(c.model.nodes.begin(), c.model.nodes.end(), [&](auto &x) { return x.id == n.id; });
+    std::string label = info != c.model.nodes.end() ? nodeLabel(*info) : fmt::format("{}_{}", circ.nodes[i].kind, n.id);
     if (n.check == "skipped") {
       std::cout << fmt::format("  {:<20} skipped: {}\n", label, n.reason);
       continue;
