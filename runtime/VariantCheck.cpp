@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <map>
 #include <random>
 
@@ -25,46 +26,52 @@ struct Reference {
   std::vector<Eigen::MatrixXd> logits; // rows 1 .. len of each input
 };
 
-llvm::Expected<Reference> reference(const Model &original, const std::vector<std::vector<std::string>> &inputs) {
-  auto exec = Executor::create(original);
+// Runs `m` on `inputs` in batches; `each(i, output, logits)` sees input i's decoded
+// output and its logits without BOS, `after(done)` each finished batch.
+llvm::Error runInBatches(const Model &m, const std::vector<std::vector<std::string>> &inputs,
+                         const std::function<void(size_t, std::vector<Scalar> &, Eigen::MatrixXd)> &each,
+                         const std::function<void(size_t)> &after = {}) {
+  auto exec = Executor::create(m);
   if (!exec) return exec.takeError();
-  Reference r;
-  r.inputs = &inputs;
   for (size_t at = 0; at < inputs.size(); at += kBatch) {
     std::vector<std::vector<std::string>> batch(inputs.begin() + ptrdiff_t(at),
                                                 inputs.begin() + ptrdiff_t(std::min(inputs.size(), at + kBatch)));
     auto out = exec->run(batch);
     if (!out) return out.takeError();
     for (size_t b = 0; b < batch.size(); ++b) {
-      r.outputs.push_back(std::move((*out)[b]));
       Eigen::MatrixXd l = exec->logits(int(b));
-      r.logits.push_back(l.bottomRows(l.rows() - 1));
+      each(at + b, (*out)[b], l.bottomRows(l.rows() - 1));
     }
+    if (after) after(at + batch.size());
   }
+  return llvm::Error::success();
+}
+
+llvm::Expected<Reference> reference(const Model &original, const std::vector<std::vector<std::string>> &inputs) {
+  Reference r;
+  r.inputs = &inputs;
+  if (auto e = runInBatches(original, inputs, [&](size_t, std::vector<Scalar> &out, Eigen::MatrixXd logits) {
+        r.outputs.push_back(std::move(out));
+        r.logits.push_back(std::move(logits));
+      }))
+    return e;
   return r;
 }
 
 llvm::Expected<VariantMeasurement> measure(const Reference &ref, const Model &variant, const VariantOptions &opts) {
-  auto exec = Executor::create(variant);
-  if (!exec) return exec.takeError();
   const auto &inputs = *ref.inputs;
   VariantMeasurement m;
   m.dModel = variant.cfg.d_model;
-  for (size_t at = 0; at < inputs.size(); at += kBatch) {
-    std::vector<std::vector<std::string>> batch(inputs.begin() + ptrdiff_t(at),
-                                                inputs.begin() + ptrdiff_t(std::min(inputs.size(), at + kBatch)));
-    auto out = exec->run(batch);
-    if (!out) return out.takeError();
-    for (size_t b = 0; b < batch.size(); ++b) {
-      if (matchesInterpreter((*out)[b], ref.outputs[at + b])) ++m.exactInputs;
-      Eigen::MatrixXd l = exec->logits(int(b));
-      const Eigen::MatrixXd &want = ref.logits[at + b];
-      if (want.size() > 0)
-        m.maxLogitError = std::max(m.maxLogitError, (l.bottomRows(l.rows() - 1) - want).cwiseAbs().maxCoeff());
-    }
-    m.inputs += batch.size();
-    if (opts.progress) opts.progress(m.inputs, inputs.size(), m.dModel);
-  }
+  auto each = [&](size_t i, std::vector<Scalar> &out, Eigen::MatrixXd logits) {
+    if (matchesInterpreter(out, ref.outputs[i])) ++m.exactInputs;
+    if (ref.logits[i].size() > 0)
+      m.maxLogitError = std::max(m.maxLogitError, (logits - ref.logits[i]).cwiseAbs().maxCoeff());
+  };
+  auto after = [&](size_t done) {
+    m.inputs = done;
+    if (opts.progress) opts.progress(done, inputs.size(), m.dModel);
+  };
+  if (auto e = runInBatches(variant, inputs, each, after)) return e;
   m.accuracy = m.inputs ? double(m.exactInputs) / double(m.inputs) : 1.0;
   return m;
 }
