@@ -7,7 +7,7 @@ namespace raspc::passes {
 Analysis::Analysis(const ir::Graph &g, const CompileOptions &opts, ir::NodeId output)
     : g(g), opts(opts), output(output), reachable(g.size(), 0), users(g.size()), values(g.size()),
       encoding(g.size(), ir::Encoding::Categorical), materialized(g.size(), 0), leaves(g.size()),
-      canFail(g.size(), 0) {
+      inHead(g.size(), 0), canFail(g.size(), 0) {
   order = g.reachable({output});
   for (ir::NodeId id : order) {
     reachable[id] = 1;

@@ -4,7 +4,9 @@
 // materialized map's MLP reads its "leaves": the materialized s-ops its group starts
 // from. The lowering can build an MLP over two leaves of any encoding, or over more
 // categorical leaves when their value combinations are few; otherwise the map's own
-// map arguments are materialized first (one more MLP layer, but no blow-up).
+// map arguments are materialized first (one more MLP layer, but no blow-up). A map of
+// one categorical s-op that only heads read is not materialized either: the heads read
+// that s-op and apply the map in their W_QK / W_OV tables.
 #include "passes/Passes.h"
 
 #include <algorithm>
@@ -67,6 +69,16 @@ llvm::Error fuseMaps(Analysis &a) {
         if (fits(a, leaves)) break;
       }
       // Still too wide (e.g. three numerical inputs): the lowering reports it.
+    }
+    // A map of one categorical leaf needs no directions for the heads that read it:
+    // they read the leaf (Lower's `through`), so the map costs no MLP layer before them.
+    const ir::NodeId leaf = leaves.size() == 1 ? leaves[0] : 0;
+    bool throughLeaf = leaves.size() == 1 && !a.isNumerical(leaf) && !a.canFail[id] && !a.canFail[leaf] &&
+                       a.g[leaf].kind != ir::NodeKind::SelectorWidth &&
+                       std::none_of(a.values[leaf].begin(), a.values[leaf].end(), isNone);
+    if (throughLeaf && needed && id != a.output) {
+      a.inHead[id] = 1;
+      needed = false;
     }
     a.leaves[id] = std::move(leaves);
     if (needed) a.materialized[id] = 1;

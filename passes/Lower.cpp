@@ -270,6 +270,20 @@ private:
     return l.size() == 1 && a_.g[l[0]].kind == NodeKind::SelectorWidth;
   }
 
+  // A map read through its leaf (Analysis::inHead): heads read the leaf, and apply the
+  // map to each of its values in their tables.
+  NodeId sourceOf(NodeId part) const { return a_.inHead[part] ? a_.leaves[part][0] : part; }
+  std::optional<Scalar> through(NodeId part, const Scalar &v) {
+    if (!a_.inHead[part]) return v;
+    return evalFused(part, a_.leaves[part], {v});
+  }
+  // Whether a select atom selects, given its key and query sources' values.
+  bool atomSelects(NodeId at, const Scalar &kv, const Scalar &qv) {
+    const ir::Node &s = a_.g[at];
+    auto k = through(s.args[0], kv), q = through(s.args[1], qv);
+    return k && q && selects(s.cmp, *k, *q);
+  }
+
   llvm::Error lowerMap(NodeId id) {
     const auto &leaves = a_.leaves[id];
     Fn f = [this, id, leaves](const std::vector<Scalar> &v) { return evalFused(id, leaves, v); };
@@ -685,9 +699,9 @@ private:
   llvm::Expected<Group> tupleGroup(NodeId sel, const std::vector<NodeId> &atomIds) {
     std::vector<NodeId> keys, queries;
     for (NodeId at : atomIds) {
-      const ir::Node &s = a_.g[at];
-      if (std::find(keys.begin(), keys.end(), s.args[0]) == keys.end()) keys.push_back(s.args[0]);
-      if (std::find(queries.begin(), queries.end(), s.args[1]) == queries.end()) queries.push_back(s.args[1]);
+      NodeId k = sourceOf(a_.g[at].args[0]), q = sourceOf(a_.g[at].args[1]);
+      if (std::find(keys.begin(), keys.end(), k) == keys.end()) keys.push_back(k);
+      if (std::find(queries.begin(), queries.end(), q) == queries.end()) queries.push_back(q);
     }
     auto kt = tuple(sel, keys);
     if (!kt) return kt.takeError();
@@ -707,9 +721,9 @@ private:
       const auto &qc = qCombos[isNone(qv) ? qCombos.size() - 1 : size_t(std::get<int64_t>(qv))];
       return evalSelector(sel, [&](NodeId at) {
         const ir::Node &s = a_.g[at];
-        size_t ki = size_t(std::find(keys.begin(), keys.end(), s.args[0]) - keys.begin());
-        size_t qi = size_t(std::find(queries.begin(), queries.end(), s.args[1]) - queries.begin());
-        return selects(s.cmp, kc[ki], qc[qi]);
+        size_t ki = size_t(std::find(keys.begin(), keys.end(), sourceOf(s.args[0])) - keys.begin());
+        size_t qi = size_t(std::find(queries.begin(), queries.end(), sourceOf(s.args[1])) - queries.begin());
+        return atomSelects(at, kc[ki], qc[qi]);
       });
     };
     return g;
@@ -789,9 +803,10 @@ private:
     for (NodeId f : factors) {
       std::vector<NodeId> ats;
       atoms(f, ats);
-      std::pair<NodeId, NodeId> pr{a_.g[ats[0]].args[0], a_.g[ats[0]].args[1]};
+      auto sources = [&](NodeId at) { return std::make_pair(sourceOf(a_.g[at].args[0]), sourceOf(a_.g[at].args[1])); };
+      std::pair<NodeId, NodeId> pr = sources(ats[0]);
       for (NodeId at : ats)
-        if (a_.g[at].args[0] != pr.first || a_.g[at].args[1] != pr.second) simple = false;
+        if (sources(at) != pr) simple = false;
       if (!simple) break;
       auto it = std::find_if(byPair.begin(), byPair.end(), [&](auto &e) { return e.first == pr; });
       if (it == byPair.end()) byPair.push_back({pr, {f}});
@@ -816,7 +831,7 @@ private:
       g.q = *qf;
       g.pred = [this, fs](const Scalar &kv, const Scalar &qv) {
         for (NodeId f : fs)
-          if (!evalSelector(f, [&](NodeId at) { return selects(a_.g[at].cmp, kv, qv); })) return false;
+          if (!evalSelector(f, [&](NodeId at) { return atomSelects(at, kv, qv); })) return false;
         return true;
       };
       groups.push_back(std::move(g));
@@ -866,18 +881,34 @@ private:
       if (isNone(n.value))
         return locatedError(n.loc, "a numerical aggregate needs a numeric default (a model has no None); "
                                    "write aggregate(sel, values, 0)");
-      auto vf = numerical(n.args[1]);
-      if (!vf) return vf.takeError();
-      double scale = vf->isConstant() ? toDouble(vf->values[0]) : 1.0;
-      ov[{vf->dirs[0], out.dirs[0]}] += scale;
+      NodeId v = n.args[1];
+      if (a_.inHead[v]) { // W_OV maps each of the leaf's directions to the map's number
+        const Feature &lf = featureOf(sourceOf(v));
+        for (size_t i = 0; i < lf.dirs.size(); ++i) {
+          auto x = through(v, lf.values[i]);
+          if (!x || !isNumber(*x))
+            return locatedError(a_.g[v].loc, "this s-op is used as a number (for a mean) but can be " +
+                                                 (x ? formatScalar(*x, true) : std::string("None")));
+          ov[{lf.dirs[i], out.dirs[0]}] += toDouble(*x);
+        }
+      } else {
+        auto vf = numerical(v);
+        if (!vf) return vf.takeError();
+        double scale = vf->isConstant() ? toDouble(vf->values[0]) : 1.0;
+        ov[{vf->dirs[0], out.dirs[0]}] += scale;
+      }
       double viaOne = ov.count({kOne, out.dirs[0]}) ? ov[{kOne, out.dirs[0]}] : 0.0;
       ov[{kBos, out.dirs[0]}] = toDouble(n.value) - viaOne;
     } else {
-      auto vf = categorical(n.args[1]);
+      // Each value direction (the leaf's, for a map read through it) copies its value.
+      NodeId v = n.args[1];
+      auto vf = categorical(sourceOf(v));
       if (!vf) return vf.takeError();
       for (size_t i = 0; i < vf->dirs.size(); ++i) {
+        auto x = through(v, vf->values[i]);
+        if (!x || isNone(*x)) continue;
         Neuron probe;
-        emit(probe, out, vf->values[i], 1.0);
+        emit(probe, out, *x, 1.0);
         for (auto &[d, w] : probe.out) ov[{vf->dirs[i], d}] += w;
       }
       // BOS carries the default, and cancels what its `one` direction would copy.
@@ -943,7 +974,7 @@ private:
       const ir::Node &un = a_.g[u];
       if (un.kind != NodeKind::Map) {
         needed = std::find(un.args.begin(), un.args.end(), id) != un.args.end();
-      } else if (a_.materialized[u] && !readsFrac(u)) {
+      } else if ((a_.materialized[u] || a_.inHead[u]) && !readsFrac(u)) {
         needed = std::find(a_.leaves[u].begin(), a_.leaves[u].end(), id) != a_.leaves[u].end();
       }
     }

@@ -22,6 +22,10 @@ struct Analysis {
   std::vector<ir::Encoding> encoding;          // encoding of each s-op
   std::vector<char> materialized;              // s-op has its own residual directions
   std::vector<std::vector<ir::NodeId>> leaves; // fused maps: the materialized inputs
+  // Maps of one categorical leaf that heads read through that leaf: a select's keys or
+  // queries become a W_QK table over the leaf's values, an aggregate's values a W_OV
+  // from the leaf's directions. Such a map costs no MLP unless it is the output.
+  std::vector<char> inHead;
   // Maps that can fail for some argument values (a division by zero), directly or
   // through an argument: a conditional may discard the failure, so their features
   // keep an "absent" option (read like None) for the maps that use them.

@@ -291,7 +291,7 @@ Circuit circuitOf(const Model &m) {
     // Why no intervention applies.
     if (n.kind == "tokens" || n.kind == "indices") cn.skipReason = "an input: the embedding computes it";
     else if (n.kind == "constant") cn.skipReason = "a constant: no component computes it";
-    else if (n.sublayer == "fused") cn.skipReason = "a map fused into the MLP of the map that reads it: no component of its own";
+    else if (n.sublayer == "fused") cn.skipReason = "a map folded into the MLP or the heads that read it: no component of its own";
     else if (selector && cn.patternHeads.empty())
       cn.skipReason = "a selector inside a composite selector: no head attends with it alone";
     else if (!selector && cn.sites.empty()) cn.skipReason = "not materialised: no component computes it";

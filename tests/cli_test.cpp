@@ -899,9 +899,9 @@ TEST(CliCompile, PaperExamplesCompileUnannotatedAndVerifyExact) {
                         Case{"sort_bos", "§ a b", 5, "all 363 inputs, 0 mismatches (4 layers"},
                         Case{"hist2_bos", "§ a b", 5, "all 363 inputs, 0 mismatches (4 layers"},
                         Case{"sort_by_most_freq", "§ a b", 5, "all 363 inputs, 0 mismatches (7 layers"},
-                        Case{"dyck1_ptf", "( ) a", 6, "all 1092 inputs, 0 mismatches (4 layers"},
-                        Case{"dyck2_ptf", "( ) { } [ ]", 5, "all 9330 inputs, 0 mismatches (6 layers"},
-                        Case{"dyck3_ptf", "( ) { } [ ]", 5, "all 9330 inputs, 0 mismatches (6 layers"}}) {
+                        Case{"dyck1_ptf", "( ) a", 6, "all 1092 inputs, 0 mismatches (3 layers"},
+                        Case{"dyck2_ptf", "( ) { } [ ]", 5, "all 9330 inputs, 0 mismatches (5 layers"},
+                        Case{"dyck3_ptf", "( ) { } [ ]", 5, "all 9330 inputs, 0 mismatches (5 layers"}}) {
     auto r = run(raspcBinary() + " verify " + paper + " --sop " + c.sop + " --vocab \"" + c.vocab + "\" --max-len " +
                  std::to_string(c.maxLen));
     EXPECT_EQ(r.exitCode, 0) << c.sop << ": " << r.out;
