@@ -1,7 +1,9 @@
-// Compile benchmark: the programs and sizes of Tracr's reference table, side by side
-// with Tracr's figures, plus the scaling cases (sort at N = 64 over 16 tokens, 64
-// chained diamonds). Times are the median of several runs of the whole pipeline
-// after parsing (graph -> weights in memory).
+// Compile benchmark: raspc's compile time and model size for the examples and Tracr's
+// lib.py transcriptions at N = 10, 40 and 64, plus a graph Tracr's walk is exponential
+// on (64 chained diamonds). Times are the median of several runs of the whole pipeline
+// after parsing (graph -> weights in memory), each against a budget. Tracr itself is run
+// live beside raspc by bench/tracr_lib_bench.py (sizes counted alike, compile times):
+// no figure here is copied from anywhere.
 #include "frontend/Program.h"
 #include "passes/Compiler.h"
 
@@ -22,9 +24,6 @@ struct Row {
   std::string name, file, source;
   std::vector<std::string> vocab;
   int maxLen;
-  // Tracr (layers, residual, parameters, compile ms), 0 when not measured there.
-  int tLayers = 0, tResidual = 0;
-  long tParams = 0;
   double budgetMs; // our target
 };
 
@@ -56,10 +55,13 @@ Result run(const Row &r) {
   co.vocab = r.vocab;
   co.maxLen = r.maxLen;
   std::vector<double> times;
-  for (int i = 0; i < 7; ++i) {
+  // Seven runs, or as many as fit in ten seconds (at least one).
+  double total = 0;
+  for (int i = 0; i < 7 && total < 10'000; ++i) {
     auto t0 = std::chrono::steady_clock::now();
     auto m = compileProgram(p.graph(), *out, co, p.sourceMgr(), &res.stats);
     times.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    total += times.back();
     if (!m) {
       res.error = llvm::toString(m.takeError());
       return res;
@@ -80,46 +82,62 @@ std::string diamonds(int n) {
   return s;
 }
 
+// A lib.py transcription at length n: its `max_seq_len = ...;` line (a host constant
+// of the program, as in lib.py) set to n.
+std::string atLength(const std::string &file, int n) {
+  std::string text;
+  if (FILE *f = std::fopen(file.c_str(), "rb")) {
+    char buf[4096];
+    for (size_t got; (got = std::fread(buf, 1, sizeof buf, f)) > 0;) text.append(buf, got);
+    std::fclose(f);
+  }
+  size_t at = text.find("\nmax_seq_len = ");
+  if (at != std::string::npos) {
+    size_t end = text.find(';', at);
+    text.replace(at, end - at, "\nmax_seq_len = " + std::to_string(n));
+  }
+  return text;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
   std::string root = argc > 1 ? argv[1] : ".";
   auto ex = [&](const std::string &f) { return root + "/" + f; };
-  std::vector<Row> rows = {
-      {"length", ex("examples/length.rasp"), "", range(3), 5, 1, 18, 990, 5},
-      {"reverse", ex("examples/reverse.rasp"), "", range(3), 10, 4, 71, 88608, 5},
-      {"hist", ex("examples/hist.rasp"), "", range(3), 10, 1, 28, 2240, 5},
-      {"sort", ex("examples/sort.rasp"), "", range(3), 10, 3, 61, 35380, 5},
-      {"sort_freq", ex("bench/programs/sort_freq_tracr.rasp"), "", range(3), 10, 5, 164, 550384, 5},
-      {"shuffle_dyck2", ex("examples/shuffle_dyck2.rasp"), "", {"(", ")", "{", "}"}, 10, 8, 70, 1018150, 5},
-      {"sort N=64 |V|=16", ex("examples/sort.rasp"), "", range(16), 64, 0, 0, 0, 1000},
-      {"sort_freq N=64 |V|=16", ex("bench/programs/sort_freq_tracr.rasp"), "", range(16), 64, 0, 0, 0, 1000},
-      {"64 chained diamonds", "", diamonds(64), range(3), 10, 0, 0, 0, 100},
-  };
-  fmt::print("{:<24} {:>14} {:>16} {:>22} {:>10} {:>8}\n", "program", "layers", "residual", "parameters",
-             "compile", "budget");
-  fmt::print("{:<24} {:>14} {:>16} {:>22} {:>10} {:>8}\n", "", "raspc / Tracr", "raspc / Tracr", "raspc / Tracr", "ms",
-             "ms");
+  std::vector<Row> rows;
+  // The examples over 16 tokens; the transcriptions over the vocabularies the lib.py
+  // bench gives them. Budgets: 10 ms at N = 10, 100 ms for the examples beyond.
+  for (int n : {10, 40, 64}) {
+    auto v = n == 10 ? range(3) : range(16);
+    std::string tag = fmt::format(" N={}", n), vtag = fmt::format(" |V|={}", v.size());
+    double budget = n == 10 ? 10 : 100;
+    rows.push_back({"sort" + tag + vtag, ex("examples/sort.rasp"), "", v, n, budget});
+    rows.push_back({"reverse" + tag + vtag, ex("examples/reverse.rasp"), "", v, n, budget});
+    rows.push_back({"hist" + tag + vtag, ex("examples/hist.rasp"), "", v, n, budget});
+    // Their value sets grow with N (keys over (count, index) pairs; balances over
+    // differences of fractions, 1.6 million at N = 64): seconds, Tracr's order.
+    std::string sf = ex("bench/programs/tracr_make_sort_freq.rasp");
+    rows.push_back({"tracr sort_freq" + tag, "", atLength(sf, n), range(3), n, n == 10 ? 10.0 : 10'000.0});
+    rows.push_back({"tracr shuffle_dyck2" + tag, ex("bench/programs/tracr_make_shuffle_dyck2.rasp"), "",
+                    {"(", ")", "{", "}"}, n, n == 10 ? 10.0 : 30'000.0});
+  }
+  rows.push_back({"64 chained diamonds", "", diamonds(64), range(3), 10, 100});
+  fmt::print("{:<32} {:>7} {:>9} {:>11} {:>12} {:>8}\n", "program", "layers", "residual", "parameters", "compile ms",
+             "budget");
   int failures = 0;
   for (auto &r : rows) {
     Result res = run(r);
     if (!res.ok) {
-      fmt::print("{:<24} error: {}\n", r.name, res.error);
+      fmt::print("{:<32} error: {}\n", r.name, res.error);
       ++failures;
       continue;
     }
-    auto pair = [](long ours, long theirs) {
-      return theirs ? fmt::format("{} / {}", ours, theirs) : fmt::format("{} / -", ours);
-    };
-    bool smaller = !r.tLayers || (res.stats.layers <= r.tLayers && res.stats.residual <= r.tResidual &&
-                                  res.stats.parameters <= r.tParams);
     bool fast = res.ms <= r.budgetMs;
-    if (!smaller || !fast) ++failures;
-    fmt::print("{:<24} {:>14} {:>16} {:>22} {:>10.2f} {:>8}{}\n", r.name, pair(res.stats.layers, r.tLayers),
-               pair(res.stats.residual, r.tResidual), pair(res.stats.parameters, r.tParams), res.ms, r.budgetMs,
-               smaller ? (fast ? "" : "  SLOW") : "  LARGER THAN TRACR");
+    failures += !fast;
+    fmt::print("{:<32} {:>7} {:>9} {:>11} {:>12.2f} {:>8}{}\n", r.name, res.stats.layers, res.stats.residual,
+               res.stats.parameters, res.ms, r.budgetMs, fast ? "" : "  SLOW");
   }
-  fmt::print("\nTracr figures: BRIEF section 3 (measured with Tracr, vocab {{1,2,3}}). {} row{} off target.\n",
-             failures, failures == 1 ? "" : "s");
+  fmt::print("\n{} row{} over budget. Tracr beside raspc, run live: the lib.py table below.\n", failures,
+             failures == 1 ? "" : "s");
   return failures ? 1 : 0;
 }

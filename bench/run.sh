@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
-echo "== compile (graph -> weights), median of 7 runs"
+echo "== compile (graph -> weights), median of up to 7 runs; Tracr beside it below, run live"
 "$BUILD/bench/bench_compile" .
 model=$(mktemp --suffix=.h5)
 trap 'rm -f "$model"' EXIT
