@@ -21,7 +21,7 @@ enum class ExprKind : uint8_t {
   Ternary,   // a if b else c
   Index,     // a[b]
   Call,      // a(items)
-  Select,    // select(a, b, op)
+  Select,    // select(a, b, op), or select(a, b, c) with c a function of (key, query)
 };
 
 struct Expr;

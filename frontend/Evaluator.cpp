@@ -679,6 +679,7 @@ public:
     Value k = eval(*e.a, env), q = eval(*e.b, env);
     checkOperand(k);
     checkOperand(q);
+    if (e.c) return SelRef{predicateSelect(e, k, q, eval(*e.c, env))};
     ir::Comparison cmp;
     switch (e.op) {
     case Tok::EqEq: cmp = ir::Comparison::Eq; break;
@@ -690,6 +691,53 @@ public:
     }
     return SelRef{select(liftSOp(k, e.a->loc, "the keys of select"), liftSOp(q, e.b->loc, "the queries of select"),
                          cmp, e.loc)};
+  }
+
+  // select(keys, queries, f): M[q][k] = f(keys[k], queries[q]) for a function of two
+  // arguments. The compiler calls f on the values keys and queries can take (a W_QK
+  // table over both), the interpreter on each pair; it runs then, not now, as a host
+  // function of the graph (the evaluator outlives the graph's use).
+  NodeId predicateSelect(const Expr &e, const Value &k, const Value &q, const Value &f) {
+    checkOperand(f);
+    if (!f.is(Value::Func))
+      fail(e.c->loc, llvm::Twine("the third argument of select is a comparison (== != < <= > >=) or a function "
+                                 "of (key, query), not ") +
+                         aTypeName(f));
+    Function fn = f.asFunc();
+    const std::string &name = fn.def->names[0];
+    if (fn.def->params.size() != 2)
+      fail(e.c->loc, "a select predicate takes two arguments (key, query); '" + name + "' takes " +
+                         llvm::Twine(fn.def->params.size()));
+    Evaluator *owner = &ev;
+    llvm::SMLoc at = e.c->loc;
+    auto table = std::make_shared<ir::Table>();
+    table->fn = std::make_shared<ir::HostFunction>(
+        name, 2, [owner, fn, at](const Scalar *args, size_t, Scalar &out, std::string &error) {
+          EvalImpl impl(*owner);
+          char base;
+          impl.stackBase = &base;
+          try {
+            Value r = impl.callFunction(fn, {Value::fromScalar(args[0]), Value::fromScalar(args[1])}, at);
+            if (!r.isScalar()) {
+              error = "select predicate '" + fn.def->names[0] + "' gave " + aTypeName(r) + ", not a bool";
+              return false;
+            }
+            out = r.scalar();
+            return true;
+          } catch (EvalError &err) {
+            error = err.message;
+          } catch (PoisonUse &) {
+            error = "select predicate '" + fn.def->names[0] + "' failed (reported above)";
+          }
+          return false;
+        });
+    ir::Node n;
+    n.kind = NodeKind::Select;
+    n.cmp = ir::Comparison::Fn;
+    n.args = {liftSOp(k, e.a->loc, "the keys of select"), liftSOp(q, e.b->loc, "the queries of select")};
+    n.table = std::move(table);
+    n.loc = e.loc;
+    return addNode(std::move(n));
   }
 
   // Whether running `body` can define a function, i.e. capture the running scope.
@@ -720,7 +768,11 @@ public:
     if (f.is(Value::BuiltinFn)) return callBuiltin(e, f.asBuiltin(), args, loc);
     if (f.is(Value::SOp) || f.is(Value::Sel)) return callOnInput(e, f, args, loc);
     if (!f.is(Value::Func)) fail(loc, llvm::Twine(aTypeName(f)) + " is not callable");
-    const Function &fn = f.asFunc();
+    return callFunction(f.asFunc(), args, loc);
+  }
+
+  // Runs a user function on `args`, called at `loc`.
+  Value callFunction(const Function &fn, const std::vector<Value> &args, llvm::SMLoc loc) {
     const Stmt &def = *fn.def;
     if (args.size() != def.params.size())
       fail(loc, "function '" + def.names[0] + "' takes " + llvm::Twine(def.params.size()) + " argument" +

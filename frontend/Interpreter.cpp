@@ -130,7 +130,7 @@ const std::vector<uint8_t> &SelectorRows::row(size_t q, size_t n, const std::vec
       // Type errors were reported when the select itself was evaluated.
       const auto &keys = sops[node.args[0]];
       const Scalar &qv = sops[node.args[1]][q];
-      for (size_t k = 0; k < visible; ++k) r[k] = selects(node.cmp, keys[k], qv);
+      for (size_t k = 0; k < visible; ++k) r[k] = selects(node, keys[k], qv);
       break;
     }
     case NodeKind::SelectNot: {
@@ -282,6 +282,15 @@ llvm::Error Interpreter::evalNode(NodeId id, llvm::ArrayRef<std::string> tokens,
     for (NodeId x : node.args)
       if (auto err = checkFailures(x)) return err;
     const auto &keys = sops_[node.args[0]], &queries = sops_[node.args[1]];
+    if (node.cmp == ir::Comparison::Fn) { // a predicate can fail on any values: every pair
+      for (size_t q = 0; q < n; ++q)
+        for (size_t k = 0; k < n && !(opts_.causal && k > q); ++k) {
+          std::string error;
+          selects(node, keys[k], queries[q], &error);
+          if (!error.empty()) return fail(fmt::format("{} (key position {}, query position {})", error, k, q));
+        }
+      return llvm::Error::success();
+    }
     size_t first[3] = {SIZE_MAX, SIZE_MAX, SIZE_MAX};
     for (size_t k = n; k-- > 0;) first[typeClass(keys[k])] = k;
     for (size_t q = 0; q < n; ++q) {
@@ -289,12 +298,12 @@ llvm::Error Interpreter::evalNode(NodeId id, llvm::ArrayRef<std::string> tokens,
       for (size_t k : first)
         if (k != SIZE_MAX && !(opts_.causal && k > q)) {
           std::string error;
-          selects(node.cmp, keys[k], queries[q], &error);
+          selects(node, keys[k], queries[q], &error);
           if (!error.empty()) bad = std::min(bad, k);
         }
       if (bad == SIZE_MAX) continue;
       std::string error;
-      selects(node.cmp, keys[bad], queries[q], &error);
+      selects(node, keys[bad], queries[q], &error);
       return fail(fmt::format("{} (key position {}, query position {})", error, bad, q));
     }
     return llvm::Error::success();

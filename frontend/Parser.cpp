@@ -480,8 +480,11 @@ private:
       expect(Tok::Comma, "after the keys of select");
       e->b = parseExpr();
       expect(Tok::Comma, "after the queries of select");
-      if (!isSelectOp(cur().kind)) unexpected("a comparison (== != < <= > >=) as the third argument of select");
-      e->op = take().kind;
+      // A comparison written bare, or a function of (key, query) by its name (or an
+      // expression starting with one: fns[i]).
+      if (isSelectOp(cur().kind)) e->op = take().kind;
+      else if (cur().kind == Tok::Ident) e->c = parseExpr();
+      else unexpected("a comparison (== != < <= > >=) or a function of (key, query) as the third argument of select");
       expect(Tok::RParen, "to close select(...)");
       return finish(std::move(e));
     }

@@ -20,10 +20,21 @@ bool scalarTruthy(const Scalar &s) {
   }
 }
 
+bool selects(const ir::Node &select, const Scalar &key, const Scalar &query, std::string *error) {
+  if (select.cmp != ir::Comparison::Fn) return selects(select.cmp, key, query, error);
+  Scalar args[2] = {key, query}, out;
+  std::string why;
+  if (!select.table->fn->call(args, 2, out, why)) {
+    if (error) *error = why;
+    return false;
+  }
+  return !isNone(out) && scalarTruthy(out);
+}
+
 bool selects(ir::Comparison c, const Scalar &key, const Scalar &query, std::string *error) {
   // Constant comparisons select every key (even None) or none, as in Tracr.
   if (c == ir::Comparison::True) return true;
-  if (c == ir::Comparison::False) return false;
+  if (c == ir::Comparison::False || c == ir::Comparison::Fn) return false; // Fn: see above
   // Two ints (indices, int tokens): the N^2 comparisons of a select are the
   // interpreter's hot loop, so compare them without building operands and a result.
   const int64_t *k = std::get_if<int64_t>(&key), *q = std::get_if<int64_t>(&query);

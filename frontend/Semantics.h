@@ -29,5 +29,8 @@ bool scalarTruthy(const Scalar &s);
 // None compares as not selected; a type error (ordering a string against a number) is
 // also not selected, and its text goes to `error` when given.
 bool selects(ir::Comparison c, const Scalar &key, const Scalar &query, std::string *error = nullptr);
+// The same for a select node: its comparison, or its predicate function (Comparison::Fn),
+// whose failure is not selected either, with its text in `error`.
+bool selects(const ir::Node &select, const Scalar &key, const Scalar &query, std::string *error = nullptr);
 
 } // namespace raspc

@@ -66,6 +66,7 @@ const char *cmpName(Comparison c) {
   case Comparison::Ne: return "!=";
   case Comparison::True: return "true";
   case Comparison::False: return "false";
+  case Comparison::Fn: return "fn";
   }
   return "?";
 }
@@ -170,6 +171,12 @@ static std::string funcLabel(const Node &n) {
   return opName(n.op);
 }
 
+// "select ==", or a predicate's function: "select shifted".
+static std::string selectLabel(const Node &n) {
+  bool fn = n.cmp == Comparison::Fn && n.table && n.table->fn;
+  return fmt::format("select {}", fn ? n.table->fn->label() : cmpName(n.cmp));
+}
+
 std::string Graph::label(NodeId id) const {
   const Node &n = nodes_[id];
   if (!n.name.empty()) return n.name;
@@ -177,7 +184,7 @@ std::string Graph::label(NodeId id) const {
   case NodeKind::Tokens: return tokenTypeName(n.tokenType);
   case NodeKind::Constant: return formatScalar(n.value, true);
   case NodeKind::Map: return funcLabel(n);
-  case NodeKind::Select: return fmt::format("select {}", cmpName(n.cmp));
+  case NodeKind::Select: return selectLabel(n);
   default: return kindName(n.kind);
   }
 }
@@ -198,7 +205,7 @@ std::string Graph::toDot(const std::vector<NodeId> &roots) const {
     std::string what;
     switch (n.kind) {
     case NodeKind::Map: what = funcLabel(n); break;
-    case NodeKind::Select: what = fmt::format("select {}", cmpName(n.cmp)); break;
+    case NodeKind::Select: what = selectLabel(n); break;
     case NodeKind::Constant: what = formatScalar(n.value, true); break;
     case NodeKind::Tokens: what = tokenTypeName(n.tokenType); break;
     default: what = kindName(n.kind);

@@ -25,7 +25,7 @@ enum class NodeKind : uint8_t {
   Length,        // n at every position
   Constant,      // Node::value at every position
   Map,           // elementwise function of args (Node::op)
-  Select,        // selector: M[q][k] = args[0][k] cmp args[1][q]
+  Select,        // selector: M[q][k] = args[0][k] cmp args[1][q] (Fn: table->fn(key, query))
   SelectAnd,     // elementwise and of two selectors
   SelectOr,      // elementwise or of two selectors
   SelectNot,     // elementwise not of one selector
@@ -46,8 +46,10 @@ enum class MapOp : uint8_t {
   Func,                                   // Node::table->fn(args...): a host function
 };
 
-// True selects every key, False none (Tracr's Comparison.TRUE / FALSE).
-enum class Comparison : uint8_t { Eq, Lt, Gt, Ge, Le, Ne, True, False };
+// True selects every key, False none (Tracr's Comparison.TRUE / FALSE). Fn calls the
+// select's host function (Node::table->fn) on (key, query): any predicate, as Tracr's
+// Select takes one.
+enum class Comparison : uint8_t { Eq, Lt, Gt, Ge, Le, Ne, True, False, Fn };
 enum class Encoding : uint8_t { Categorical, Numerical };
 enum class TokenType : uint8_t { Auto, Int, Str, Float, Bool };
 
@@ -99,7 +101,7 @@ struct Node {
   TokenType tokenType = TokenType::Auto;
   std::vector<NodeId> args;
   Scalar value;                        // Constant value, Aggregate default
-  std::shared_ptr<const Table> table;  // In / Lookup / Func
+  std::shared_ptr<const Table> table;  // In / Lookup / Func maps, Fn selects
   // Not part of the node's identity:
   llvm::SMLoc loc;                     // where the expression was written
   std::string name;                    // first name it was assigned to, or empty

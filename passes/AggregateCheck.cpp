@@ -78,7 +78,7 @@ static bool canSelectLater(const Analysis &a, ir::NodeId sel, size_t &budget) {
     }
     bool yes = false, no = false;
     for (const Scalar &kv : a.values[n.args[0]])
-      for (const Scalar &qv : a.values[n.args[1]]) (selects(n.cmp, kv, qv) ? yes : no) = true;
+      for (const Scalar &qv : a.values[n.args[1]]) (selects(n, kv, qv) ? yes : no) = true;
     fixed[i] = yes && no ? Maybe::Unknown : yes ? Maybe::Yes : Maybe::No;
   }
   auto eval = [&](const std::function<Maybe(size_t)> &atom) {
@@ -122,7 +122,7 @@ static bool canSelectLater(const Analysis &a, ir::NodeId sel, size_t &budget) {
           if (!byPosition[i]) return fixed[i];
           if (!known) return Maybe::Unknown;
           const ir::Node &s = g[nodes[i]];
-          return selects(s.cmp, interp.sop(s.args[0])[k], interp.sop(s.args[1])[q]) ? Maybe::Yes : Maybe::No;
+          return selects(s, interp.sop(s.args[0])[k], interp.sop(s.args[1])[q]) ? Maybe::Yes : Maybe::No;
         });
         if (m != Maybe::No) return true;
       }

@@ -30,7 +30,8 @@ static void groundTruth(Model &m, const Analysis &a, const craft::Program &p, co
     info.kind = ir::kindName(n.kind);
     if (n.kind == ir::NodeKind::Map)
       info.op = n.op == ir::MapOp::Func ? n.table->fn->label() : ir::opName(n.op); // a host function by its label
-    if (n.kind == ir::NodeKind::Select) info.op = ir::cmpName(n.cmp);
+    if (n.kind == ir::NodeKind::Select) // a predicate by its function's label
+      info.op = n.cmp == ir::Comparison::Fn ? n.table->fn->label() : ir::cmpName(n.cmp);
     if (n.kind == ir::NodeKind::Tokens) info.op = ir::tokenTypeName(n.tokenType);
     if (n.kind == ir::NodeKind::Constant) info.op = formatScalar(n.value, true);
     if (!n.isSelector()) {

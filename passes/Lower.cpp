@@ -281,7 +281,7 @@ private:
   bool atomSelects(NodeId at, const Scalar &kv, const Scalar &qv) {
     const ir::Node &s = a_.g[at];
     auto k = through(s.args[0], kv), q = through(s.args[1], qv);
-    return k && q && selects(s.cmp, *k, *q);
+    return k && q && selects(s, *k, *q);
   }
 
   llvm::Error lowerMap(NodeId id) {

@@ -130,8 +130,8 @@ TEST(ParserErrors, UnclosedParenAtEndOfFile) {
 
 TEST(ParserErrors, SelectNeedsComparison) {
   EXPECT_EQ(errors("s = select(a, b, +);"),
-            "p.rasp:1:18: error: expected a comparison (== != < <= > >=) as the third argument of select, found "
-            "'+'\ns = select(a, b, +);\n                 ^\n");
+            "p.rasp:1:18: error: expected a comparison (== != < <= > >=) or a function of (key, query) as the "
+            "third argument of select, found '+'\ns = select(a, b, +);\n                 ^\n");
 }
 
 TEST(ParserErrors, FunctionWithoutReturn) {

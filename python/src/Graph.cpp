@@ -216,14 +216,28 @@ void bindGraph(nb::module_ &m) {
           "fn applied elementwise to the s-ops args (1 to 3 of them); None in any argument gives None.")
       .def(
           "select",
-          [](PyGraph &g, int64_t keys, int64_t queries, const std::string &cmp) {
+          [](PyGraph &g, int64_t keys, int64_t queries, nb::object cmp) {
             ir::Node n;
             n.kind = NodeKind::Select;
-            n.cmp = parseCmp(cmp);
             n.args = {g.sop(keys, "select keys"), g.sop(queries, "select queries")};
+            if (nb::isinstance<nb::str>(cmp)) {
+              n.cmp = parseCmp(nb::cast<std::string>(cmp));
+            } else if (PyCallable_Check(cmp.ptr())) { // cmp(key, query), tabulated by the compiler
+              std::string label =
+                  nb::hasattr(cmp, "__name__") ? nb::cast<std::string>(nb::str(cmp.attr("__name__"))) : "predicate";
+              n.cmp = ir::Comparison::Fn;
+              auto t = std::make_shared<ir::Table>();
+              g.callables.push_back(cmp);
+              t->fn = std::make_shared<ir::HostFunction>(label, 2, pythonFunction(&g, g.callables.size() - 1, label));
+              n.table = std::move(t);
+            } else {
+              throw Error("select: cmp is a comparison ('==', '<', ..., 'true', 'false') or a function of (key, "
+                          "query), not " + typeName(cmp));
+            }
             return g.add(std::move(n));
           },
-          nb::arg("keys"), nb::arg("queries"), nb::arg("cmp"))
+          nb::arg("keys"), nb::arg("queries"), nb::arg("cmp"),
+          "M[q][k] = keys[k] cmp queries[q]; cmp a comparison or a callable cmp(key, query).")
       .def(
           "select_and",
           [](PyGraph &g, int64_t a, int64_t b) {

@@ -251,6 +251,25 @@ def test_graph_select_aggregate_width_and_constant_comparisons():
     assert g.evaluate(nobody, [1, 2]) == [[False, False], [False, False]]
 
 
+def test_graph_select_with_a_python_predicate_is_one_head():
+    # Tracr's shift_by: Select(indices, indices, lambda k, q: q == k + 1), no map before it.
+    g = _core.Graph()
+    i = g.indices()
+
+    def off_by_one(k, q):
+        return q == k + 1
+
+    shifted = g.aggregate(g.select(i, i, off_by_one), g.tokens(), None)
+    model = _core.compile_graph(g, shifted, ["a", "b", "c"], 5)
+    assert model.config["n_layers"] == 1
+    for inp in inputs_over(["a", "b", "c"], 5):
+        want = [None] + inp[:-1]
+        assert g.evaluate(shifted, inp) == want
+        assert model.run(inp) == want
+    with pytest.raises(raspc.RaspcError, match="a function of \\(key, query\\), not int"):
+        g.select(i, i, 3)
+
+
 def test_graph_categorical_aggregate_with_strings():
     g = _core.Graph()
     t = g.tokens()
