@@ -243,7 +243,12 @@ def test_converted_program_keeps_names():
     program = tracr_programs.by_name("mix_named_nodes").build()
     model = compile_rasp_to_model(program, set(tracr_programs.NUMS), 5)
     labels = set(model.raspc_model.trace([1, 2]).final)
-    assert {"plus_one", "rank_le", "product"} <= labels, labels
+    assert {"rank_le", "product"} <= labels, labels
+    # plus_one has no directions of its own: the head reads it through tokens, and the
+    # product's MLP computes it from tokens. The ground truth names it all the same.
+    nodes = {n["name"]: n for n in model.raspc_model.ground_truth}
+    assert nodes["plus_one"]["sublayer"] == "fused"
+    assert nodes["plus_one"]["value_set"] == [1, 2, 3, 4, 5]  # tokens 0..4, plus one
 
 
 def kinds(program):
