@@ -9,10 +9,12 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <iostream>
 #include <random>
+#include <set>
 
 using namespace raspc;
 
@@ -607,6 +609,117 @@ TEST(TracrLib, TranscriptionsAreExactNoDeeperAndNoLarger) {
     EXPECT_EQ(compare(*b, randomInputs(*b->opts.vocab, 10, 200)), "") << t.stem;
   }
   EXPECT_GE(fewer, 7); // shallower than Tracr on half of lib.py
+}
+
+// Depth against two lower bounds, recomputed from each file's ground truth alone:
+// - heads: the most attention nodes (aggregate, selector_width, length) on one path of
+//   the RASP graph. Each needs an attention sublayer after the one that computed its
+//   input, so no model of the program with one head per such node is shallower.
+// - blocks: the longest path through the model's own heads and MLP neurons (each node's
+//   and its helpers'), attention and MLP sublayers alternating, a block after every
+//   block that writes a direction it reads (MLPs may run beside a BOS cleanup, which
+//   changes its directions only where every neuron is off). Layer allocation must meet
+//   it exactly: the blocks go no later than their inputs force.
+// The compiled depth equals the block bound on every example and lib.py transcription.
+// Over the head bound it spends at most one layer (an MLP before the first head), except
+// where MLPs chain between heads (recorded below: a map of two selector widths, then a
+// map of that and a width, as in Dyck-1): those may not get deeper.
+TEST(Depth, MeetsTheBlockBoundAndStaysNearTheHeadBound) {
+  const std::map<std::string, int> chained = {
+      {"sort_freq.rasp", 2}, {"dyck1.rasp", 2}, {"dyck2.rasp", 2}, {"shuffle_dyck2.rasp", 3}};
+  std::vector<std::string> files;
+  for (const char *ex : {"length", "reverse", "hist", "double_hist", "sort_unique", "sort", "sort_freq", "frac_prevs",
+                         "pair_balance", "dyck1", "dyck2", "shuffle_dyck2", "shift", "detect_pattern", "count",
+                         "most_freq", "max", "min"})
+    files.push_back(test::sourceDir() + "/examples/" + ex + ".rasp");
+  for (const char *t : {"tracr_make_length", "tracr_make_reverse", "tracr_make_hist", "tracr_make_sort_unique",
+                        "tracr_make_sort", "tracr_make_sort_freq", "tracr_make_frac_prevs", "tracr_make_pair_balance",
+                        "tracr_make_shuffle_dyck2", "tracr_shift_by", "tracr_detect_pattern",
+                        "tracr_make_count_less_freq", "tracr_make_count", "tracr_make_nary_sequencemap"})
+    files.push_back(test::sourceDir() + "/bench/programs/" + t + ".rasp");
+  int atHeadBound = 0;
+  for (const std::string &file : files) {
+    auto b = build(file);
+    ASSERT_TRUE(b->model) << file << ": " << b->diags;
+    const Model &m = *b->model;
+    std::map<int, int> heads; // node id -> attention nodes on the longest path ending there
+    int headBound = 0;
+    for (const NodeInfo &n : m.nodes) { // ids increase along the graph's edges
+      int h = 0;
+      for (int a : n.args) h = std::max(h, heads[a]);
+      h += n.kind == "aggregate" || n.kind == "selector_width" || n.kind == "length";
+      heads[n.id] = h;
+      headBound = std::max(headBound, h);
+    }
+    // The blocks and what they read and write, from the weights: a head's nonzero rows
+    // of W_Q, W_K, W_V and columns of W_O; an MLP range's nonzero rows of W_in and
+    // columns of W_out.
+    struct Block {
+      bool attn, cleanup;
+      int sublayer;
+      std::set<int> reads, writes;
+    };
+    std::vector<Block> blocks;
+    const int D = m.cfg.d_model;
+    auto addHead = [&](int layer, int h) {
+      Block blk{true, false, 2 * layer, {}, {}};
+      const std::string at = "blocks." + std::to_string(layer) + ".attn.";
+      for (const char *w : {"W_Q", "W_K", "W_V"}) {
+        const Tensor &t = m.tensors.at(at + w);
+        for (int d = 0; d < D; ++d)
+          for (int j = 0; j < m.cfg.d_head; ++j)
+            if (t.at(h, d, j) != 0) blk.reads.insert(d);
+      }
+      const Tensor &o = m.tensors.at(at + "W_O");
+      for (int j = 0; j < m.cfg.d_head; ++j)
+        for (int d = 0; d < D; ++d)
+          if (o.at(h, j, d) != 0) blk.writes.insert(d);
+      blocks.push_back(std::move(blk));
+    };
+    auto addMlp = [&](int layer, int begin, int end, bool cleanup) {
+      Block blk{false, cleanup, 2 * layer + 1, {}, {}};
+      const std::string at = "blocks." + std::to_string(layer) + ".mlp.";
+      const Tensor &in = m.tensors.at(at + "W_in"), &out = m.tensors.at(at + "W_out");
+      for (int i = begin; i < end; ++i)
+        for (int d = 0; d < D; ++d) {
+          if (in.at(d, i) != 0) blk.reads.insert(d);
+          if (out.at(i, d) != 0) blk.writes.insert(d);
+        }
+      blocks.push_back(std::move(blk));
+    };
+    for (const NodeInfo &n : m.nodes) {
+      // A selector width's node sits at its MLP; its head is in the same layer.
+      for (int h : n.heads) addHead(n.layer, h);
+      if (n.sublayer == "mlp") addMlp(n.layer, n.mlpBegin, n.mlpEnd, false);
+      for (const HelperBlock &hb : n.helpers) {
+        for (int h : hb.sublayer == "attn" ? hb.heads : std::vector<int>{}) addHead(hb.layer, h);
+        if (hb.sublayer == "mlp") addMlp(hb.layer, hb.mlpBegin, hb.mlpEnd, hb.role == "BOS cleanup");
+      }
+    }
+    std::stable_sort(blocks.begin(), blocks.end(), [](auto &x, auto &y) { return x.sublayer < y.sublayer; });
+    std::vector<int> earliest(blocks.size(), 0);
+    int blockBound = 1;
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      int s = 0;
+      for (size_t j = 0; j < i; ++j) {
+        if (blocks[j].cleanup && !blocks[i].attn) continue;
+        for (int d : blocks[i].reads)
+          if (blocks[j].writes.count(d)) s = std::max(s, earliest[j] + 1);
+      }
+      if ((s % 2 == 0) != blocks[i].attn) ++s;
+      earliest[i] = s;
+      blockBound = std::max(blockBound, s / 2 + 1);
+    }
+    std::string name = file.substr(file.rfind('/') + 1);
+    EXPECT_EQ(m.cfg.n_layers, blockBound) << name;
+    EXPECT_GE(m.cfg.n_layers, headBound) << name;
+    auto extra = chained.find(name);
+    EXPECT_LE(m.cfg.n_layers, headBound + (extra == chained.end() ? 1 : extra->second)) << name;
+    atHeadBound += m.cfg.n_layers == headBound;
+    std::cout << "[ depth    ] " << name << ": " << m.cfg.n_layers << " layers; bounds: blocks " << blockBound
+              << ", heads " << headBound << "\n";
+  }
+  EXPECT_GE(atHeadBound, 17); // of 32
 }
 
 // A fraction, unannotated: numerical, its value set the possible means.
