@@ -263,12 +263,27 @@ private:
   // The width w a selector width head's output 1/(w+1) stands for.
   static Scalar widthOf(const Scalar &frac) { return int64_t(std::llround(1.0 / toDouble(frac) - 1.0)); }
 
-  // A map of one selector width reads the head's 1/(w+1) directly: it runs in the
-  // same MLP sublayer as the width itself would, saving a layer.
-  bool readsFrac(NodeId map) const {
+  // A map of one selector width, alone or with categorical s-ops, reads the head's
+  // 1/(w+1) directly (with others, through the gated construction of lower/MixedMlp):
+  // it runs in the MLP right after the head, where the width itself would be computed,
+  // saving a layer. The index of that leaf, or -1.
+  int fracLeaf(NodeId map) const {
     const auto &l = a_.leaves[map];
-    return l.size() == 1 && a_.g[l[0]].kind == NodeKind::SelectorWidth;
+    int at = -1;
+    size_t combos = 1;
+    for (size_t i = 0; i < l.size(); ++i) {
+      if (a_.g[l[i]].kind == NodeKind::SelectorWidth) {
+        if (at >= 0) return -1; // two numbers: no direct construction
+        at = int(i);
+        continue;
+      }
+      if (a_.isNumerical(l[i]) || a_.canFail[l[i]]) return -1;
+      combos *= std::max<size_t>(1, a_.values[l[i]].size());
+      if (combos > kMaxMixedCombinations) return -1;
+    }
+    return at;
   }
+  bool readsFrac(NodeId map) const { return fracLeaf(map) >= 0; }
 
   // A map read through its leaf (Analysis::inHead): heads read the leaf, and apply the
   // map to each of its values in their tables.
@@ -287,13 +302,16 @@ private:
   llvm::Error lowerMap(NodeId id) {
     const auto &leaves = a_.leaves[id];
     Fn f = [this, id, leaves](const std::vector<Scalar> &v) { return evalFused(id, leaves, v); };
-    if (readsFrac(id)) {
+    if (int w = fracLeaf(id); w >= 0) {
       Feature out = makeFeature(base(id), a_.values[id], a_.isNumerical(id));
       feat_[id] = out;
-      Fn g = [f](const std::vector<Scalar> &v) {
-        return f({widthOf(v[0])});
+      std::vector<Feature> ins;
+      for (NodeId l : leaves) ins.push_back(l == leaves[size_t(w)] ? fracs_.at(l) : featureOf(l));
+      Fn g = [f, w](std::vector<Scalar> v) {
+        v[size_t(w)] = widthOf(v[size_t(w)]);
+        return f(v);
       };
-      return mlp(id, "map", {fracs_.at(leaves[0])}, g, out);
+      return mlp(id, "map", ins, g, out);
     }
     std::vector<Feature> ins;
     for (NodeId l : leaves) ins.push_back(featureOf(l));
@@ -974,8 +992,10 @@ private:
       const ir::Node &un = a_.g[u];
       if (un.kind != NodeKind::Map) {
         needed = std::find(un.args.begin(), un.args.end(), id) != un.args.end();
-      } else if ((a_.materialized[u] || a_.inHead[u]) && !readsFrac(u)) {
-        needed = std::find(a_.leaves[u].begin(), a_.leaves[u].end(), id) != a_.leaves[u].end();
+      } else if (a_.materialized[u] || a_.inHead[u]) { // a leaf it reads other than through the frac
+        const auto &l = a_.leaves[u];
+        int w = fracLeaf(u);
+        for (size_t i = 0; i < l.size() && !needed; ++i) needed = l[i] == id && int(i) != w;
       }
     }
     if (!needed) return llvm::Error::success();

@@ -622,11 +622,11 @@ TEST(TracrLib, TranscriptionsAreExactNoDeeperAndNoLarger) {
 //   it exactly: the blocks go no later than their inputs force.
 // The compiled depth equals the block bound on every example and lib.py transcription.
 // Over the head bound it spends at most one layer (an MLP before the first head), except
-// where MLPs chain between heads (recorded below: a map of two selector widths, then a
-// map of that and a width, as in Dyck-1): those may not get deeper.
+// where MLPs chain between heads (recorded below: sort_freq's keys from a selector width
+// and the indices, shuffle-Dyck-2's maps of two fractions): those may not get deeper.
 TEST(Depth, MeetsTheBlockBoundAndStaysNearTheHeadBound) {
   const std::map<std::string, int> chained = {
-      {"sort_freq.rasp", 2}, {"dyck1.rasp", 2}, {"dyck2.rasp", 2}, {"shuffle_dyck2.rasp", 3}};
+      {"sort_freq.rasp", 2}, {"shuffle_dyck2.rasp", 2}};
   std::vector<std::string> files;
   for (const char *ex : {"length", "reverse", "hist", "double_hist", "sort_unique", "sort", "sort_freq", "frac_prevs",
                          "pair_balance", "dyck1", "dyck2", "shuffle_dyck2", "shift", "detect_pattern", "count",
@@ -719,7 +719,7 @@ TEST(Depth, MeetsTheBlockBoundAndStaysNearTheHeadBound) {
     std::cout << "[ depth    ] " << name << ": " << m.cfg.n_layers << " layers; bounds: blocks " << blockBound
               << ", heads " << headBound << "\n";
   }
-  EXPECT_GE(atHeadBound, 17); // of 32
+  EXPECT_GE(atHeadBound, 19); // of 32
 }
 
 // A fraction, unannotated: numerical, its value set the possible means.

@@ -20,9 +20,6 @@ using craft::Weights;
 
 namespace {
 
-// Categorical combinations past this are left to the caller's table construction.
-constexpr size_t kMaxCombinations = 4096;
-
 size_t options(const Feature &f) { return f.values.size() + (f.canBeNone ? 1 : 0); }
 Scalar option(const Feature &f, size_t i) { return i < f.values.size() ? f.values[i] : Scalar{}; }
 
@@ -81,7 +78,7 @@ bool mixedMlp(std::vector<Neuron> &neurons, const std::vector<Feature> &ins, con
     if (i != xi) {
       cats.push_back(i);
       combos *= std::max<size_t>(1, options(ins[i]));
-      if (combos > kMaxCombinations) return false;
+      if (combos > kMaxMixedCombinations) return false;
     }
   // x's values in increasing order, as the s-op holds them (an int stays an int).
   std::vector<Scalar> xs;

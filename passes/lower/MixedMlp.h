@@ -11,6 +11,9 @@ namespace raspc::passes {
 
 using MapFn = std::function<std::optional<Scalar>(const std::vector<Scalar> &)>;
 
+// Categorical combinations past this are left to the caller's table construction.
+constexpr size_t kMaxMixedCombinations = 4096;
+
 // out = f(ins) where exactly one input is numerical and the others categorical: for
 // each combination c of the categorical values, f(., c) is built only where it
 // changes (two neurons when it is affine in x and out is numerical, else a step per
