@@ -4,8 +4,6 @@
 
 namespace raspc {
 
-char LocatedError::ID = 0;
-
 void DiagnosticEngine::print(llvm::SMLoc loc, llvm::SourceMgr::DiagKind kind,
                              const llvm::Twine &msg) {
   const char *what = kind == llvm::SourceMgr::DK_Error     ? "error"
@@ -93,15 +91,6 @@ void DiagnosticEngine::report(llvm::Error err) {
   llvm::handleAllErrors(
       std::move(err), [&](const LocatedError &e) { error(e.loc(), e.message()); },
       [&](const llvm::ErrorInfoBase &e) { error(llvm::SMLoc(), e.message()); });
-}
-
-std::string describeLoc(const llvm::SourceMgr &sm, llvm::SMLoc loc) {
-  unsigned buf = loc.isValid() ? sm.FindBufferContainingLoc(loc) : 0;
-  if (buf == 0) return "<unknown>";
-  auto [line, col] = sm.getLineAndColumn(loc, buf);
-  return (sm.getMemoryBuffer(buf)->getBufferIdentifier() + ":" + llvm::Twine(line) + ":" +
-          llvm::Twine(col))
-      .str();
 }
 
 } // namespace raspc

@@ -1,6 +1,8 @@
 // Diagnostics: every error carries a source location and is printed by LLVM's
 // SourceMgr as `file:line:col: error: message`, the source line and a caret.
 #pragma once
+#include "support/LocatedError.h"
+
 #include <llvm/ADT/Twine.h>
 #include <llvm/Support/Error.h>
 #include <llvm/Support/SMLoc.h>
@@ -14,25 +16,6 @@
 #include <vector>
 
 namespace raspc {
-
-// An llvm::Error that remembers where in the RASP source it arose.
-class LocatedError : public llvm::ErrorInfo<LocatedError> {
-public:
-  static char ID;
-  LocatedError(llvm::SMLoc loc, std::string message) : loc_(loc), message_(std::move(message)) {}
-  void log(llvm::raw_ostream &os) const override { os << message_; }
-  std::error_code convertToErrorCode() const override { return llvm::inconvertibleErrorCode(); }
-  llvm::SMLoc loc() const { return loc_; }
-  std::string message() const override { return message_; }
-
-private:
-  llvm::SMLoc loc_;
-  std::string message_;
-};
-
-inline llvm::Error locatedError(llvm::SMLoc loc, const llvm::Twine &msg) {
-  return llvm::make_error<LocatedError>(loc, msg.str());
-}
 
 class DiagnosticEngine {
 public:
@@ -76,8 +59,5 @@ private:
   std::vector<std::pair<const char *, std::string>> shown_;
   std::optional<std::pair<llvm::SMLoc, std::string>> first_;
 };
-
-// "file:line:col" for a location (or "<unknown>").
-std::string describeLoc(const llvm::SourceMgr &sm, llvm::SMLoc loc);
 
 } // namespace raspc

@@ -1,9 +1,9 @@
 #include "frontend/Evaluator.h"
 
-#include "frontend/Interpreter.h"
 #include "frontend/Parser.h"
-#include "frontend/Semantics.h"
 #include "frontend/Stdlib.h"
+#include "semantics/Interpreter.h"
+#include "semantics/Semantics.h"
 
 #include "support/Files.h"
 

@@ -4,8 +4,8 @@
 #pragma once
 #include "frontend/Diagnostics.h"
 #include "frontend/Evaluator.h"
-#include "frontend/Interpreter.h"
 #include "ir/Graph.h"
+#include "semantics/Interpreter.h"
 
 #include <llvm/Support/SourceMgr.h>
 

@@ -1,5 +1,7 @@
 #include "frontend/Value.h"
 
+#include "semantics/Semantics.h"
+
 #include <algorithm>
 #include <cmath>
 #include <set>
@@ -49,24 +51,15 @@ Scalar Value::scalar() const {
   }
 }
 
-std::string DictValue::keyOf(const Scalar &s) {
-  // Integral numbers (bools, ints, whole floats) share the int key, as in Python.
-  if (auto *b = std::get_if<bool>(&s)) return "i" + std::to_string(int(*b));
-  if (auto *d = std::get_if<double>(&s))
-    if (std::isfinite(*d) && std::floor(*d) == *d && std::fabs(*d) < 9e18)
-      return "i" + std::to_string(static_cast<int64_t>(*d));
-  return scalarKey(s);
-}
-
 const Value *DictValue::find(const Scalar &key) const {
-  auto it = index.find(keyOf(key));
+  auto it = index.find(dictKey(key));
   return it == index.end() ? nullptr : &items[it->second].second;
 }
 
 void DictValue::set(const Value &key, Value v) {
   // Before the overwrite case too: {0: 0, 0: d} must not hide d's depth.
   depth = std::max(depth, nestingDepth(v) + 1);
-  std::string k = keyOf(key.scalar());
+  std::string k = dictKey(key.scalar());
   auto it = index.find(k);
   if (it != index.end()) {
     items[it->second].second = std::move(v);

@@ -81,12 +81,11 @@ private:
   Storage v_;
 };
 
-// Dict keys are scalars; Python's 1 == 1.0 == True share one slot.
+// Dict keys are scalars; Python's 1 == 1.0 == True share one slot (dictKey).
 struct DictValue {
   std::vector<std::pair<Value, Value>> items;
   unsigned depth = 1;
   std::unordered_map<std::string, size_t> index;
-  static std::string keyOf(const Scalar &s);
   const Value *find(const Scalar &key) const;
   void set(const Value &key, Value v); // key must be scalar
 };

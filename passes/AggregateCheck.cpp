@@ -8,10 +8,10 @@
 // The same runs find programs that fail on an allowed input (a division by zero no
 // conditional guards, averaging strings): a model would silently emit None there, so
 // that is a compile error too, with the failing input as a witness.
-#include "frontend/Diagnostics.h"
-#include "frontend/Interpreter.h"
-#include "frontend/Semantics.h"
 #include "passes/Passes.h"
+#include "semantics/Interpreter.h"
+#include "semantics/Semantics.h"
+#include "support/LocatedError.h"
 
 #include <algorithm>
 #include <functional>

@@ -3,9 +3,9 @@
 #include "passes/Compiler.h"
 
 #include "backend/Assemble.h"
-#include "frontend/Diagnostics.h"
-#include "frontend/Interpreter.h"
 #include "passes/Passes.h"
+#include "semantics/Interpreter.h"
+#include "support/LocatedError.h"
 
 #include <algorithm>
 

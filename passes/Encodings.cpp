@@ -12,8 +12,8 @@
 // - A map whose only users average it numerically is itself numerical: its MLP writes
 //   the number directly, instead of one-hot directions and a conversion layer.
 // Conversions where a use needs the other encoding are inserted by the lowering.
-#include "frontend/Diagnostics.h"
 #include "passes/Passes.h"
+#include "support/LocatedError.h"
 
 #include <cmath>
 

@@ -12,10 +12,10 @@
 // - Every MLP neuron is switched off at BOS (a large negative weight on the BOS
 //   direction), and the BOS query attends to itself, so BOS stays clean: it only
 //   ever holds `one` and `tokens:<bos>` and is never mistaken for a selected key.
-#include "frontend/Diagnostics.h"
-#include "frontend/Semantics.h"
 #include "passes/Passes.h"
 #include "passes/lower/MixedMlp.h"
+#include "semantics/Semantics.h"
+#include "support/LocatedError.h"
 
 #include <fmt/format.h>
 #include <algorithm>

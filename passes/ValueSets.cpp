@@ -3,10 +3,10 @@
 // visited once. Maps apply their operation to every combination of input values
 // (combinations that fail, like a division by zero, are left out); a numerical
 // aggregate can produce the mean of any multiset of 1..N of its input's values.
-#include "frontend/Diagnostics.h"
-#include "frontend/Interpreter.h"
-#include "frontend/Semantics.h"
 #include "passes/Passes.h"
+#include "semantics/Interpreter.h"
+#include "semantics/Semantics.h"
+#include "support/LocatedError.h"
 
 #include <cmath>
 #include <cstdlib>

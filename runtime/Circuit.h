@@ -21,8 +21,8 @@
 // reads and P comes before C.
 #pragma once
 #include "backend/Model.h"
-#include "frontend/Interpreter.h"
 #include "ir/Graph.h"
+#include "semantics/Interpreter.h"
 
 #include <Eigen/Dense>
 #include <llvm/Support/Error.h>

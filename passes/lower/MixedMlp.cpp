@@ -7,7 +7,7 @@
 // relu(inner(x)) under c and 0 elsewhere: exact, like the ungated constructions.
 #include "passes/lower/MixedMlp.h"
 
-#include "frontend/Semantics.h"
+#include "semantics/Semantics.h"
 
 #include <algorithm>
 #include <cmath>

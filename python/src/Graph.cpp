@@ -1,6 +1,6 @@
 #include "Graph.h"
 
-#include "frontend/Interpreter.h"
+#include "semantics/Interpreter.h"
 
 #include <fmt/format.h>
 #include <llvm/Support/MemoryBuffer.h>

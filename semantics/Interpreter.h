@@ -2,8 +2,8 @@
 // ir::Graph on one input sequence, exactly as RASP defines them. Compiled models are
 // checked against it.
 #pragma once
-#include "frontend/Diagnostics.h"
 #include "ir/Graph.h"
+#include "support/LocatedError.h"
 
 #include <llvm/ADT/ArrayRef.h>
 

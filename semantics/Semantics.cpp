@@ -1,6 +1,4 @@
-#include "frontend/Semantics.h"
-
-#include "frontend/Value.h"
+#include "semantics/Semantics.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,6 +7,15 @@
 namespace raspc {
 
 using ir::MapOp;
+
+std::string dictKey(const Scalar &s) {
+  // Integral numbers (bools, ints, whole floats) share the int key, as in Python.
+  if (auto *b = std::get_if<bool>(&s)) return "i" + std::to_string(int(*b));
+  if (auto *d = std::get_if<double>(&s))
+    if (std::isfinite(*d) && std::floor(*d) == *d && std::fabs(*d) < 9e18)
+      return "i" + std::to_string(static_cast<int64_t>(*d));
+  return scalarKey(s);
+}
 
 bool scalarTruthy(const Scalar &s) {
   switch (s.index()) {
@@ -230,9 +237,9 @@ OpResult applyOp(MapOp op, const Scalar *args, size_t n, const ir::Table *table)
       if (j < 0 || j >= n) return err(fmt::format("index {} out of range for a list of length {}", i, n));
       return ok(table->values[j]);
     }
-    std::string key = DictValue::keyOf(a);
+    std::string key = dictKey(a);
     for (size_t i = 0; i < table->keys.size(); ++i)
-      if (DictValue::keyOf(table->keys[i]) == key) return ok(table->values[i]);
+      if (dictKey(table->keys[i]) == key) return ok(table->values[i]);
     return err(fmt::format("key {} not in dictionary", formatScalar(a, true)));
   }
   case MapOp::Func: {

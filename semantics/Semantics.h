@@ -25,6 +25,10 @@ OpResult applyOp(ir::MapOp op, const Scalar *args, size_t nargs, const ir::Table
 
 bool scalarTruthy(const Scalar &s);
 
+// The key under which a dictionary (a Lookup table, a host dict) files `s`: as in
+// Python, 1, 1.0 and True are one key.
+std::string dictKey(const Scalar &s);
+
 // Whether a select with comparison `c` picks `key` for `query`: keys[k] c queries[q].
 // None compares as not selected; a type error (ordering a string against a number) is
 // also not selected, and its text goes to `error` when given.

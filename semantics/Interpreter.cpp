@@ -1,6 +1,6 @@
-#include "frontend/Interpreter.h"
+#include "semantics/Interpreter.h"
 
-#include "frontend/Semantics.h"
+#include "semantics/Semantics.h"
 
 #include <fmt/format.h>
 
