@@ -1,5 +1,7 @@
 // Lowering: the RASP graph becomes a craft program of MLP blocks and attention heads
-// over labelled residual directions.
+// over labelled residual directions. This file walks the graph, decides what each
+// node needs (features, conversions, the maps read through their leaf) and calls the
+// constructions in passes/lower/, one file each.
 //
 // Every construction is exact for the inputs the value sets allow:
 // - MLPs read categorical inputs as one-hot directions (a neuron per combination,
@@ -13,7 +15,12 @@
 //   direction), and the BOS query attends to itself, so BOS stays clean: it only
 //   ever holds `one` and `tokens:<bos>` and is never mistaken for a selected key.
 #include "passes/Passes.h"
+#include "passes/lower/Attention.h"
+#include "passes/lower/CategoricalMlp.h"
+#include "passes/lower/Conversion.h"
 #include "passes/lower/MixedMlp.h"
+#include "passes/lower/NumericalMlp.h"
+#include "passes/lower/Tuple.h"
 #include "semantics/Semantics.h"
 #include "support/LocatedError.h"
 
@@ -30,24 +37,13 @@ namespace raspc::passes {
 
 using craft::Block;
 using craft::BlockKind;
-using craft::Entry;
 using craft::Feature;
 using craft::kBos;
 using craft::kOne;
-using craft::Neuron;
 using ir::NodeId;
 using ir::NodeKind;
 
 namespace {
-
-using Fn = std::function<std::optional<Scalar>(const std::vector<Scalar> &)>;
-
-// One factor of an attention score: pred(key value, query value) over a query and a key
-// feature. Several groups add up (an `and` of comparisons over different s-ops).
-struct Group {
-  Feature q, k;
-  std::function<bool(const Scalar &kv, const Scalar &qv)> pred;
-};
 
 class Lowering {
 public:
@@ -147,8 +143,9 @@ private:
     auto it = asCategorical_.find(id);
     if (it != asCategorical_.end()) return it->second;
     Feature out = makeFeature(base(id) + "#cat", a_.values[id], false);
-    if (auto err = mlp(id, "to categorical", {f}, [](auto &v) { return std::optional<Scalar>(v[0]); }, out))
-      return err;
+    Block b = mlpBlock(id, "to categorical");
+    toCategorical(b, f, out);
+    addMlp(std::move(b));
     return asCategorical_[id] = out;
   }
 
@@ -169,12 +166,13 @@ private:
       const auto &leaves = a_.leaves[id];
       std::vector<Feature> ins;
       for (NodeId l : leaves) ins.push_back(featureOf(l));
-      Fn f = [this, id, leaves](const std::vector<Scalar> &v) { return evalFused(id, leaves, v); };
+      MapFn f = [this, id, leaves](const std::vector<Scalar> &v) { return evalFused(id, leaves, v); };
       if (auto err = mlp(id, "to numerical", ins, f, out, leaves)) return err;
       return asNumerical_[id] = out;
     }
-    if (auto err = mlp(id, "to numerical", {f}, [](auto &v) { return std::optional<Scalar>(v[0]); }, out))
-      return err;
+    Block b = mlpBlock(id, "to numerical");
+    toNumerical(b, f, out);
+    addMlp(std::move(b));
     return asNumerical_[id] = out;
   }
 
@@ -260,9 +258,6 @@ private:
     return memo[id];
   }
 
-  // The width w a selector width head's output 1/(w+1) stands for.
-  static Scalar widthOf(const Scalar &frac) { return int64_t(std::llround(1.0 / toDouble(frac) - 1.0)); }
-
   // A map of one selector width, alone or with categorical s-ops, reads the head's
   // 1/(w+1) directly (with others, through the gated construction of lower/MixedMlp):
   // it runs in the MLP right after the head, where the width itself would be computed,
@@ -301,13 +296,13 @@ private:
 
   llvm::Error lowerMap(NodeId id) {
     const auto &leaves = a_.leaves[id];
-    Fn f = [this, id, leaves](const std::vector<Scalar> &v) { return evalFused(id, leaves, v); };
+    MapFn f = [this, id, leaves](const std::vector<Scalar> &v) { return evalFused(id, leaves, v); };
     if (int w = fracLeaf(id); w >= 0) {
       Feature out = makeFeature(base(id), a_.values[id], a_.isNumerical(id));
       feat_[id] = out;
       std::vector<Feature> ins;
       for (NodeId l : leaves) ins.push_back(l == leaves[size_t(w)] ? fracs_.at(l) : featureOf(l));
-      Fn g = [f, w](std::vector<Scalar> v) {
+      MapFn g = [f, w](std::vector<Scalar> v) {
         v[size_t(w)] = widthOf(v[size_t(w)]);
         return f(v);
       };
@@ -325,9 +320,10 @@ private:
 
   // ---- MLPs ----
 
-  // Adds MLP blocks computing `out` = f(ins). `leafNodes` (parallel to ins) lets the
-  // builder convert numerical inputs to categorical when no direct construction fits.
-  llvm::Error mlp(NodeId node, const std::string &what, std::vector<Feature> ins, const Fn &f, const Feature &out,
+  // Adds an MLP block computing `out` = f(ins), built by the first construction in
+  // passes/lower/ that fits the inputs' encodings. `leafNodes` (parallel to ins) lets
+  // it convert numerical inputs to categorical when no direct construction fits.
+  llvm::Error mlp(NodeId node, const std::string &what, std::vector<Feature> ins, const MapFn &f, const Feature &out,
                   const std::vector<NodeId> &leafNodes = {}) {
     // Constant inputs are folded into f.
     std::vector<Feature> live;
@@ -339,7 +335,7 @@ private:
         where.push_back(int(i));
         if (!leafNodes.empty()) liveNodes.push_back(leafNodes[i]);
       }
-    Fn g = [&ins, &where, &f](const std::vector<Scalar> &v) {
+    MapFn g = [&ins, &where, &f](const std::vector<Scalar> &v) {
       std::vector<Scalar> full;
       for (auto &in : ins) full.push_back(in.values[0]);
       for (size_t i = 0; i < where.size(); ++i) full[size_t(where[i])] = v[i];
@@ -347,14 +343,11 @@ private:
     };
     size_t numericalInputs = 0;
     for (auto &in : live) numericalInputs += in.numerical;
-    Block b;
-    b.kind = BlockKind::Mlp;
-    b.node = node;
-    b.what = what;
+    Block b = mlpBlock(node, what);
     if (numericalInputs == 0) {
-      tableMlp(b, live, g, out);
+      categoricalMlp(b, live, g, out);
     } else if (live.size() == 1) {
-      numericMlp(b, live[0], g, out);
+      numericalMlp(b, live[0], g, out);
     } else if (live.size() == 2 && out.numerical && numericalInputs == 2 && affineMlp(b, live, g, out)) {
       // done
     } else if (live.size() == 2 && numericalInputs == 2 && sumMlp(b, live, g, out)) {
@@ -388,303 +381,25 @@ private:
         return locatedError(a_.g[node].loc, "this elementwise operation combines s-ops with " +
                                                 std::to_string(combos) +
                                                 " value combinations; compute it in smaller steps");
-      tableMlp(b, live, g, out);
+      categoricalMlp(b, live, g, out);
     }
-    finishMlp(b);
-    p_.blocks.push_back(std::move(b));
+    addMlp(std::move(b));
     return llvm::Error::success();
   }
 
-  static void emit(Neuron &n, const Feature &out, const Scalar &y, double weight) {
-    if (out.numerical) {
-      if (isNumber(y)) n.out.push_back({out.dirs[0], weight * toDouble(y)});
-      return;
-    }
-    for (size_t i = 0; i < out.values.size(); ++i)
-      if (scalarEquals(out.values[i], y) && out.values[i].index() == y.index()) {
-        n.out.push_back({out.dirs[i], weight});
-        return;
-      }
-    for (size_t i = 0; i < out.values.size(); ++i)
-      if (scalarEquals(out.values[i], y)) {
-        n.out.push_back({out.dirs[i], weight});
-        return;
-      }
+  // An empty MLP block computing `node`, for a construction to fill.
+  static Block mlpBlock(NodeId node, const std::string &what) {
+    Block b;
+    b.kind = BlockKind::Mlp;
+    b.node = node;
+    b.what = what;
+    return b;
   }
 
-  // The entries on one direction summed; zeros dropped.
-  static craft::Weights merged(const craft::Weights &w) {
-    craft::Weights out;
-    addTo(out, w, 1.0);
-    out.erase(std::remove_if(out.begin(), out.end(), [](auto &e) { return e.second == 0; }), out.end());
-    return out;
-  }
-
-  // The values a categorical feature can take, None last when it can be None, and
-  // the residual weights whose sum is 1 exactly when the feature holds option i.
-  static size_t options(const Feature &f) { return f.values.size() + (f.canBeNone ? 1 : 0); }
-  static Scalar option(const Feature &f, size_t i) { return i < f.values.size() ? f.values[i] : Scalar{}; }
-  static craft::Weights indicator(const Feature &f, size_t i) {
-    if (i < f.values.size()) return {{f.dirs[i], 1.0}};
-    craft::Weights w = {{kOne, 1.0}};
-    for (int d : f.dirs) w.push_back({d, -1.0});
-    return w;
-  }
-  static void addTo(craft::Weights &into, const craft::Weights &w, double scale) {
-    for (auto &[d, x] : w) {
-      auto it = std::find_if(into.begin(), into.end(), [&](auto &e) { return e.first == d; });
-      if (it == into.end()) into.push_back({d, x * scale});
-      else it->second += x * scale;
-    }
-  }
-
-  // Categorical (one-hot) inputs: a neuron per input combination, or per output value
-  // for a single input.
-  void tableMlp(Block &b, const std::vector<Feature> &ins, const Fn &f, const Feature &out) {
-    if (ins.empty()) {
-      auto y = f({});
-      if (y) {
-        Neuron n;
-        n.in = {{kOne, 1.0}};
-        emit(n, out, *y, 1.0);
-        if (!n.out.empty()) b.neurons.push_back(n);
-      }
-      return;
-    }
-    if (ins.size() == 1 && out.numerical) {
-      // Linear in the one-hot input: relu(y) - relu(-y) covers negative outputs.
-      Neuron pos, neg;
-      for (size_t i = 0; i < options(ins[0]); ++i) {
-        auto y = f({option(ins[0], i)});
-        if (y && isNumber(*y) && toDouble(*y) != 0) {
-          addTo(pos.in, indicator(ins[0], i), toDouble(*y));
-          addTo(neg.in, indicator(ins[0], i), -toDouble(*y));
-        }
-      }
-      if (pos.in.empty()) return;
-      pos.out = {{out.dirs[0], 1.0}};
-      neg.out = {{out.dirs[0], -1.0}};
-      b.neurons.push_back(pos);
-      b.neurons.push_back(neg);
-      return;
-    }
-    if (ins.size() == 1) {
-      // One neuron per output value, reading every input value that maps to it.
-      std::vector<Neuron> per(out.values.size());
-      for (size_t i = 0; i < options(ins[0]); ++i) {
-        auto y = f({option(ins[0], i)});
-        if (!y) continue;
-        Neuron probe;
-        emit(probe, out, *y, 1.0);
-        if (probe.out.empty()) continue;
-        size_t k = size_t(std::find(out.dirs.begin(), out.dirs.end(), probe.out[0].first) - out.dirs.begin());
-        addTo(per[k].in, indicator(ins[0], i), 1.0);
-        per[k].out = probe.out;
-      }
-      for (auto &n : per)
-        if (!n.in.empty()) b.neurons.push_back(std::move(n));
-      return;
-    }
-    // Several inputs: a neuron per combination, relu(x1:a + ... + xk:z - (k-1)). Values
-    // of one input that f never tells apart (the same output whatever the others hold)
-    // share a class, whose indicator is the sum of theirs (still 0 or 1): a neuron per
-    // combination of classes. `(tokens > 1) and (indices < 3)` is 4 neurons, not
-    // |tokens| x |indices|.
-    const size_t k = ins.size();
-    std::vector<size_t> sizes(k), stride(k, 1);
-    size_t total = 1;
-    for (size_t i = 0; i < k; ++i) {
-      sizes[i] = options(ins[i]);
-      stride[i] = total;
-      total *= sizes[i];
-    }
-    std::vector<std::optional<Scalar>> ys(total);
-    std::vector<std::string> keys(total);
-    std::vector<Scalar> vals(k);
-    for (size_t c = 0; c < total; ++c) {
-      for (size_t i = 0; i < k; ++i) vals[i] = option(ins[i], c / stride[i] % sizes[i]);
-      ys[c] = f(vals);
-      keys[c] = ys[c] ? std::to_string(ys[c]->index()) + scalarKey(*ys[c]) : "-";
-    }
-    std::vector<std::vector<std::vector<size_t>>> classes(k); // input -> classes -> options
-    for (size_t i = 0; i < k; ++i) {
-      std::map<std::string, size_t> bySignature;
-      for (size_t a = 0; a < sizes[i]; ++a) {
-        std::string sig; // f over every combination of the other inputs, with input i at a
-        for (size_t c = 0; c < total; ++c)
-          if (c / stride[i] % sizes[i] == a) sig += keys[c] + '\x1f';
-        auto [it, fresh] = bySignature.emplace(sig, classes[i].size());
-        if (fresh) classes[i].emplace_back();
-        classes[i][it->second].push_back(a);
-      }
-    }
-    std::vector<size_t> idx(k, 0);
-    for (;;) {
-      Neuron n;
-      size_t c = 0;
-      for (size_t i = 0; i < k; ++i) {
-        for (size_t a : classes[i][idx[i]]) addTo(n.in, indicator(ins[i], a), 1.0);
-        c += classes[i][idx[i]][0] * stride[i];
-      }
-      n.bias = -double(k - 1);
-      if (ys[c]) {
-        emit(n, out, *ys[c], 1.0);
-        if (!n.out.empty()) b.neurons.push_back(std::move(n));
-      }
-      size_t i = 0;
-      for (; i < k; ++i) {
-        if (++idx[i] < classes[i].size()) break;
-        idx[i] = 0;
-      }
-      if (i == k) break;
-    }
-  }
-
-  // Affine out = alpha . x + gamma (checked on every input combination): two neurons.
-  bool affineMlp(Block &b, const std::vector<Feature> &ins, const Fn &f, const Feature &out) {
-    // Fit on a base point and one step per input, then check everything.
-    std::vector<Scalar> base;
-    for (auto &in : ins) base.push_back(in.values[0]);
-    auto y0 = f(base);
-    if (!y0 || !isNumber(*y0)) return false;
-    std::vector<double> alpha(ins.size(), 0.0);
-    for (size_t i = 0; i < ins.size(); ++i) {
-      if (ins[i].values.size() < 2) continue;
-      auto p = base;
-      p[i] = ins[i].values[1];
-      auto y = f(p);
-      if (!y || !isNumber(*y)) return false;
-      alpha[i] = (toDouble(*y) - toDouble(*y0)) / (toDouble(ins[i].values[1]) - toDouble(ins[i].values[0]));
-    }
-    double gamma = toDouble(*y0);
-    for (size_t i = 0; i < ins.size(); ++i) gamma -= alpha[i] * toDouble(ins[i].values[0]);
-    std::vector<size_t> idx(ins.size(), 0);
-    for (;;) {
-      std::vector<Scalar> vals;
-      double lin = gamma;
-      for (size_t i = 0; i < ins.size(); ++i) {
-        vals.push_back(ins[i].values[idx[i]]);
-        lin += alpha[i] * toDouble(vals.back());
-      }
-      auto y = f(vals);
-      if (!y || !isNumber(*y) || std::fabs(toDouble(*y) - lin) > 1e-9 * std::max(1.0, std::fabs(lin))) return false;
-      size_t i = 0;
-      for (; i < idx.size(); ++i) {
-        if (++idx[i] < ins[i].values.size()) break;
-        idx[i] = 0;
-      }
-      if (i == idx.size()) break;
-    }
-    Neuron pos, neg;
-    for (size_t i = 0; i < ins.size(); ++i)
-      if (alpha[i] != 0) {
-        pos.in.push_back({ins[i].dirs[0], alpha[i]});
-        neg.in.push_back({ins[i].dirs[0], -alpha[i]});
-      }
-    pos.bias = gamma;
-    neg.bias = -gamma;
-    pos.out = {{out.dirs[0], 1.0}};
-    neg.out = {{out.dirs[0], -1.0}};
-    b.neurons.push_back(pos);
-    b.neurons.push_back(neg);
-    return true;
-  }
-
-  // Distinct values of a +- b a sum MLP reads (each only places a step where f changes).
-  static constexpr size_t kMaxSumValues = 2'000'000;
-
-  // f(a, b) of two numbers that depends only on z = a + s*b (s = +1 or -1), like the sum
-  // of two counts: the step functions of numericMlp read z directly, one MLP.
-  bool sumMlp(Block &b, const std::vector<Feature> &ins, const Fn &f, const Feature &out) {
-    // z values within 1e-9 are one value (a fraction reached two ways); found by
-    // binary search, so that a million values take seconds, not hours.
-    using ByZ = std::map<double, std::optional<Scalar>>;
-    auto near = [](const ByZ &m, double z) {
-      auto it = m.lower_bound(z - 1e-9);
-      return it != m.end() && it->first <= z + 1e-9 ? it : m.end();
-    };
-    for (double sign : {1.0, -1.0}) {
-      ByZ byZ;
-      bool ok = true;
-      for (auto &x : ins[0].values) {
-        for (auto &y : ins[1].values) {
-          double z = toDouble(x) + sign * toDouble(y);
-          auto v = f({x, y});
-          auto it = near(byZ, z);
-          if (it == byZ.end()) byZ.emplace(z, v);
-          else if (it->second.has_value() != v.has_value() ||
-                   (v && !(scalarEquals(*it->second, *v) && it->second->index() == v->index())))
-            ok = false; // 2 and 2.0 are different outputs
-          if (!ok) break;
-        }
-        if (!ok || byZ.size() > kMaxSumValues) break;
-      }
-      if (!ok || byZ.size() > kMaxSumValues) continue;
-      Feature z;
-      z.numerical = true;
-      for (auto &e : byZ) z.values.push_back(e.first);
-      Fn fz = [byZ = std::move(byZ), near](const std::vector<Scalar> &v) -> std::optional<Scalar> {
-        auto it = near(byZ, toDouble(v[0]));
-        return it == byZ.end() ? std::nullopt : it->second;
-      };
-      numericMlp(b, {{ins[0].dirs[0], 1.0}, {ins[1].dirs[0], sign}}, z.values, fz, out);
-      return true;
-    }
-    return false;
-  }
-
-  void numericMlp(Block &b, const Feature &in, const Fn &f, const Feature &out) {
-    if (out.numerical && affineMlp(b, {in}, f, out)) return;
-    numericMlp(b, {{in.dirs[0], 1.0}}, in.values, f, out);
-  }
-
-  // A number x = sum of `lin` (one input direction, or a +- b) with the given values
-  // v0 < v1 < ...: step functions at the midpoints, slope 4 / gap so that every value
-  // is a quarter gap from a transition.
-  void numericMlp(Block &b, const craft::Weights &lin, const std::vector<Scalar> &values, const Fn &f,
-                  const Feature &out) {
-    std::vector<double> xs;
-    for (auto &v : values)
-      if (isNumber(v)) xs.push_back(toDouble(v));
-    std::sort(xs.begin(), xs.end());
-    xs.erase(std::unique(xs.begin(), xs.end()), xs.end());
-    if (xs.empty()) return;
-    Feature in;
-    in.numerical = true;
-    in.values = values;
-    auto y = [&](size_t j) { return f({Scalar(xs[j])}); };
-    bool hasInt = false; // (once: the values can be many)
-    for (auto &v : in.values) hasInt = hasInt || std::holds_alternative<int64_t>(v) || std::holds_alternative<bool>(v);
-    auto yAsInt = [&](size_t j) {
-      // Inputs that are whole numbers are looked up as ints, so that e.g. a lookup
-      // table indexed by the value still works.
-      double x = xs[j];
-      if (std::floor(x) == x && std::fabs(x) < 9e15 && hasInt) return f({Scalar(int64_t(x))});
-      return y(j);
-    };
-    // Base value: a neuron that is 1 everywhere (but BOS).
-    Neuron one;
-    one.in = {{kOne, 1.0}};
-    if (auto y0 = yAsInt(0)) emit(one, out, *y0, 1.0);
-    if (!one.out.empty()) b.neurons.push_back(one);
-    for (size_t j = 1; j < xs.size(); ++j) {
-      double gap = xs[j] - xs[j - 1], t = (xs[j] + xs[j - 1]) / 2, L = 4.0 / gap;
-      Neuron hi, lo; // step = hi - lo: 0 below t - 1/(2L), 1 above t + 1/(2L)
-      for (auto &[d, w] : lin) hi.in.push_back({d, L * w});
-      hi.bias = -L * t + 0.5;
-      lo.in = hi.in;
-      lo.bias = -L * t - 0.5;
-      auto cur = yAsInt(j), prev = yAsInt(j - 1);
-      if (cur) emit(hi, out, *cur, 1.0);
-      if (prev) emit(hi, out, *prev, -1.0);
-      // Only where the output changes (a comparison with a constant: one step).
-      hi.out = merged(hi.out);
-      if (hi.out.empty()) continue;
-      lo.out = hi.out;
-      for (auto &[d, w] : lo.out) w = -w;
-      b.neurons.push_back(hi);
-      b.neurons.push_back(lo);
-    }
+  // Places a filled MLP block, its neurons switched off at BOS.
+  void addMlp(Block b) {
+    finishMlp(b);
+    p_.blocks.push_back(std::move(b));
   }
 
   // Switch every neuron off at BOS: at BOS the residual holds at most 1 in any
@@ -780,9 +495,8 @@ private:
   }
 
   // A categorical feature whose values are the combinations of several s-ops' values
-  // (value i stands for combination i, returned alongside).
-  llvm::Expected<std::pair<Feature, std::vector<std::vector<Scalar>>>> tuple(NodeId sel,
-                                                                             const std::vector<NodeId> &parts) {
+  // (value i stands for combination i, returned alongside; passes/lower/Tuple.h).
+  llvm::Expected<std::pair<Feature, Combinations>> tuple(NodeId sel, const std::vector<NodeId> &parts) {
     std::vector<Feature> ins;
     std::string key, label = "tuple(";
     for (NodeId p : parts) {
@@ -793,53 +507,15 @@ private:
       label += (label.size() > 6 ? "," : "") + nodeLabel(a_.g, p);
     }
     label += ")";
-    std::vector<std::vector<Scalar>> combos;
-    std::vector<size_t> idx(ins.size(), 0);
-    size_t total = 1;
-    for (auto &f : ins) total *= std::max<size_t>(1, options(f));
-    if (total > 20000)
-      return locatedError(a_.g[sel].loc, "this selector compares tuples of s-ops with " + std::to_string(total) +
-                                             " value combinations; simplify it (e.g. compare one s-op per side)");
-    for (;;) {
-      std::vector<Scalar> c;
-      for (size_t i = 0; i < ins.size(); ++i) c.push_back(option(ins[i], idx[i]));
-      combos.push_back(c);
-      size_t i = 0;
-      for (; i < idx.size(); ++i) {
-        if (++idx[i] < options(ins[i])) break;
-        idx[i] = 0;
-      }
-      if (i == idx.size()) break;
-    }
-    if (parts.size() == 1) { // a 1-tuple is the s-op itself
-      Feature f = ins[0];
-      std::vector<Scalar> ids;
-      for (size_t i = 0; i < f.values.size(); ++i) ids.push_back(int64_t(i));
-      f.values = ids;
-      return std::make_pair(f, combos);
-    }
+    auto combos = combinations(ins, a_.g[sel].loc);
+    if (!combos) return combos.takeError();
+    if (parts.size() == 1) return std::make_pair(singleTuple(ins[0]), std::move(*combos));
     auto it = tuples_.find(key);
-    if (it != tuples_.end()) return std::make_pair(it->second, combos);
-    Feature out;
-    for (size_t i = 0; i < combos.size(); ++i) {
-      std::string v = "(";
-      for (size_t j = 0; j < combos[i].size(); ++j) v += (j ? "," : "") + formatScalar(combos[i][j]);
-      out.values.push_back(int64_t(i));
-      out.dirs.push_back(p_.residual.add(label + ":" + v + ")"));
-    }
-    auto cmb = combos;
-    Fn f = [cmb](const std::vector<Scalar> &v) -> std::optional<Scalar> {
-      for (size_t i = 0; i < cmb.size(); ++i) {
-        bool eq = true;
-        for (size_t j = 0; j < v.size() && eq; ++j)
-          eq = scalarEquals(cmb[i][j], v[j]) && cmb[i][j].index() == v[j].index();
-        if (eq) return Scalar(int64_t(i));
-      }
-      return std::nullopt;
-    };
-    if (auto err = mlp(sel, "tuple", ins, f, out)) return err;
+    if (it != tuples_.end()) return std::make_pair(it->second, std::move(*combos));
+    Feature out = tupleFeature(p_.residual, label, *combos);
+    if (auto err = mlp(sel, "tuple", ins, tupleIndex(*combos), out)) return err;
     tuples_[key] = out;
-    return std::make_pair(out, combos);
+    return std::make_pair(out, std::move(*combos));
   }
 
   // Splits a selector into groups whose scores add up: an `and` of parts that each
@@ -889,49 +565,20 @@ private:
     return groups;
   }
 
-  // Query-key scores: c per satisfied group; BOS scores `bosScore`; the BOS query
-  // attends to BOS above everything else.
-  void scores(Block &b, const std::vector<Group> &groups, double bosScore) {
-    std::map<std::pair<int, int>, double> w;
-    std::vector<int> qrows;
-    for (auto &g : groups)
-      for (size_t i = 0; i < options(g.q); ++i)
-        for (size_t j = 0; j < options(g.k); ++j) {
-          if (!g.pred(option(g.k, j), option(g.q, i))) continue;
-          for (auto &[qd, qw] : indicator(g.q, i))
-            for (auto &[kd, kw] : indicator(g.k, j)) w[{qd, kd}] += c_ * qw * kw;
-        }
-    for (auto &[rc, x] : w) qrows.push_back(rc.first);
-    qrows.push_back(kOne);
-    std::sort(qrows.begin(), qrows.end());
-    qrows.erase(std::unique(qrows.begin(), qrows.end()), qrows.end());
-    // BOS key (one + bos): score(q, BOS) = bosScore for every query.
-    for (int r : qrows) {
-      double viaOne = w.count({r, kOne}) ? w[{r, kOne}] : 0.0;
-      w[{r, kBos}] = (r == kOne ? bosScore : 0.0) - viaOne;
-    }
-    double maxScore = c_ * double(groups.size());
-    w[{kBos, kBos}] = maxScore + c_ - bosScore; // BOS query: itself by a margin of c
-    for (auto &[rc, x] : w)
-      if (x != 0) b.qk.push_back({rc.first, rc.second, x});
-  }
-
   llvm::Error lowerAggregate(NodeId id) {
     const ir::Node &n = a_.g[id];
     auto groups = selectorGroups(n.args[0]);
     if (!groups) return groups.takeError();
     bool num = a_.isNumerical(id);
     Feature out = makeFeature(base(id), a_.values[id], num);
-    Block b;
-    b.kind = BlockKind::Attention;
-    b.node = id;
-    b.what = num ? "numerical aggregate" : "aggregate";
-    std::map<std::pair<int, int>, double> ov;
+    // What the head copies from each direction it reads: the leaf's, for a map read
+    // through it.
+    std::vector<std::pair<int, Scalar>> values;
+    NodeId v = n.args[1];
     if (num) {
       if (isNone(n.value))
         return locatedError(n.loc, "a numerical aggregate needs a numeric default (a model has no None); "
                                    "write aggregate(sel, values, 0)");
-      NodeId v = n.args[1];
       if (a_.inHead[v]) { // W_OV maps each of the leaf's directions to the map's number
         const Feature &lf = featureOf(sourceOf(v));
         for (size_t i = 0; i < lf.dirs.size(); ++i) {
@@ -939,83 +586,30 @@ private:
           if (!x || !isNumber(*x))
             return locatedError(a_.g[v].loc, "this s-op is used as a number (for a mean) but can be " +
                                                  (x ? formatScalar(*x, true) : std::string("None")));
-          ov[{lf.dirs[i], out.dirs[0]}] += toDouble(*x);
+          values.emplace_back(lf.dirs[i], *x);
         }
       } else {
         auto vf = numerical(v);
         if (!vf) return vf.takeError();
-        double scale = vf->isConstant() ? toDouble(vf->values[0]) : 1.0;
-        ov[{vf->dirs[0], out.dirs[0]}] += scale;
+        values.emplace_back(vf->dirs[0], vf->isConstant() ? toDouble(vf->values[0]) : 1.0);
       }
-      double viaOne = ov.count({kOne, out.dirs[0]}) ? ov[{kOne, out.dirs[0]}] : 0.0;
-      ov[{kBos, out.dirs[0]}] = toDouble(n.value) - viaOne;
     } else {
-      // Each value direction (the leaf's, for a map read through it) copies its value.
-      NodeId v = n.args[1];
       auto vf = categorical(sourceOf(v));
       if (!vf) return vf.takeError();
-      for (size_t i = 0; i < vf->dirs.size(); ++i) {
-        auto x = through(v, vf->values[i]);
-        if (!x || isNone(*x)) continue;
-        Neuron probe;
-        emit(probe, out, *x, 1.0);
-        for (auto &[d, w] : probe.out) ov[{vf->dirs[i], d}] += w;
-      }
-      // BOS carries the default, and cancels what its `one` direction would copy.
-      std::map<int, double> bos;
-      for (auto &[rc, x] : ov)
-        if (rc.first == kOne) bos[rc.second] -= x;
-      if (!isNone(n.value)) {
-        Neuron probe;
-        emit(probe, out, n.value, 1.0);
-        for (auto &[d, w] : probe.out) bos[d] += w;
-      }
-      for (auto &[d, x] : bos) ov[{kBos, d}] = x;
+      for (size_t i = 0; i < vf->dirs.size(); ++i)
+        if (auto x = through(v, vf->values[i])) values.emplace_back(vf->dirs[i], *x);
     }
-    for (auto &[rc, x] : ov)
-      if (x != 0) b.ov.push_back({rc.first, rc.second, x});
-    scores(b, *groups, c_ * (double(groups->size()) - 0.5));
-    // The BOS query attends to BOS, so the head writes the default at BOS too. A
-    // neuron that fires only at BOS, in the MLP right after the head (it reads the
-    // head's outputs, with weight 0, to be placed there), takes it back out: later
-    // heads see a clean BOS key.
-    Block clean;
-    clean.kind = BlockKind::Mlp;
-    clean.node = id;
-    clean.what = "BOS cleanup";
-    Neuron n0;
-    n0.in = {{kBos, 1.0}};
-    std::map<int, double> atBos;
-    for (auto &e : b.ov)
-      if (e.row == kOne || e.row == kBos) atBos[e.col] += e.w;
-    for (auto &[d, x] : atBos) {
-      n0.in.push_back({d, 0.0});
-      if (x != 0) n0.out.push_back({d, -x});
-    }
-    p_.blocks.push_back(std::move(b));
-    if (!n0.out.empty()) {
-      clean.neurons.push_back(n0);
-      p_.blocks.push_back(std::move(clean));
-    }
+    for (Block &b : aggregateHead(id, *groups, values, n.value, out, c_)) p_.blocks.push_back(std::move(b));
     feat_[id] = out;
     return llvm::Error::success();
   }
 
-  // selector_width: a head in which BOS scores like a selected key and carries 1, so
-  // it writes 1 / (width + 1); an MLP turns that back into the width.
+  // selector_width: a head writes 1/(w+1) (passes/lower/Attention.h); an MLP turns it
+  // back into w where anything but the maps reading 1/(w+1) uses it.
   llvm::Error lowerWidth(NodeId id, std::vector<Group> groups) {
-    int N = a_.opts.maxLen;
-    std::vector<Scalar> fracs;
-    for (int w = N; w >= 0; --w) fracs.push_back(1.0 / double(w + 1));
     std::string b0 = base(id);
-    Feature frac = makeFeature(b0 + "#frac", fracs, true);
-    Block head;
-    head.kind = BlockKind::Attention;
-    head.node = id;
-    head.what = "selector width";
-    head.ov.push_back({kBos, frac.dirs[0], 1.0});
-    scores(head, groups, c_ * double(groups.size()));
-    p_.blocks.push_back(std::move(head));
+    Feature frac = makeFeature(b0 + "#frac", widthFractions(a_.opts.maxLen), true);
+    p_.blocks.push_back(selectorWidthHead(id, groups, frac, c_));
     fracs_[id] = frac;
     // The width itself is needed unless only maps that read the 1/(w+1) use it.
     bool needed = id == a_.output;
@@ -1033,7 +627,7 @@ private:
     if (!needed) return llvm::Error::success();
     Feature out = makeFeature(b0, a_.values[id], a_.isNumerical(id));
     feat_[id] = out;
-    Fn inv = [](const std::vector<Scalar> &v) -> std::optional<Scalar> {
+    MapFn inv = [](const std::vector<Scalar> &v) -> std::optional<Scalar> {
       return widthOf(v[0]);
     };
     return mlp(id, "selector width", {frac}, inv, out);

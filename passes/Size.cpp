@@ -2,7 +2,7 @@
 // anything, so that a program whose model cannot be built (a vocabulary of 20,000
 // tokens, a table over two large s-ops, 70,000 layers) is refused at once with the
 // estimate, instead of exhausting memory. The estimate follows the constructions of
-// Lower.cpp (one direction per categorical value, a neuron per table combination, a
+// passes/lower/ (one direction per categorical value, a neuron per table combination, a
 // head per aggregate, a layer per attention on the longest path), leaving out the
 // small helpers (conversions, tuples, BOS cleanups); the exact count is checked again
 // after layout, before the tensors are allocated.

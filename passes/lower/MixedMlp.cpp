@@ -7,8 +7,6 @@
 // relu(inner(x)) under c and 0 elsewhere: exact, like the ungated constructions.
 #include "passes/lower/MixedMlp.h"
 
-#include "semantics/Semantics.h"
-
 #include <algorithm>
 #include <cmath>
 
@@ -19,9 +17,6 @@ using craft::Neuron;
 using craft::Weights;
 
 namespace {
-
-size_t options(const Feature &f) { return f.values.size() + (f.canBeNone ? 1 : 0); }
-Scalar option(const Feature &f, size_t i) { return i < f.values.size() ? f.values[i] : Scalar{}; }
 
 // Weights whose sum is 1 exactly when f holds option i (None: no direction set).
 void addIndicator(Weights &w, const Feature &f, size_t i, double scale) {

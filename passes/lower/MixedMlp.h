@@ -1,15 +1,9 @@
-// MLP constructions over one numerical input and categorical ones, kept apart from
-// Lower.cpp's other constructions.
+// MLPs over one numerical input and categorical ones (a mean times an index, a mean
+// compared per position).
 #pragma once
-#include "ir/Craft.h"
-
-#include <functional>
-#include <optional>
-#include <vector>
+#include "passes/lower/Construction.h"
 
 namespace raspc::passes {
-
-using MapFn = std::function<std::optional<Scalar>(const std::vector<Scalar> &)>;
 
 // Categorical combinations past this are left to the caller's table construction.
 constexpr size_t kMaxMixedCombinations = 4096;
