@@ -46,6 +46,26 @@ if [ -n "$corpus_lengths" ]; then
   "$venv/bin/python" bench/tracr_lib_bench.py corpus $corpus_lengths
 fi
 
+# Start-up: what one command costs before any work (scripts call raspc hundreds of times),
+# from /usr/bin/time -v: wall seconds and peak resident memory.
+echo
+echo "== start-up: one command on examples/sort.rasp (N = 10), /usr/bin/time -v"
+startup=$(mktemp --suffix=.h5)
+"$BUILD/tools/raspc" compile examples/sort.rasp -o "$startup" --force >/dev/null
+startup_row() { # the command's arguments
+  local out wall rss
+  out=$(/usr/bin/time -v "$BUILD/tools/raspc" "$@" 2>&1 >/dev/null)
+  wall=$(echo "$out" | sed -n 's/.*Elapsed (wall clock) time (h:mm:ss or m:ss): //p')
+  rss=$(echo "$out" | sed -n 's/.*Maximum resident set size (kbytes): //p')
+  printf '%-14s %9s %12s\n' "raspc $1" "$wall" "$rss"
+}
+printf '%-14s %9s %12s\n' "command" "wall" "peak RSS KB"
+startup_row eval examples/sort.rasp --input "3 1 2"
+startup_row compile examples/sort.rasp -o "$startup" --force
+startup_row run "$startup" --input "3 1 2"
+startup_row verify examples/sort.rasp --max-len 3
+rm -f "$startup"
+
 # Threads: `raspc run` of sort (N = 64) over 1,024 lines, one thread against one per core,
 # on an idle machine and beside one busy process per core (a shared node).
 echo
