@@ -243,11 +243,14 @@ def test_converted_program_keeps_names():
     program = tracr_programs.by_name("mix_named_nodes").build()
     model = compile_rasp_to_model(program, set(tracr_programs.NUMS), 5)
     labels = set(model.raspc_model.trace([1, 2]).final)
-    assert {"rank_le", "product"} <= labels, labels
+    assert "product" in labels, labels
     # plus_one has no directions of its own: the head reads it through tokens, and the
-    # product's MLP computes it from tokens. The ground truth names it all the same.
+    # product's MLP computes it from tokens; that MLP reads rank_le's head output
+    # 1/(w+1) directly (one layer in all). The ground truth names them all the same.
     nodes = {n["name"]: n for n in model.raspc_model.ground_truth}
     assert nodes["plus_one"]["sublayer"] == "fused"
+    assert (nodes["rank_le"]["layer"], nodes["rank_le"]["sublayer"], nodes["rank_le"]["heads"]) == (0, "attn", [0])
+    assert (nodes["product"]["layer"], nodes["product"]["sublayer"]) == (0, "mlp")
     assert nodes["plus_one"]["value_set"] == [1, 2, 3, 4, 5]  # tokens 0..4, plus one
 
 
