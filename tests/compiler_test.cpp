@@ -762,6 +762,19 @@ TEST(InferredEncodings, ComparisonOfAMeanIsOneStep) {
   }
 }
 
+// Tables over one-hot inputs: a number that is a sum of one term per input is two
+// neurons (relu(y) - relu(-y)); values an input's map never tells apart share a neuron.
+TEST(Compiler, TablesOverValueClassesAndSums) {
+  auto sum = buildSource("sum.rasp", "out = numerical(2 * tokens - indices);\n", "0 1 2 3 4", 8);
+  ASSERT_TRUE(sum->model) << sum->diags;
+  EXPECT_EQ(sum->model->cfg.d_mlp, 2); // was 5 x 8 = 40, one per (token, index)
+  EXPECT_EQ(compare(*sum, someInputs({"0", "1", "2", "3", "4"}, 5, 8)), "");
+  auto both = buildSource("both.rasp", "out = (tokens > 1) and (indices < 3);\n", "0 1 2 3 4", 8);
+  ASSERT_TRUE(both->model) << both->diags;
+  EXPECT_EQ(both->model->cfg.d_mlp, 4); // (token class, index class): 2 x 2, not 5 x 8
+  EXPECT_EQ(compare(*both, someInputs({"0", "1", "2", "3", "4"}, 5, 8)), "");
+}
+
 // Mixed maps: a mean with a categorical s-op. Linear in the mean per categorical value
 // (numerical output): two gated neurons per value, not a table over all pairs.
 TEST(InferredEncodings, MixedLinearMapIsTwoNeuronsPerCategoricalValue) {

@@ -1,6 +1,7 @@
 #include "passes/lower/CategoricalMlp.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <string>
 
@@ -9,6 +10,46 @@ namespace raspc::passes {
 using craft::Feature;
 using craft::kOne;
 using craft::Neuron;
+
+namespace {
+
+// y(c) = y(0) + sum over inputs i of (y with only input i moved to c's option) - y(0), on
+// every combination c: then two neurons compute it. False (adding nothing) otherwise.
+bool separableMlp(craft::Block &b, const std::vector<Feature> &ins, const std::vector<std::optional<Scalar>> &ys,
+                  const std::vector<size_t> &sizes, const std::vector<size_t> &stride, const Feature &out) {
+  for (auto &y : ys)
+    if (!y || !isNumber(*y)) return false;
+  const size_t k = ins.size();
+  const double base = toDouble(*ys[0]);
+  std::vector<std::vector<double>> term(k);
+  for (size_t i = 0; i < k; ++i)
+    for (size_t a = 0; a < sizes[i]; ++a) term[i].push_back(toDouble(*ys[a * stride[i]]) - base);
+  for (size_t c = 0; c < ys.size(); ++c) {
+    double sum = base;
+    for (size_t i = 0; i < k; ++i) sum += term[i][c / stride[i] % sizes[i]];
+    double y = toDouble(*ys[c]);
+    if (std::fabs(sum - y) > 1e-9 * std::max(1.0, std::fabs(y))) return false;
+  }
+  Neuron pos, neg;
+  if (base != 0) {
+    pos.in.push_back({kOne, base});
+    neg.in.push_back({kOne, -base});
+  }
+  for (size_t i = 0; i < k; ++i)
+    for (size_t a = 0; a < sizes[i]; ++a)
+      if (term[i][a] != 0) {
+        addTo(pos.in, indicator(ins[i], a), term[i][a]);
+        addTo(neg.in, indicator(ins[i], a), -term[i][a]);
+      }
+  if (pos.in.empty()) return true; // zero everywhere: nothing to write
+  pos.out = {{out.dirs[0], 1.0}};
+  neg.out = {{out.dirs[0], -1.0}};
+  b.neurons.push_back(std::move(pos));
+  b.neurons.push_back(std::move(neg));
+  return true;
+}
+
+} // namespace
 
 void categoricalMlp(craft::Block &b, const std::vector<Feature> &ins, const MapFn &f, const Feature &out) {
   if (ins.empty()) {
@@ -76,6 +117,9 @@ void categoricalMlp(craft::Block &b, const std::vector<Feature> &ins, const MapF
     ys[c] = f(vals);
     keys[c] = ys[c] ? std::to_string(ys[c]->index()) + scalarKey(*ys[c]) : "-";
   }
+  // A number that is a sum of one term per input (2*t - i, a LinearSequenceMap of two
+  // one-hot s-ops) is linear in the one-hot inputs: relu(y) - relu(-y), two neurons.
+  if (out.numerical && separableMlp(b, ins, ys, sizes, stride, out)) return;
   std::vector<std::vector<std::vector<size_t>>> classes(k); // input -> classes -> options
   for (size_t i = 0; i < k; ++i) {
     std::map<std::string, size_t> bySignature;

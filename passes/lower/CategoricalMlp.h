@@ -11,7 +11,10 @@ namespace raspc::passes {
 //   (negative outputs included);
 // - one input, categorical out: a neuron per output value, reading every input value
 //   that maps to it;
-// - k inputs: a neuron per combination, relu(x1:a + ... + xk:z - (k-1)).
+// - k inputs, numerical out that is a sum of one term per input: two neurons, as for
+//   one input;
+// - k inputs: a neuron per combination, relu(x1:a + ... + xk:z - (k-1)), where the
+//   values of an input that f never tells apart count as one (their indicators summed).
 // Exact: a one-hot input is 1 on exactly one option's indicator, so each neuron is 1 for
 // its own value or combination and at most 0 for every other.
 void categoricalMlp(craft::Block &b, const std::vector<craft::Feature> &ins, const MapFn &f,
