@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
 echo "== compile (graph -> weights), median of up to 7 runs; Tracr beside it below, run live"
-"$BUILD/bench/bench_compile" .
+# A row over its budget is marked SLOW and makes bench_compile exit 1: the rest still runs.
+"$BUILD/bench/bench_compile" . || echo "(bench_compile: some rows over budget, marked above)"
 model=$(mktemp --suffix=.h5)
 trap 'rm -f "$model"' EXIT
 # The forward pass beside PyTorch (bench/forward_torch.py: the same weights and computation
