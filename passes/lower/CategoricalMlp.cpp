@@ -13,6 +13,18 @@ using craft::Neuron;
 
 namespace {
 
+// relu(y) - relu(-y) for y the weighted sum `in` of residual directions: two neurons
+// that write y, negative values included, into out's number.
+void signedPair(craft::Block &b, const craft::Weights &in, const Feature &out) {
+  Neuron pos, neg;
+  pos.in = in;
+  for (auto &[d, w] : in) neg.in.push_back({d, -w});
+  pos.out = {{out.dirs[0], 1.0}};
+  neg.out = {{out.dirs[0], -1.0}};
+  b.neurons.push_back(std::move(pos));
+  b.neurons.push_back(std::move(neg));
+}
+
 // y(c) = y(0) + sum over inputs i of (y with only input i moved to c's option) - y(0), on
 // every combination c: then two neurons compute it. False (adding nothing) otherwise.
 bool separableMlp(craft::Block &b, const std::vector<Feature> &ins, const std::vector<std::optional<Scalar>> &ys,
@@ -30,22 +42,12 @@ bool separableMlp(craft::Block &b, const std::vector<Feature> &ins, const std::v
     double y = toDouble(*ys[c]);
     if (std::fabs(sum - y) > 1e-9 * std::max(1.0, std::fabs(y))) return false;
   }
-  Neuron pos, neg;
-  if (base != 0) {
-    pos.in.push_back({kOne, base});
-    neg.in.push_back({kOne, -base});
-  }
+  craft::Weights y;
+  if (base != 0) y.push_back({kOne, base});
   for (size_t i = 0; i < k; ++i)
     for (size_t a = 0; a < sizes[i]; ++a)
-      if (term[i][a] != 0) {
-        addTo(pos.in, indicator(ins[i], a), term[i][a]);
-        addTo(neg.in, indicator(ins[i], a), -term[i][a]);
-      }
-  if (pos.in.empty()) return true; // zero everywhere: nothing to write
-  pos.out = {{out.dirs[0], 1.0}};
-  neg.out = {{out.dirs[0], -1.0}};
-  b.neurons.push_back(std::move(pos));
-  b.neurons.push_back(std::move(neg));
+      if (term[i][a] != 0) addTo(y, indicator(ins[i], a), term[i][a]);
+  if (!y.empty()) signedPair(b, y, out); // else zero everywhere: nothing to write
   return true;
 }
 
@@ -64,19 +66,12 @@ void categoricalMlp(craft::Block &b, const std::vector<Feature> &ins, const MapF
   }
   if (ins.size() == 1 && out.numerical) {
     // Linear in the one-hot input: relu(y) - relu(-y) covers negative outputs.
-    Neuron pos, neg;
+    craft::Weights sum;
     for (size_t i = 0; i < options(ins[0]); ++i) {
       auto y = f({option(ins[0], i)});
-      if (y && isNumber(*y) && toDouble(*y) != 0) {
-        addTo(pos.in, indicator(ins[0], i), toDouble(*y));
-        addTo(neg.in, indicator(ins[0], i), -toDouble(*y));
-      }
+      if (y && isNumber(*y) && toDouble(*y) != 0) addTo(sum, indicator(ins[0], i), toDouble(*y));
     }
-    if (pos.in.empty()) return;
-    pos.out = {{out.dirs[0], 1.0}};
-    neg.out = {{out.dirs[0], -1.0}};
-    b.neurons.push_back(pos);
-    b.neurons.push_back(neg);
+    if (!sum.empty()) signedPair(b, sum, out);
     return;
   }
   if (ins.size() == 1) {
