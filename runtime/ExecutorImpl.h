@@ -53,12 +53,14 @@ struct Executor::Impl {
   // Where the first row of the row-major buffer X (leading dimension ld, first `cols`
   // columns) holds an infinity or NaN; only BOS and token rows are looked at (PAD rows
   // are never read). One pass over the rows: cheap next to the products that made them.
+  // X may hold only sequences b0 .. b0 + count - 1 (count -1: to the last), b0 first.
   template <class T>
   std::optional<NonFiniteError> findNonFinite(const T *X, Eigen::Index ld, Eigen::Index cols, int layer,
-                                              const char *sublayer) const {
-    for (int b = 0; b < nSeq; ++b)
+                                              const char *sublayer, int b0 = 0, int count = -1) const {
+    const int end = count < 0 ? nSeq : b0 + count;
+    for (int b = b0; b < end; ++b)
       for (int p = 0; p <= lens[size_t(b)]; ++p) {
-        Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>> row(X + (Eigen::Index(b) * seqRows + p) * ld, cols);
+        Eigen::Map<const Eigen::Array<T, 1, Eigen::Dynamic>> row(X + (Eigen::Index(b - b0) * seqRows + p) * ld, cols);
         if (!row.allFinite()) return NonFiniteError(layer, sublayer, b, p - 1);
       }
     return std::nullopt;

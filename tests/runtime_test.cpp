@@ -128,6 +128,37 @@ TEST(Cpu, BuffersAreReusedAcrossBatchSizes) {
   EXPECT_EQ(runText(ex, {}), "");
 }
 
+// A batch runs in chunks of sequences (256 rows each; the map model's sequences take 6),
+// on several threads when asked: a batch of many chunks gives each sequence what it
+// gives alone at any thread count, and a non-finite value is reported where a
+// whole-batch pass finds it first (the earliest stage, then the first sequence).
+TEST(Cpu, ChunksAndThreadsChangeNothing) {
+  const std::vector<std::string> inputs = {"3 1 2 2 1", "2", "1 3", "", "1 1 1", "3 2"};
+  Batch batch;
+  for (int i = 0; i < 300; ++i) batch.push_back(toks(inputs[size_t(i) % inputs.size()]));
+  for (Precision p : {Precision::F32, Precision::F64}) {
+    Executor ex = executor(test::mapModel(), p);
+    std::string expect;
+    for (const auto &seq : batch) expect += runText(ex, {seq});
+    EXPECT_EQ(expect.rfind("[None, x, x, y, y]\n[None]\n[None, x]\n[]\n", 0), 0u) << expect.substr(0, 60);
+    for (int threads : {1, 2, 3, 0}) {
+      ex.setThreads(threads);
+      EXPECT_EQ(runText(ex, batch), expect) << "threads " << threads;
+    }
+  }
+  Model m = test::mapModel();
+  m.tensors.at("blocks.0.mlp.W_in").at(7, 0) = 3e38f; // indices:2: overflows from the second token on
+  m.tensors.at("blocks.0.mlp.W_out").at(0, 14) = 3e38f;
+  Batch failing(200, toks("2"));
+  failing.push_back(toks("3 2 1"));
+  failing.insert(failing.end(), 100, toks("1 3"));
+  for (int threads : {1, 2}) {
+    Executor ex = executor(m);
+    ex.setThreads(threads);
+    EXPECT_EQ(errorOf(ex.run(failing)), "layer 0 mlp produced a non-finite value at sequence 200, position 1");
+  }
+}
+
 TEST(Cpu, F32AndF64Agree) {
   for (const Model &m : {test::mapModel(), test::meanModel(true), test::prevTokenModel()}) {
     Executor a = executor(m, Precision::F32), b = executor(m, Precision::F64);
