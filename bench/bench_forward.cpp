@@ -1,7 +1,7 @@
 // Forward throughput of the runtime: sequences per second at batch 1 and 256 on random
-// full-length inputs, for a compiled model file, on the CPU (f32, f64) and, where a GPU
-// is usable, on CUDA (else a line saying why not). bench/run.sh runs it beside the numpy
-// forward of examples/python/forward.py on the same file.
+// full-length inputs, for a compiled model file, on the CPU (f32 on one thread and on one
+// per core, f64) and, where a GPU is usable, on CUDA (else a line saying why not).
+// bench/run.sh runs it beside PyTorch and the numpy forward on the same file.
 #include "backend/Hdf5.h"
 #include "runtime/Executor.h"
 
@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <random>
+#include <thread>
 
 using namespace raspc;
 
@@ -29,12 +30,21 @@ int main(int argc, char **argv) {
   int len = m->cfg.n_ctx - 1;
   std::mt19937 rng(1);
   struct Row {
-    const char *name;
+    std::string name;
     Precision p;
     Device d;
+    int threads;
   };
-  for (Row row : {Row{"CPU (f32) ", Precision::F32, Device::Cpu}, Row{"CPU (f64) ", Precision::F64, Device::Cpu},
-                  Row{"CUDA (f32)", Precision::F32, Device::Cuda}}) {
+  // The CPU on one thread and on one per core (what `raspc run` uses), float32 and float64.
+  const int cores = int(std::max(1u, std::thread::hardware_concurrency()));
+  std::vector<Row> rows;
+  for (int t : {1, cores}) {
+    if (t == cores && cores == 1) break;
+    rows.push_back({fmt::format("CPU (f32, {} thread{})", t, t > 1 ? "s" : ""), Precision::F32, Device::Cpu, t});
+  }
+  rows.push_back({"CPU (f64, 1 thread)", Precision::F64, Device::Cpu, 1});
+  rows.push_back({"CUDA (f32)", Precision::F32, Device::Cuda, 1});
+  for (const Row &row : rows) {
     if (auto e = deviceError(row.d)) {
       fmt::print("raspc {}: skipped ({})\n", row.name, llvm::toString(std::move(e)));
       continue;
@@ -44,6 +54,7 @@ int main(int argc, char **argv) {
       fmt::print(stderr, "{}\n", llvm::toString(exec.takeError()));
       return 1;
     }
+    exec->setThreads(row.threads);
     for (int batchSize : {1, 256}) {
       std::vector<std::vector<std::string>> batch(size_t(batchSize), std::vector<std::string>(size_t(len), ""));
       for (auto &s : batch)
@@ -61,7 +72,7 @@ int main(int argc, char **argv) {
         seqs += batchSize;
         secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       }
-      fmt::print("raspc {} batch {:>3}: {:>10.0f} sequences/s\n", row.name, batchSize, double(seqs) / secs);
+      fmt::print("raspc {:<22} batch {:>3}: {:>10.0f} sequences/s\n", row.name, batchSize, double(seqs) / secs);
     }
   }
   return 0;

@@ -105,10 +105,12 @@ public:
   Device device() const;
   int maxLength() const; // n_ctx - 1
 
-  // Threads for the CPU forward pass's matrix products (Eigen over OpenMP); 0 means one
-  // per core. The default is 1: a compiled model's products are small, and OpenMP's
-  // busy-waiting workers made `run` 5x slower than one thread on a loaded machine
-  // (sort, N = 64, 1,024 lines: 7.9 s against 1.6 s). The GPU ignores it.
+  // Threads for the CPU forward pass; 0 means one per core. A batch runs in chunks of
+  // sequences (about 256 rows), which the threads take one after the other, so a thread
+  // the machine holds back delays only its chunk: beside busy processes, more threads
+  // were still faster than one (docs/runtime.md). The default is 1, as a library should
+  // not start threads unasked; `raspc run` and `verify` ask for one per core. A batch of
+  // one chunk runs on one thread. The GPU ignores it.
   void setThreads(int n);
   int threads() const;
 

@@ -808,13 +808,21 @@ TEST(CliGaps, OneHeadCountAndUserCallSites) {
   EXPECT_EQ(r.out.rfind(out + ": 1 layer, 1 head (n_heads 1 per layer, d_head", 0), 0u) << r.out;
 }
 
-// --threads changes only the speed: the same outputs with 1, 2 and one per core.
+// --threads changes only the speed: the same outputs with 1, 2 and one per core (the
+// default), over 40 lines: 3 chunks of sequences at N = 16.
 TEST(CliGaps, ThreadsDoNotChangeOutputs) {
   std::string out = raspc::test::tempPath("threads_sort.h5");
   auto r = run(raspcBinary() + " compile " + example("sort") + " --max-len 16 -o " + out + " --force");
   ASSERT_EQ(r.exitCode, 0) << r.out;
-  std::string in = tempFile("threads_in.txt", "3 1 2 2 3 1 1 2 3 3 2 1 2 3 1 2\n2 1\n\n3 3 3\n");
-  const std::string want = "[1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3]\n[1, 2]\n[]\n[3, 3, 3]\n";
+  std::string text, want;
+  for (int i = 0; i < 10; ++i) {
+    text += "3 1 2 2 3 1 1 2 3 3 2 1 2 3 1 2\n2 1\n\n3 3 3\n";
+    want += "[1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3]\n[1, 2]\n[]\n[3, 3, 3]\n";
+  }
+  std::string in = tempFile("threads_in.txt", text);
+  r = run(raspcBinary() + " run " + out + " --inputs " + in);
+  EXPECT_EQ(r.exitCode, 0);
+  EXPECT_EQ(r.out, want) << "default threads";
   for (const char *t : {"1", "2", "0"}) {
     r = run(raspcBinary() + " run " + out + " --inputs " + in + " --threads " + t);
     EXPECT_EQ(r.exitCode, 0);

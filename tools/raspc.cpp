@@ -174,7 +174,7 @@ static int realMain(int argc, char **argv) {
   std::string modelFile, precision = "f32", device = "cpu";
   std::optional<std::string> runInput, runInputs;
   bool runJson = false, runTrace = false;
-  int runBatch = 256, runThreads = 1, verifyThreads = 1;
+  int runBatch = 256, runThreads = 0, verifyThreads = 0;
   auto *run = app.add_subcommand("run", "run a compiled model on inputs (CPU or CUDA GPU)");
   run->add_option("MODEL", modelFile, "compiled model (.h5)")->required();
   auto *inOpt = run->add_option("--input", runInput, "input tokens separated by spaces");
@@ -185,7 +185,7 @@ static int realMain(int argc, char **argv) {
   run->add_flag("--trace", runTrace, "print every s-op decoded from the residual stream after each sublayer");
   run->add_option("--precision", precision, "f32 (default) or f64 (CPU only)")->check(CLI::IsMember({"f32", "f64"}));
   run->add_option("--device", device, "cpu (default) or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
-  run->add_option("--threads", runThreads, "CPU threads for the forward pass (default 1; 0: one per core)")
+  run->add_option("--threads", runThreads, "CPU threads for the forward pass (default 0: one per core)")
       ->check(CLI::Range(0, 1024));
   std::optional<int64_t> runMaxParams, inspectMaxParams;
   addMaxParams(run, runMaxParams);
@@ -201,7 +201,7 @@ static int realMain(int argc, char **argv) {
       ->check(CLI::Range(1, 100000000));
   verify->add_option("--seed", seed, "random seed (default 1)")->check(tools::seedValidator());
   verify->add_flag("--json", verifyJson, "print the result as JSON");
-  verify->add_option("--threads", verifyThreads, "CPU threads for the forward pass (default 1; 0: one per core)")
+  verify->add_option("--threads", verifyThreads, "CPU threads for the forward pass (default 0: one per core)")
       ->check(CLI::Range(0, 1024));
   bool verifyCircuit = false;
   int circuitPairs = 32;
