@@ -19,13 +19,18 @@ import crate_torch  # noqa: E402
 
 
 def blas_library():
-    """The BLAS this process loaded (Debian's python3-torch uses the system's libblas.so.3:
-    the reference BLAS unless an optimised one such as OpenBLAS is installed)."""
+    """The BLAS PyTorch's CPU products use: the one it was built with (the PyPI wheel: MKL,
+    linked in), else the library this process loaded (Debian's python3-torch uses the
+    system's libblas.so.3: the reference BLAS unless an optimised one is installed)."""
+    import torch
+    config = torch.__config__.show()
+    if "BLAS_INFO=mkl" in config:
+        return f"MKL, built into PyTorch {torch.__version__}"
     libs = set()
     with open("/proc/self/maps") as f:
         for line in f:
             name = os.path.basename(line.split()[-1]) if "/" in line else ""
-            if "blas" in name or "mkl" in name:
+            if ("blas" in name or "mkl" in name) and "cublas" not in name:
                 path = os.path.realpath(line.split()[-1])
                 libs.add(path)
     def label(p):

@@ -85,29 +85,31 @@ printf '%-14s %10s %10s\n' "busy cores" "$(time_run 1)" "$(time_run 0)"
 kill "${busy[@]}" 2>/dev/null; wait "${busy[@]}" 2>/dev/null || true
 
 # CRATE on the CPU: raspc's CrateExecutor beside the PyTorch reference, same random weights
-# (a checkpoint converted by tools/crate_convert.py) and images, same thread count.
+# (a checkpoint converted by tools/crate_convert.py) and images, same thread count. PyTorch
+# from PyPI (the venv above: its own MKL kernels), not Debian's build on the system BLAS.
 echo
 echo "== CRATE forward throughput, CPU ($(nproc) cores): raspc beside PyTorch (tools/crate_torch.py)"
-if ! /usr/bin/python3 -c "import torch" 2>/dev/null; then
-  echo "(skipped: /usr/bin/python3 cannot import torch; ./scripts/install-deps.sh test installs python3-torch)"
+torch_py="$torch_venv/bin/python"
+if ! "$torch_py" -c "import torch, h5py" 2>/dev/null; then
+  echo "(skipped: $torch_py cannot import torch and h5py; python/requirements-test.txt lists them)"
 else
   crate=$(mktemp -d)
   trap 'rm -f "$model" "$model64" "$lines"; rm -rf "$crate"' EXIT
   batches=${CRATE_BATCHES:-1 64}
   max=$(echo "$batches" | tr ' ' '\n' | sort -n | tail -1)
-  /usr/bin/python3 tools/crate_torch.py images --config tiny --batch "$max" --seed 1 -o "$crate/images.h5" >/dev/null
+  "$torch_py" tools/crate_torch.py images --config tiny --batch "$max" --seed 1 -o "$crate/images.h5" >/dev/null
   for cfg in ${CRATE_CONFIGS:-tiny base}; do
-    /usr/bin/python3 tools/crate_torch.py checkpoint --config "$cfg" --seed 0 --format bare \
+    "$torch_py" tools/crate_torch.py checkpoint --config "$cfg" --seed 0 --format bare \
       -o "$crate/$cfg.pth" >/dev/null
-    /usr/bin/python3 tools/crate_convert.py "$crate/$cfg.pth" -o "$crate/$cfg.h5" --config "$cfg" >/dev/null
+    "$torch_py" tools/crate_convert.py "$crate/$cfg.pth" -o "$crate/$cfg.h5" --config "$cfg" >/dev/null
     # shellcheck disable=SC2086 # the batch sizes are separate arguments
     "$BUILD/bench/bench_crate" "$crate/$cfg.h5" "$crate/images.h5" "${SECONDS_PER_ROW:-2}" $batches >>"$crate/results"
-    threads=$(/usr/bin/python3 -c 'import json, sys
+    threads=$("$torch_py" -c 'import json, sys
 rows = [json.loads(x) for x in open(sys.argv[1]) if x.strip()]
 print([r for r in rows if r.get("device") == "cpu" and "threads" in r][-1]["threads"])' "$crate/results")
     # shellcheck disable=SC2086
-    /usr/bin/python3 bench/crate_torch_bench.py "$crate/$cfg.pth" "$crate/images.h5" "${SECONDS_PER_ROW:-2}" \
+    "$torch_py" bench/crate_torch_bench.py "$crate/$cfg.pth" "$crate/images.h5" "${SECONDS_PER_ROW:-2}" \
       "$threads" "$cfg" $batches >>"$crate/results"
   done
-  /usr/bin/python3 bench/crate_torch_bench.py --table "$crate/results"
+  "$torch_py" bench/crate_torch_bench.py --table "$crate/results"
 fi

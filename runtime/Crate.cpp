@@ -7,8 +7,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <random>
 #include <set>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 namespace raspc {
 
@@ -87,34 +92,45 @@ llvm::Error validateSynth(const CrateModel &m, const std::string &what) {
   return llvm::Error::success();
 }
 
-// Row-wise LayerNorm (biased variance, eps 1e-5), statistics in double.
-void layerNorm(const Eigen::MatrixXf &in, Eigen::MatrixXf &out, const Eigen::RowVectorXf &w,
-               const Eigen::RowVectorXf &b) {
-  out.resize(in.rows(), in.cols());
-  const Eigen::Index n = in.cols();
-  for (Eigen::Index r = 0; r < in.rows(); ++r) {
-    double mean = 0;
-    for (Eigen::Index c = 0; c < n; ++c) mean += in(r, c);
-    mean /= double(n);
-    double var = 0;
-    for (Eigen::Index c = 0; c < n; ++c) {
-      double d = in(r, c) - mean;
-      var += d * d;
-    }
-    var /= double(n);
-    float inv = float(1.0 / std::sqrt(var + kLnEps));
-    float m = float(mean);
-    for (Eigen::Index c = 0; c < n; ++c) out(r, c) = (in(r, c) - m) * inv * w(c) + b(c);
-  }
+// The threads of the CRATE forward pass: one per core (OpenMP's default), and which
+// one runs the caller.
+int maxThreads() {
+#if defined(_OPENMP)
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
+}
+int threadNumber() {
+#if defined(_OPENMP)
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
 }
 
-// Row-wise softmax in place.
-void softmaxRows(Eigen::MatrixXf &s) {
-  for (Eigen::Index r = 0; r < s.rows(); ++r) {
-    float mx = s.row(r).maxCoeff();
-    s.row(r) = (s.row(r).array() - mx).exp();
-    s.row(r) /= s.row(r).sum();
-  }
+// How many T x T attention matrices a pass holds at once: one per thread when the heads
+// are spread over the threads, unless that costs more than 64 MiB (long sequences, as
+// `crate synth` makes): then the heads run one after another, each on every thread.
+int scoreCopies(double T) {
+  const int threads = maxThreads();
+  return 4.0 * T * T * threads <= 64.0 * (1 << 20) ? threads : 1;
+}
+
+// Row-wise LayerNorm (biased variance, eps 1e-5), statistics in double. The matrices are
+// column-major: every row's statistics are accumulated at once, a column at a time
+// (contiguous, vectorised).
+void layerNorm(const Eigen::MatrixXf &in, Eigen::MatrixXf &out, const Eigen::RowVectorXf &w,
+               const Eigen::RowVectorXf &b) {
+  const Eigen::Index rows = in.rows(), n = in.cols();
+  Eigen::ArrayXd mean = Eigen::ArrayXd::Zero(rows), var = Eigen::ArrayXd::Zero(rows);
+  for (Eigen::Index c = 0; c < n; ++c) mean += in.col(c).array().cast<double>();
+  mean /= double(n);
+  for (Eigen::Index c = 0; c < n; ++c) var += (in.col(c).array().cast<double>() - mean).square();
+  var /= double(n);
+  const Eigen::ArrayXf inv = (var + kLnEps).rsqrt().cast<float>(), m = mean.cast<float>();
+  out.resize(rows, n);
+  for (Eigen::Index c = 0; c < n; ++c) out.col(c).array() = (in.col(c).array() - m) * inv * w(c) + b(c);
 }
 
 // log det of a symmetric positive definite matrix.
@@ -179,10 +195,10 @@ std::string formatBytes(double bytes) {
 double crateActivationBytes(const CrateConfig &c, int64_t groups, int64_t tokensPerGroup, bool metrics) {
   // In double: the products of untrusted sizes must not overflow.
   const double rows = double(groups) * double(tokensPerGroup), d = double(c.dim), T = double(tokensPerGroup);
-  // X, Z, W, O, T1, G1, G2 and the caller's input and output: 9 row buffers of floats,
-  // the patches and their embeddings, one attention matrix at a time.
-  double bytes = 4.0 * (9.0 * rows * d + 2.0 * double(groups) * double(c.numPatches()) * (double(c.patchDim()) + d) +
-                        T * T);
+  // X, Z, W, O and the caller's input and output: 6 row buffers of floats, the patches
+  // and their embeddings, the attention matrices held at once.
+  double bytes = 4.0 * (6.0 * rows * d + 2.0 * double(groups) * double(c.numPatches()) * (double(c.patchDim()) + d) +
+                        double(scoreCopies(T)) * T * T);
   // The metrics: each group's Z in double, U in double, the d x d (or T x T) Gram matrix.
   if (metrics) bytes += 8.0 * (2.0 * T * d + 2.0 * d * d + std::min(T, d) * std::min(T, d));
   return bytes;
@@ -490,7 +506,7 @@ struct CrateExecutor::Impl {
     Eigen::RowVectorXf ln1w, ln1b, ln2w, ln2b, bo;
     Eigen::MatrixXf U;   // qkv.weight^T: W = LN1(X) U
     Eigen::MatrixXf WoT; // to_out.0.weight^T
-    Eigen::MatrixXf D, Dt;
+    Eigen::MatrixXf M; // I + eta (D - D^T D), D = 1.fn.weight
   };
   CrateConfig cfg;
   Eigen::RowVectorXf pe1w, pe1b, pe2b, pe3w, pe3b, headLnW, headLnB, headB;
@@ -500,7 +516,28 @@ struct CrateExecutor::Impl {
   std::vector<Layer> layers;
 
   // Buffers, reused across calls.
-  Eigen::MatrixXf patches, patchesN, emb, embN, X, Z, W, O, S, G1, G2, T1, pooled, pooledN;
+  Eigen::MatrixXf patches, patchesN, emb, embN, pooled, pooledN;
+  // The layers' buffers: the whole batch's, or one chunk's per thread.
+  struct Work {
+    Eigen::MatrixXf X, Z, W, O;
+    std::vector<Eigen::MatrixXf> S; // attention scores, one per thread
+  };
+  Work whole;
+  std::vector<Work> work;
+  // A batch of several images runs in chunks of about kChunkRows rows (one image at
+  // 224 px), one thread per chunk through every layer: each chunk stays in its core's
+  // cache and the threads meet once per batch. A single image, or metrics, run as one
+  // chunk whose heads are spread over the threads and whose products use them all.
+  static constexpr int kChunkRows = 256;
+
+  // The first non-finite value (or non-finite coding rate) of a chunk: its stage (2l
+  // layer l's MSSA, 2l + 1 its ISTA) and the message.
+  struct Failure {
+    int stage;
+    std::string message;
+  };
+  std::optional<Failure> stack(Work &ws, int g0, int groups, int T, bool images, std::vector<CrateLayerMetrics> *metrics,
+                               double eps, bool spreadHeads);
 
   Device device = Device::Cpu;
   std::unique_ptr<cuda::CrateForward> gpu; // Device::Cuda: the weights live there
@@ -515,12 +552,13 @@ struct CrateExecutor::Impl {
     Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> m(X, rows, cols);
     return firstNonFinite(m, T, images, where);
   }
+  // g0: the number of m's first group in the batch.
   template <class M>
-  llvm::Error firstNonFinite(const M &m, int T, bool images, const std::string &where) const {
+  llvm::Error firstNonFinite(const M &m, int T, bool images, const std::string &where, int g0 = 0) const {
     if (m.allFinite()) return llvm::Error::success();
     for (Eigen::Index r = 0; r < m.rows(); ++r) {
       if (m.row(r).allFinite()) continue;
-      const Eigen::Index g = T > 0 ? r / T : 0, t = T > 0 ? r % T : r;
+      const Eigen::Index g = g0 + (T > 0 ? r / T : 0), t = T > 0 ? r % T : r;
       std::string at = images ? fmt::format("image {}, token {}", g, t) : fmt::format("sequence {}, token {}", g, t);
       if (T <= 0) at = fmt::format("image {}", r); // logits: one row per image
       return llvm::make_error<llvm::StringError>(
@@ -666,8 +704,10 @@ llvm::Expected<CrateExecutor> CrateExecutor::create(const CrateModel &m, const s
       L.bo = row(layerKey(l, "0.fn.to_out.0.bias"));
       L.ln2w = row(layerKey(l, "1.norm.weight"));
       L.ln2b = row(layerKey(l, "1.norm.bias"));
-      L.D = toMatrix(T(layerKey(l, "1.fn.weight")), c.dim, c.dim);
-      L.Dt = L.D.transpose();
+      // ISTA is linear in z before its ReLU: z + eta (z D - z D^T D) = z M, one product
+      // where PyTorch's module makes three (the same up to float rounding).
+      const Eigen::MatrixXf D = toMatrix(T(layerKey(l, "1.fn.weight")), c.dim, c.dim);
+      L.M = Eigen::MatrixXf::Identity(c.dim, c.dim) + float(c.eta) * (D - D.transpose() * D);
     }
     impl->layers.push_back(std::move(L));
   }
@@ -726,49 +766,103 @@ llvm::Expected<Eigen::MatrixXf> CrateExecutor::layers(const Eigen::MatrixXf &inp
     const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor> rows = input;
     return I.onGpu(rows.data(), groups, tokensPerGroup, false, metrics, eps);
   }
-  const CrateConfig &c = I.cfg;
-  const int T = tokensPerGroup, p = c.headDim();
-  const float scale = 1.0f / std::sqrt(float(p));
-  const float eta = float(c.eta), etaLambda = float(c.eta * c.lambda);
-  I.X = input;
+  // Eigen's thread count is process-wide, and a compiled model's forward pass sets it to
+  // 1 for its small products: CRATE's large ones use every core.
+  const int threads = maxThreads();
+  if (Eigen::nbThreads() != threads) Eigen::setNbThreads(0);
+  const int T = tokensPerGroup, per = std::max(1, Impl::kChunkRows / std::max(1, T));
+  const int chunks = (groups + per - 1) / per;
   if (metrics) metrics->clear();
-  for (size_t l = 0; l < I.layers.size(); ++l) {
-    const Impl::Layer &L = I.layers[l];
+  if (metrics || threads == 1 || chunks == 1) {
+    I.whole.X = input;
+    if (auto f = I.stack(I.whole, 0, groups, T, images, metrics, eps, true))
+      return llvm::make_error<llvm::StringError>(f->message, llvm::inconvertibleErrorCode());
+    return I.whole.X;
+  }
+  const int workers = std::min(threads, chunks);
+  if (int(I.work.size()) < workers) I.work.resize(size_t(workers));
+  Eigen::MatrixXf out(input.rows(), input.cols());
+  std::vector<std::optional<Impl::Failure>> failed(static_cast<size_t>(chunks));
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(workers)
+#endif
+  for (int ch = 0; ch < chunks; ++ch) {
+    Impl::Work &ws = I.work[size_t(threadNumber())];
+    const int g0 = ch * per, n = std::min(per, groups - g0);
+    const Eigen::Index r0 = Eigen::Index(g0) * T, rows = Eigen::Index(n) * T;
+    ws.X = input.middleRows(r0, rows);
+    failed[size_t(ch)] = I.stack(ws, g0, n, T, images, nullptr, eps, false);
+    if (!failed[size_t(ch)]) out.middleRows(r0, rows) = ws.X;
+  }
+  // What one pass over the whole batch reports: the earliest stage, then the first image.
+  const Impl::Failure *first = nullptr;
+  for (const auto &f : failed)
+    if (f && (!first || f->stage < first->stage)) first = &*f;
+  if (first) return llvm::make_error<llvm::StringError>(first->message, llvm::inconvertibleErrorCode());
+  return out;
+}
+
+std::optional<CrateExecutor::Impl::Failure> CrateExecutor::Impl::stack(Work &ws, int g0, int groups, int T,
+                                                                       bool images,
+                                                                       std::vector<CrateLayerMetrics> *metrics,
+                                                                       double eps, bool spreadHeads) {
+  const CrateConfig &c = cfg;
+  const int p = c.headDim();
+  const float scale = 1.0f / std::sqrt(float(p));
+  const float etaLambda = float(c.eta * c.lambda);
+  auto fail = [](int stage, llvm::Error e) { return Failure{stage, llvm::toString(std::move(e))}; };
+  for (size_t l = 0; l < layers.size(); ++l) {
+    const Layer &L = layers[l];
+    const int stage = 2 * int(l);
     // MSSA: W = LN1(X) U; per head softmax(W_k W_k^T / sqrt(p)) W_k; X += concat Wo^T + b_o.
-    layerNorm(I.X, I.Z, L.ln1w, L.ln1b);
+    layerNorm(ws.X, ws.Z, L.ln1w, L.ln1b);
     CrateLayerMetrics lm;
     lm.layer = int(l);
     if (metrics) {
-      I.addRates(lm, I.Z, L.U.cast<double>(), groups, T, eps);
-      if (auto e = I.checkMetrics(lm)) return e;
+      addRates(lm, ws.Z, L.U.cast<double>(), groups, T, eps);
+      if (auto e = checkMetrics(lm)) return fail(stage, std::move(e));
     }
-    I.W.noalias() = I.Z * L.U;
-    I.O.resize(I.W.rows(), I.W.cols());
-    for (int g = 0; g < groups; ++g)
-      for (int k = 0; k < c.heads; ++k) {
-        auto Wk = I.W.block(Eigen::Index(g) * T, Eigen::Index(k) * p, T, p);
-        I.S.noalias() = Wk * Wk.transpose();
-        I.S *= scale;
-        softmaxRows(I.S);
-        I.O.block(Eigen::Index(g) * T, Eigen::Index(k) * p, T, p).noalias() = I.S * Wk;
+    ws.W.noalias() = ws.Z * L.U;
+    ws.O.resize(ws.W.rows(), ws.W.cols());
+    // One task per (sequence, head), spread over the cores when asked; each product
+    // inside runs on its task's thread. S = W_k W_k^T is symmetric: its lower half is
+    // computed, and its row softmax is the transpose of its column softmax, which reads
+    // contiguous columns here (column-major).
+    const int tasks = groups * c.heads;
+    ws.S.resize(size_t(spreadHeads ? scoreCopies(T) : 1));
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(dynamic, 1) if (spreadHeads && tasks > 1 && ws.S.size() > 1)
+#endif
+    for (int task = 0; task < tasks; ++task) {
+      const int g = task / c.heads, k = task % c.heads;
+      Eigen::MatrixXf &S = ws.S[spreadHeads ? size_t(threadNumber()) : 0];
+      auto Wk = ws.W.block(Eigen::Index(g) * T, Eigen::Index(k) * p, T, p);
+      S.setZero(T, T);
+      S.selfadjointView<Eigen::Lower>().rankUpdate(Wk);
+      S.triangularView<Eigen::StrictlyUpper>() = S.transpose();
+      for (Eigen::Index j = 0; j < S.cols(); ++j) {
+        auto col = S.col(j).array();
+        col = ((col - col.maxCoeff()) * scale).exp();
+        col /= col.sum();
       }
-    I.X.noalias() += I.O * L.WoT;
-    I.X.rowwise() += L.bo;
-    if (auto e = I.firstNonFinite(I.X, T, images, fmt::format("layer {} mssa", l))) return e;
+      ws.O.block(Eigen::Index(g) * T, Eigen::Index(k) * p, T, p).noalias() = S.transpose() * Wk;
+    }
+    ws.X.noalias() += ws.O * L.WoT;
+    ws.X.rowwise() += L.bo;
+    if (auto e = firstNonFinite(ws.X, T, images, fmt::format("layer {} mssa", l), g0)) return fail(stage, std::move(e));
     // ISTA (PyTorch form): x1 = z D^T, grad_1 = x1 D, grad_2 = z D,
-    // X = relu(z + eta (grad_2 - grad_1) - eta lambda).
-    layerNorm(I.X, I.Z, L.ln2w, L.ln2b);
-    I.T1.noalias() = I.Z * L.Dt;
-    I.G1.noalias() = I.T1 * L.D;
-    I.G2.noalias() = I.Z * L.D;
-    I.X = (I.Z.array() + eta * (I.G2 - I.G1).array() - etaLambda).max(0.0f);
-    if (auto e = I.firstNonFinite(I.X, T, images, fmt::format("layer {} ista", l))) return e;
+    // X = relu(z + eta (grad_2 - grad_1) - eta lambda) = relu(z M - eta lambda).
+    layerNorm(ws.X, ws.Z, L.ln2w, L.ln2b);
+    ws.X.noalias() = ws.Z * L.M;
+    ws.X = (ws.X.array() - etaLambda).max(0.0f);
+    if (auto e = firstNonFinite(ws.X, T, images, fmt::format("layer {} ista", l), g0))
+      return fail(stage + 1, std::move(e));
     if (metrics) {
-      lm.sparsity = Impl::sparsity(I.X.array());
+      lm.sparsity = sparsity(ws.X.array());
       metrics->push_back(lm);
     }
   }
-  return I.X;
+  return std::nullopt;
 }
 
 llvm::Expected<Eigen::MatrixXf> CrateExecutor::run(const float *images, int batch,

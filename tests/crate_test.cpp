@@ -1176,7 +1176,7 @@ TEST(CrateBounds, SynthRefusesBeyondTheMemoryLimit) {
                    "more than the 4.0 GiB raspc allows; lower --depth or --dim\n");
   r = run(raspcBinary() + " crate synth --tokens 1048576 -o " + path);
   EXPECT_EQ(r.exitCode, 1);
-  EXPECT_EQ(r.out, "raspc: error: crate synth: --dim 32 --depth 4 --tokens 1048576 need about 4098.0 GiB of memory, "
+  EXPECT_EQ(r.out, "raspc: error: crate synth: --dim 32 --depth 4 --tokens 1048576 need about 4097.6 GiB of memory, "
                    "more than the 4.0 GiB raspc allows; lower --tokens\n");
   EXPECT_FALSE(std::filesystem::exists(path));
   // Ranges are usage errors.
