@@ -1,6 +1,7 @@
 // The forward pass of compiled models on the CPU: Eigen, row-major, float or double.
-// Buffers are matrices that grow to the largest batch and are used by their top-left
-// corner; sequences are stacked as rows (b * seqRows + position).
+// A batch runs in chunks of sequences, each in one thread's buffers: matrices that grow
+// to the largest chunk and are used by their top-left corner, sequences stacked as rows
+// (b * seqRows + position).
 #include "runtime/ExecutorImpl.h"
 
 #include <algorithm>

@@ -150,9 +150,9 @@ struct CrateLayerMetrics {
 
 // ------------------------------------------------------------------------------------
 // Executor (float32) on the CPU (Eigen) or a CUDA GPU (runtime/cuda/). Owns converted
-// weights and activation buffers (grown to the largest batch and reused); run() is not
-// thread-safe. With metrics on the GPU, each layer's Z and output come back to the host
-// and the metrics are computed there, as on the CPU.
+// weights and activation buffers (grown to the largest batch, or chunk of one, and
+// reused); run() is not thread-safe. With metrics on the GPU, each layer's Z and
+// output come back to the host and the metrics are computed there, as on the CPU.
 class CrateExecutor {
 public:
   // Validates the model (validateCrateModel) and converts its weights; on Device::Cuda

@@ -18,10 +18,10 @@
 //
 // An executor owns its weights (converted to the working precision, with heads and MLP
 // neurons that contribute nothing dropped) and its activation buffers, which grow to
-// the largest batch seen and are reused (on the GPU: device memory); it does not
-// reference the Model after create(). Both devices share encoding, padding, masks and
-// decoding; only the forward pass differs. run() is not thread-safe; use one executor
-// per thread.
+// the largest chunk of a batch (CPU) or batch (GPU: device memory) seen and are
+// reused; it does not reference the Model after create(). Both devices share encoding,
+// padding, masks and decoding; only the forward pass differs. run() is not
+// thread-safe; use one executor per thread.
 #pragma once
 #include "backend/Model.h"
 #include "runtime/Device.h"
