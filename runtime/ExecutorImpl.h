@@ -65,11 +65,6 @@ struct Executor::Impl {
       }
     return std::nullopt;
   }
-  template <class T>
-  llvm::Error checkFinite(const T *X, Eigen::Index ld, Eigen::Index cols, int layer, const char *sublayer) const {
-    if (auto bad = findNonFinite(X, ld, cols, layer, sublayer)) return llvm::make_error<NonFiniteError>(*bad);
-    return llvm::Error::success();
-  }
 
   // The ids of one sequence, BOS first (Executor::encode).
   llvm::Expected<std::vector<int>> encode(const std::vector<std::string> &tokens, int seq) const;
