@@ -7,6 +7,8 @@
 #include "tools/Plot.h"
 
 #include <gtest/gtest.h>
+
+#include <limits>
 #include <hdf5.h>
 
 #include <cmath>
@@ -1210,6 +1212,12 @@ TEST(CrateBounds, NonFiniteActivationIsAnError) {
   EXPECT_EQ(errorText(exec2.run(im.data(), 2, &ms)), "m.h5: layer 0 mssa produced a non-finite value at image 0, token 0");
   EXPECT_EQ(errorText(exec2.runLayers(Eigen::MatrixXf::Ones(3, 4), 1, 3)),
             "m.h5: layer 0 mssa produced a non-finite value at sequence 0, token 0");
+  // Sequences of 200 tokens run one per chunk (on several threads where there are
+  // cores): an infinity in the second sequence is named there, whichever chunk finds it.
+  auto fine = expectOk(CrateExecutor::create(randomCrateModel(tinyConfig(), 5), "m.h5"));
+  Eigen::MatrixXf two = Eigen::MatrixXf::Ones(400, 4);
+  two(205, 1) = std::numeric_limits<float>::infinity();
+  EXPECT_EQ(errorText(fine.runLayers(two, 2, 200)), "m.h5: layer 0 mssa produced a non-finite value at sequence 1, token 0");
 
   // On the command line, with --json too: the error and nothing on stdout.
   std::string model = tempPath("overflow.h5"), images = tempPath("overflow_images.h5");
